@@ -1,0 +1,221 @@
+"""Finding a user's handler and adapting it to one fixed calling convention.
+
+A handler is a plain module, class or object with any of `setup(device, spec)`,
+`decode(request)`, `predict(batch)`, `encode(output)`, `batch(items)`, `unbatch(out)`.
+No base class. Only worker processes import handlers: the API process learns about one
+through `HandlerInfo`, which pickles.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, TypeAdapter
+
+HOOKS = ("setup", "decode", "predict", "encode", "batch", "unbatch")
+# how many positional arguments each hook is called with
+_ARITY = {"setup": 2, "decode": 1, "predict": 1, "encode": 1, "batch": 1, "unbatch": 1}
+
+
+class HandlerError(Exception):
+    """A handler that cannot be found, imported or called as the contract says."""
+
+
+@dataclass(frozen=True)
+class HandlerInfo:
+    """What the API process knows about a handler: reported by workers at start-up."""
+
+    name: str
+    hooks: tuple[str, ...]
+    request_schema: dict[str, Any] | None = None
+    response_schema: dict[str, Any] | None = None
+    example: Any = None
+    defs: dict[str, Any] = field(default_factory=dict)
+
+
+def _import_path(ref: str, base_dir: Path) -> ModuleType:
+    path = Path(ref)
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise HandlerError(f"handler file {ref!r} not found (looked at {path})")
+    name = "servectl_handler_" + path.stem
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise HandlerError(f"handler file {ref!r} is not a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def load_handler_object(ref: str, base_dir: Path) -> Any:
+    """Import `ref` and return the module, or the named attribute (a class is instantiated)."""
+    module_ref, _, attr = ref.partition(":")
+    if str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    try:
+        if module_ref.endswith(".py") or "/" in module_ref:
+            module = _import_path(module_ref, base_dir)
+        else:
+            module = importlib.import_module(module_ref)
+    except HandlerError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and module_ref.startswith(exc.name):
+            raise HandlerError(f"handler module {module_ref!r} not found from {base_dir}") from None
+        raise HandlerError(f"handler {module_ref!r} failed to import: {exc}") from exc
+    except Exception as exc:
+        raise HandlerError(f"handler {module_ref!r} failed to import: {exc!r}") from exc
+    if not attr:
+        return module
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise HandlerError(f"handler module {module_ref!r} has no attribute {attr!r}") from None
+    if inspect.isclass(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise HandlerError(f"handler class {ref!r} could not be created: {exc!r}") from exc
+    return obj
+
+
+def _positional_capacity(fn: Callable[..., Any]) -> tuple[int, int]:
+    """(required, maximum) positional parameters of a callable; maximum -1 means *args."""
+    required, maximum = 0, 0
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            return required, -1
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            maximum += 1
+            if p.default is p.empty:
+                required += 1
+        elif p.kind is p.KEYWORD_ONLY and p.default is p.empty:
+            required += 99  # cannot be called positionally at all
+    return required, maximum
+
+
+def _model_type(tp: Any) -> type[BaseModel] | None:
+    return tp if inspect.isclass(tp) and issubclass(tp, BaseModel) else None
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except Exception:
+        return {}
+
+
+class Handler:
+    """A user's handler behind the fixed calling convention the worker uses."""
+
+    def __init__(self, obj: Any, name: str) -> None:
+        self.obj = obj
+        self.name = name
+        self.hooks: dict[str, Callable[..., Any]] = {}
+        for hook in HOOKS:
+            fn = getattr(obj, hook, None)
+            if fn is None:
+                continue
+            if not callable(fn):
+                raise HandlerError(f"{name}.{hook} must be callable, not {type(fn).__name__}")
+            required, maximum = _positional_capacity(fn)
+            want = _ARITY[hook]
+            if hook == "setup":
+                if required > want:
+                    raise HandlerError(f"{name}.setup takes at most (device, spec) arguments")
+            elif required > want or (maximum != -1 and maximum < want):
+                raise HandlerError(f"{name}.{hook} must take exactly one positional argument")
+            self.hooks[hook] = fn
+        if not self.hooks.keys() & {"predict", "decode", "encode"}:
+            raise HandlerError(f"{name} defines none of predict, decode, encode")
+        setup_max = _positional_capacity(self.hooks["setup"])[1] if "setup" in self.hooks else 2
+        self.setup_arity = 2 if setup_max == -1 else min(setup_max, 2)
+        self.request_type = self._request_type()
+        self.response_type = self._response_type()
+        self._request_adapter = TypeAdapter(self.request_type) if self.request_type else None
+
+    @classmethod
+    def load(cls, ref: str, base_dir: Path) -> Handler:
+        return cls(load_handler_object(ref, base_dir), ref)
+
+    def _request_type(self) -> type[BaseModel] | None:
+        fn = self.hooks.get("decode") or self.hooks.get("predict")
+        if fn is None or fn is self.hooks.get("predict"):
+            return None
+        hints = _hints(fn)
+        params = [p for p in inspect.signature(fn).parameters if p in hints and p != "return"]
+        return _model_type(hints[params[0]]) if params else None
+
+    def _response_type(self) -> type[BaseModel] | None:
+        fn = self.hooks.get("encode")
+        return _model_type(_hints(fn).get("return")) if fn else None
+
+    def info(self) -> HandlerInfo:
+        req = self.request_type.model_json_schema(ref_template="#/components/schemas/{model}") if self.request_type else None
+        resp = self.response_type.model_json_schema(ref_template="#/components/schemas/{model}") if self.response_type else None
+        defs: dict[str, Any] = {}
+        for schema in (req, resp):
+            if schema:
+                defs.update(schema.pop("$defs", {}))
+        return HandlerInfo(
+            name=self.name,
+            hooks=tuple(self.hooks),
+            request_schema=req,
+            response_schema=resp,
+            example=getattr(self.obj, "example", None),
+            defs=defs,
+        )
+
+    # --- the calling convention -------------------------------------------------
+
+    def setup(self, device: str, spec: Any) -> None:
+        fn = self.hooks.get("setup")
+        if fn is not None:
+            fn(*(device, spec)[: self.setup_arity])
+
+    def validate(self, payload: Any) -> Any:
+        """Turn parsed JSON into the decode hook's declared type (raises pydantic errors)."""
+        if self._request_adapter is None:
+            return payload
+        return self._request_adapter.validate_python(payload)
+
+    def decode(self, request: Any) -> Any:
+        fn = self.hooks.get("decode")
+        return fn(request) if fn else request
+
+    def batch(self, items: list[Any]) -> Any:
+        fn = self.hooks.get("batch")
+        return fn(items) if fn else items
+
+    def predict(self, batch: Any) -> Any:
+        fn = self.hooks.get("predict")
+        return fn(batch) if fn else batch
+
+    def unbatch(self, output: Any, size: int) -> list[Any]:
+        fn = self.hooks.get("unbatch")
+        outputs = fn(output) if fn else output
+        try:
+            outputs = list(outputs)
+        except TypeError:
+            raise HandlerError(
+                f"{self.name}.predict returned {type(output).__name__}, not a list of {size} outputs"
+            ) from None
+        if len(outputs) != size:
+            raise HandlerError(
+                f"{self.name}.predict returned {len(outputs)} outputs for a batch of {size} inputs"
+            )
+        return outputs
+
+    def encode(self, output: Any) -> Any:
+        fn = self.hooks.get("encode")
+        return fn(output) if fn else output

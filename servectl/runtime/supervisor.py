@@ -1,0 +1,254 @@
+"""The supervisor: spawns one worker process per slot, watches them, restarts the fallen.
+
+Workers are watched without threads or polling: the event loop reads each worker's pipe
+and its process sentinel (readable once the process has exited) with `add_reader`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from servectl.errors import error_body
+from servectl.handler import HandlerInfo
+from servectl.metrics import Metrics
+from servectl.runtime import protocol as p
+from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.scheduler import Pending, Scheduler
+from servectl.runtime.worker import worker_main
+from servectl.spec import Spec
+
+log = logging.getLogger("servectl.supervisor")
+
+
+class WorkerHandle:
+    """The API process's view of one worker process."""
+
+    def __init__(self, slot: WorkerSlot, process: BaseProcess, conn: Connection) -> None:
+        self.slot = slot
+        self.index = slot.index
+        self.process = process
+        self.conn = conn
+        self.ready = False
+        self.inflight: dict[int, Pending] = {}
+        self.started_at = time.monotonic()
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and not self.inflight
+
+    def send_batch(self, batch_id: int, items: list[p.Item]) -> None:
+        self.conn.send((p.BATCH, batch_id, items))
+
+
+class Supervisor:
+    """Owns the worker processes of one deployment and keeps the scheduler's view current."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        slots: list[WorkerSlot],
+        scheduler: Scheduler,
+        metrics: Metrics,
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self.spec = spec
+        self.slots = slots
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.on_fatal = on_fatal
+        self.handler_info: HandlerInfo | None = None
+        self.workers: dict[int, WorkerHandle] = {}
+        self.restarts: dict[int, list[float]] = {s.index: [] for s in slots}
+        self.problems: dict[int, str] = {}
+        self.restart_count = 0
+        self.started_once: set[int] = set()
+        self.stopping = False
+        self._ctx = mp.get_context("spawn")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._setup_timers: dict[int, asyncio.TimerHandle] = {}
+
+    @property
+    def all_ready(self) -> bool:
+        return len(self.slots) == sum(1 for w in self.workers.values() if w.ready)
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.ready)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        assert self._loop is not None
+        if self.stopping:
+            return
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(child, self.spec, slot, self.spec.server.log_level),
+            name=f"servectl-worker-{slot.index}",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        worker = self.workers[slot.index] = WorkerHandle(slot, process, parent)
+        self._loop.add_reader(parent.fileno(), self._on_readable, worker)
+        self._loop.add_reader(process.sentinel, self._on_exit, worker)
+        self._setup_timers[slot.index] = self._loop.call_later(
+            self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
+        )
+        log.info("worker %d started (pid %s, %s)", slot.index, process.pid, slot.label)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask every worker to stop, then end the ones that do not in time."""
+        self.stopping = True
+        for timer in self._setup_timers.values():
+            timer.cancel()
+        self._setup_timers.clear()
+        workers = list(self.workers.values())
+        self.workers.clear()
+        for worker in workers:
+            self._unwatch(worker, send_stop=True)
+            self.scheduler.remove_worker(worker, self._answer_lost)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _join_all, [w.process for w in workers], timeout)
+
+    def kill_all(self) -> None:
+        """Last resort on a forced exit: end every worker process now."""
+        for worker in self.workers.values():
+            if worker.process.is_alive():
+                worker.process.kill()
+
+    # --- events -------------------------------------------------------------------
+
+    def _on_readable(self, worker: WorkerHandle) -> None:
+        try:
+            msg: Any = worker.conn.recv()
+        except (EOFError, OSError):
+            self._unwatch_pipe(worker)  # the sentinel reports the exit itself
+            return
+        self._handle(worker, msg)
+
+    def _handle(self, worker: WorkerHandle, msg: Any) -> None:
+        kind = msg[0]
+        if kind == p.RESULTS:
+            self.scheduler.on_results(worker, msg[2], msg[3])
+        elif kind == p.READY:
+            self._on_ready(worker, msg[1])
+        elif kind == p.SETUP_FAILED:
+            self._on_setup_failed(worker, msg[1])
+
+    def _on_ready(self, worker: WorkerHandle, info: HandlerInfo) -> None:
+        timer = self._setup_timers.pop(worker.index, None)
+        if timer:
+            timer.cancel()
+        worker.ready = True
+        self.handler_info = self.handler_info or info
+        self.started_once.add(worker.index)
+        self.problems.pop(worker.index, None)
+        self.metrics.workers_ready.set(self.ready_count)
+        log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
+        self.scheduler.add_worker(worker)
+
+    def _on_setup_failed(self, worker: WorkerHandle, message: str) -> None:
+        self.problems[worker.index] = f"setup failed: {message}"
+        log.error("worker %d: setup failed: %s", worker.index, message)
+        if worker.index not in self.started_once:
+            self.on_fatal(f"worker {worker.index} setup failed: {message}")
+
+    def _setup_timed_out(self, worker: WorkerHandle) -> None:
+        self._setup_timers.pop(worker.index, None)
+        limit = self.spec.supervisor.setup_timeout_s
+        self._on_setup_failed(worker, f"setup took longer than supervisor.setup_timeout_s={limit}")
+        worker.process.kill()
+
+    def _on_exit(self, worker: WorkerHandle) -> None:
+        try:  # answers sent just before the exit are still in the pipe
+            while not worker.conn.closed and worker.conn.poll():
+                self._handle(worker, worker.conn.recv())
+        except (EOFError, OSError):
+            pass
+        self._unwatch(worker)
+        worker.process.join(0.1)
+        code = worker.process.exitcode
+        timer = self._setup_timers.pop(worker.index, None)
+        if timer:
+            timer.cancel()
+        was_ready = worker.ready
+        worker.ready = False
+        self.scheduler.remove_worker(worker, self._answer_lost)
+        self.metrics.workers_ready.set(self.ready_count)
+        if self.stopping or self.workers.get(worker.index) is not worker:
+            return
+        if not was_ready and worker.index not in self.started_once:
+            if worker.index not in self.problems:
+                self.on_fatal(f"worker {worker.index} exited with code {code} during setup")
+            return
+        self.problems.setdefault(worker.index, f"worker exited with code {code}")
+        log.error("worker %d (pid %s) exited with code %s", worker.index, worker.process.pid, code)
+        self._schedule_restart(worker.slot)
+
+    def _schedule_restart(self, slot: WorkerSlot) -> None:
+        assert self._loop is not None
+        now = time.monotonic()
+        window = self.spec.supervisor.restart_window_s
+        recent = [t for t in self.restarts[slot.index] if now - t < window]
+        if len(recent) >= self.spec.supervisor.max_restarts:
+            reason = (
+                f"worker {slot.index} gave up after {len(recent)} restarts in {window:g}s: "
+                f"{self.problems.get(slot.index, 'unknown')}"
+            )
+            self.problems[slot.index] = reason
+            log.error(reason)
+            if all(i in self.problems and "gave up" in self.problems[i] for i in self.restarts):
+                self.scheduler.fail_all_queued("no inference worker is available: " + reason)
+            return
+        recent.append(now)
+        self.restarts[slot.index] = recent
+        self.restart_count += 1
+        self.metrics.restarts.inc()
+        delay = min(0.1 * 2 ** (len(recent) - 1), 5.0)
+        self._loop.call_later(delay, self._spawn, slot)
+
+    def _unwatch_pipe(self, worker: WorkerHandle) -> None:
+        if self._loop is not None and not worker.conn.closed:
+            self._loop.remove_reader(worker.conn.fileno())
+
+    def _unwatch(self, worker: WorkerHandle, send_stop: bool = False) -> None:
+        if self._loop is None:
+            return
+        if not worker.conn.closed:
+            self._loop.remove_reader(worker.conn.fileno())
+            if send_stop:
+                try:
+                    worker.conn.send((p.STOP,))
+                except OSError:
+                    pass
+            worker.conn.close()
+        self._loop.remove_reader(worker.process.sentinel)
+
+    @staticmethod
+    def _answer_lost(pending: Pending) -> tuple[int, bytes]:
+        msg = "the inference worker holding this request crashed; it was not completed"
+        return 503, error_body(msg, pending.request_id, "worker_crashed")
+
+
+def _join_all(processes: list[BaseProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)

@@ -1,0 +1,105 @@
+"""`servectl serve`: build the deployment, show what will run, serve until told to stop."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from servectl.deployment import Deployment
+from servectl.logs import configure
+from servectl.runtime.devices import plan_slots
+from servectl.server.app import build_app
+from servectl.server.gateway import Gateway
+from servectl.spec import Spec
+
+log = logging.getLogger("servectl")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn with servectl's signal policy: first SIGTERM/SIGINT drains, second exits now."""
+
+    def __init__(self, config: uvicorn.Config, deployment: Deployment) -> None:
+        super().__init__(config)
+        self.deployment = deployment
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        name = signal.Signals(sig).name
+        if self.should_exit:
+            log.warning("second %s: exiting now", name)
+            self.deployment.supervisor.kill_all()
+            os._exit(1)
+        log.info("%s: draining for up to %gs, then stopping", name, self.config.timeout_graceful_shutdown)
+        self.should_exit = True
+
+
+def summary(spec: Spec, deployment: Deployment, url: str) -> Table:
+    table = Table(title=f"servectl: {spec.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    b, lim = spec.batching, spec.limits
+    rows = [
+        ("spec", spec.source),
+        ("handler", spec.handler or "-"),
+        ("backend", spec.model.backend),
+        ("devices", deployment.device_note),
+        ("workers", f"{len(deployment.slots)} ({', '.join(s.label for s in deployment.slots)})"),
+        ("batching", f"max_batch_size={b.max_batch_size} max_wait_ms={b.max_wait_ms:g}"),
+        ("limits", f"timeout_s={lim.timeout_s:g} max_queue={lim.max_queue} max_body_mb={lim.max_body_mb:g}"),
+        ("auth", f"{len(spec.auth.api_keys)} API key(s)" if spec.auth.api_keys else "off"),
+        ("url", f"{url}{spec.api.path}"),
+        ("docs", f"{url}/docs"),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def serve(spec: Spec, console: Console) -> int:
+    """Serve a spec until SIGTERM/SIGINT; the exit code (1 when workers cannot start)."""
+    configure(spec.server.log_level, spec.server.log_format)
+    slots, note = plan_slots(spec.devices)
+    deployment = Deployment(spec, slots, note)
+    app: Any = Gateway(deployment, build_app(deployment))
+    if spec.server.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app = CORSMiddleware(
+            app, allow_origins=spec.server.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+    config = uvicorn.Config(
+        app,
+        host=spec.server.host,
+        port=spec.server.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=spec.limits.drain_s,
+        server_header=False,
+    )
+    server = _Server(config, deployment)
+    deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
+    host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
+    console.print(summary(spec, deployment, f"http://{host}:{spec.server.port}"))
+    server.run()
+    if deployment.fatal_error:
+        console.print(f"[bold red]servectl could not start:[/] {deployment.fatal_error}")
+        return 1
+    return 0

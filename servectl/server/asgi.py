@@ -1,0 +1,71 @@
+"""Small raw-ASGI helpers for the lean model path: headers in, bytes out."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+_UNSAFE_ID = re.compile(rb"[^A-Za-z0-9._:\-]")
+MAX_REQUEST_ID = 64
+
+
+def request_id_from(raw: bytes | None) -> str:
+    """A client's X-Request-Id, sanitised and length-capped, or a fresh one."""
+    if raw:
+        clean = _UNSAFE_ID.sub(b"", raw[:MAX_REQUEST_ID])
+        if clean:
+            return clean.decode("ascii")
+    return secrets.token_hex(8)
+
+
+def header_map(scope: Scope) -> dict[bytes, bytes]:
+    """Headers by lower-case name (ASGI servers already lower-case them)."""
+    return dict(scope["headers"])
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    request_id: str,
+    extra: list[tuple[bytes, bytes]] | None = None,
+    content_type: bytes = JSON,
+) -> None:
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyTooLarge(Exception):
+    """The request body passed `limits.max_body_mb`."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None if the client went away while sending it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

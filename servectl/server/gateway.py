@@ -1,0 +1,92 @@
+"""The ASGI app uvicorn runs: lifespan, request ids, auth, logs and metrics for every
+route, then the lean model path or FastAPI for everything else."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from fastapi import FastAPI
+
+from servectl.deployment import Deployment
+from servectl.errors import error_body
+from servectl.logs import log_request
+from servectl.server.asgi import Message, Receive, Scope, Send, header_map, request_id_from, send_bytes
+from servectl.server.auth import APIKeyAuth
+from servectl.server.predict import PredictEndpoint
+
+log = logging.getLogger("servectl")
+_UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
+_KNOWN = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc"})
+
+
+class Gateway:
+    """Front door: everything every request gets, then the route that answers it."""
+
+    def __init__(self, deployment: Deployment, app: FastAPI) -> None:
+        spec = deployment.spec
+        self.deployment = deployment
+        self.app = app
+        self.auth = APIKeyAuth(spec.auth)
+        self.model_routes = {spec.api.path: PredictEndpoint(spec, deployment.scheduler)}
+        self.metrics = deployment.metrics
+        self.access_log = spec.server.access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = header_map(scope)
+        rid = request_id_from(headers.get(b"x-request-id"))
+        path = scope["path"]
+        route = self.model_routes.get(path)
+        if self.auth.required(path) and not self.auth.accepts(headers):
+            msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+            await send_bytes(send, 401, error_body(msg, rid, "unauthorized"), rid, _UNAUTHORIZED)
+            status = 401
+        elif route is not None and scope["method"] == "POST":
+            status = await route(receive, send, headers, rid, started)
+        else:
+            status = await self._framework(scope, receive, send, rid)
+        elapsed = time.perf_counter() - started
+        label = path if route is not None or path in _KNOWN else "<other>"
+        self.metrics.observe_request(label, status, elapsed)
+        if self.access_log:
+            log_request(scope["method"], path, status, elapsed * 1000, rid)
+
+    async def _framework(self, scope: Scope, receive: Receive, send: Send, rid: str) -> int:
+        """Hand a non-model request to FastAPI, adding the request id to its answer."""
+        status = 500
+        rid_header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), rid_header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+        return status
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.deployment.supervisor.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.deployment.supervisor.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,87 @@
+"""The model route: raw body in, queued for a worker, raw worker answer out.
+
+This is the hot path. It stays on plain ASGI (no FastAPI request objects, no parsing:
+workers parse) and applies the deadline, back-pressure and client disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from servectl.errors import error_body
+from servectl.runtime.scheduler import Answer, NoWorkers, Pending, QueueFull, Scheduler
+from servectl.server.asgi import BodyTooLarge, Receive, Send, read_body, send_bytes
+from servectl.spec import Spec
+
+RETRY_AFTER = [(b"retry-after", b"1")]
+CLIENT_GONE = 499  # nginx's code: logged and counted, never sent
+
+
+class PredictEndpoint:
+    """`POST {api.path}`: one request through the scheduler to a worker and back."""
+
+    def __init__(self, spec: Spec, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.timeout_s = spec.limits.timeout_s
+        self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
+
+    async def __call__(
+        self, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str, started: float
+    ) -> int:
+        """Answer one request; return the status (for logs and metrics)."""
+        declared = headers.get(b"content-length")
+        try:
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+                raise BodyTooLarge
+            body = await read_body(receive, self.max_body)
+        except BodyTooLarge:
+            msg = f"request body larger than limits.max_body_mb ({self.max_body} bytes)"
+            return await self._error(send, 413, msg, rid, "payload_too_large")
+        if body is None:
+            return CLIENT_GONE
+        try:
+            pending = self.scheduler.submit(rid, body)
+        except QueueFull:
+            msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
+            return await self._error(send, 503, msg, rid, "overloaded")
+        except NoWorkers as exc:
+            return await self._error(send, 503, str(exc), rid, "unavailable")
+        status, payload = await self._wait(pending, receive, started)
+        if status != CLIENT_GONE:
+            await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
+        return status
+
+    async def _wait(self, pending: Pending, receive: Receive, started: float) -> Answer:
+        """The worker's answer, a 504 at the deadline, or CLIENT_GONE if the client left."""
+        loop = asyncio.get_running_loop()
+        remaining = self.timeout_s - (time.perf_counter() - started)
+        timer = loop.call_later(max(remaining, 0.0), self._expire, pending)
+        watcher = loop.create_task(self._watch_disconnect(pending, receive))
+        try:
+            return await pending.future
+        finally:
+            timer.cancel()
+            watcher.cancel()
+
+    def _expire(self, pending: Pending) -> None:
+        if pending.future.done():
+            return
+        where = "queued" if self.scheduler.drop(pending, "timeout") else "running"
+        msg = f"not answered within limits.timeout_s={self.timeout_s:g}s (was {where})"
+        pending.future.set_result((504, error_body(msg, pending.request_id, "timeout")))
+
+    async def _watch_disconnect(self, pending: Pending, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+        if not pending.future.done():
+            self.scheduler.drop(pending, "disconnected")
+            pending.future.set_result((CLIENT_GONE, b""))
+
+    @staticmethod
+    async def _error(send: Send, status: int, msg: str, rid: str, kind: str) -> int:
+        extra = RETRY_AFTER if status == 503 else None
+        await send_bytes(send, status, error_body(msg, rid, kind), rid, extra)
+        return status

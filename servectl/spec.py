@@ -1,0 +1,314 @@
+"""The deployment spec: its typed schema, and loading it from YAML through OmegaConf.
+
+Everything else in servectl reads a `Spec`; nothing else parses YAML. Loading keeps
+the YAML node positions so that every error can name the file, line, column and the
+dotted field path at fault.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+DEFAULT_SPEC = Path(__file__).parent / "examples" / "quickstart.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    backend: Literal["python"] = Field(
+        "python", description="Only `python` (a handler module) is available in this version."
+    )
+    path: str | None = Field(None, description="Model file or folder, relative to the spec file.")
+    task: str | None = Field(None, description="Task name for built-in runners.")
+
+
+class DevicesSpec(_Section):
+    accelerator: Literal["auto", "cpu", "cuda"] = "auto"
+    ids: Literal["auto"] | int | list[int] = Field(
+        "auto", description="`auto`: every visible GPU; N: the first N; [a, b]: those ids."
+    )
+    workers_per_device: int = Field(1, ge=1, le=64)
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_non_negative(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a count of devices must be at least 1")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("the list of device ids must not be empty")
+            if any(i < 0 for i in v) or len(set(v)) != len(v):
+                raise ValueError("device ids must be distinct and >= 0")
+        return v
+
+
+class BatchingSpec(_Section):
+    max_batch_size: int = Field(16, ge=1, le=4096, description="Items per predict call.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Upper bound on the extra wait for a batch to fill."
+    )
+
+
+class LimitsSpec(_Section):
+    timeout_s: float = Field(30.0, gt=0, le=86_400, description="End-to-end deadline; then 504.")
+    max_queue: int = Field(1024, ge=1, description="Requests waiting for a worker; beyond, 503.")
+    max_body_mb: float = Field(16.0, gt=0, le=4096, description="Request body limit; beyond, 413.")
+    drain_s: float = Field(30.0, ge=0, description="Grace period for in-flight work on SIGTERM.")
+
+
+class AuthSpec(_Section):
+    api_keys: list[str] | None = Field(
+        None, description="Accepted keys: a list, or one comma-separated string; null: no auth."
+    )
+    protect_docs: bool = Field(False, description="Require a key for /docs and /openapi.json.")
+    protect_metrics: bool = Field(False, description="Require a key for /metrics and /info.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [k for k in (part.strip() for part in v.split(",")) if k]
+            return v or None
+        if isinstance(v, list) and not v:
+            return None
+        return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_not_blank(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(not k.strip() for k in v):
+            raise ValueError("API keys must not be empty strings")
+        return v
+
+
+class ApiSpec(_Section):
+    kind: Literal["predict"] = Field(
+        "predict", description="Only `predict` is available in this version."
+    )
+    path: str = Field("/predict", pattern=r"^/[A-Za-z0-9_\-/.]*$")
+    stream: Literal[False] = Field(False, description="Streaming is not available yet.")
+
+
+class ServerSpec(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = Field(True, description="One log line per request.")
+    cors_origins: list[str] = Field(default_factory=list, description="Empty: CORS off.")
+
+
+class SupervisorSpec(_Section):
+    max_restarts: int = Field(
+        5, ge=0, description="Restarts of one worker slot within restart_window_s before giving up."
+    )
+    restart_window_s: float = Field(60.0, gt=0)
+    setup_timeout_s: float = Field(600.0, gt=0, description="Longest a worker may spend in setup.")
+
+
+class Spec(_Section):
+    """A whole deployment, as written in one YAML file."""
+
+    name: str = Field("servectl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    handler: str | None = Field(
+        None, description="`handlers/foo.py`, `handlers.foo` or `handlers.foo:Foo`."
+    )
+    devices: DevicesSpec = Field(default_factory=DevicesSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    auth: AuthSpec = Field(default_factory=AuthSpec)
+    api: ApiSpec = Field(default_factory=ApiSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)
+
+    _source: str = PrivateAttr("<built-in>")
+    _base_dir: str = PrivateAttr(".")
+
+    @property
+    def source(self) -> str:
+        """The file this spec came from."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """The spec file's folder: handler modules and model paths are found from here."""
+        return Path(self._base_dir)
+
+    def model_path(self) -> Path | None:
+        if self.model.path is None:
+            return None
+        p = Path(self.model.path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved spec without secrets, for /info and `validate --print`."""
+        data = self.model_dump(mode="json")
+        keys = data["auth"].pop("api_keys")
+        data["auth"]["api_keys"] = f"<{len(keys)} keys>" if keys else None
+        return data
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem found in a spec, located as precisely as the YAML allows."""
+
+    file: str
+    line: int | None
+    column: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.field or '<spec>'}: {self.message}"
+
+
+class SpecError(Exception):
+    """A spec that cannot be used; carries every issue found."""
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+Path_ = tuple[str | int, ...]
+
+
+def _yaml_positions(text: str) -> dict[Path_, tuple[int, int]]:
+    """Map each dotted path in a YAML document to the (line, column) of its key."""
+    positions: dict[Path_, tuple[int, int]] = {}
+
+    def walk(node: yaml.Node, path: Path_) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                positions[sub] = (key.start_mark.line + 1, key.start_mark.column + 1)
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                positions[(*path, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
+                walk(item, (*path, i))
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, ())
+    return positions
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)
+
+
+class _Locator:
+    """Turns a field path into a located SpecIssue."""
+
+    def __init__(self, source: str, text: str, overrides: list[str]) -> None:
+        self.source = source
+        self.positions = _yaml_positions(text) if text else {}
+        self.overrides = {o.split("=", 1)[0].strip().lstrip("+~"): o for o in overrides}
+
+    def issue(self, path: Path_, message: str) -> SpecIssue:
+        dotted = _dotted(path)
+        for n in range(len(path), 0, -1):
+            prefix = _dotted(path[:n])
+            if prefix in self.overrides:
+                where = f"{self.source} (override {self.overrides[prefix]!r})"
+                return SpecIssue(where, None, None, dotted, message)
+            if path[:n] in self.positions:
+                line, col = self.positions[path[:n]]
+                return SpecIssue(self.source, line, col, dotted, message)
+        return SpecIssue(self.source, None, None, dotted, message)
+
+
+def _section_fields(path: Path_) -> list[str]:
+    """The field names allowed at a path in the schema, for did-you-mean hints."""
+    model: type[BaseModel] = Spec
+    for part in path:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _describe(error: Any) -> str:
+    kind, msg, loc = error["type"], error["msg"], error["loc"]
+    if kind == "extra_forbidden":
+        allowed = _section_fields(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key{hint} Allowed here: {', '.join(allowed)}"
+    if kind == "missing":
+        return "is required"
+    return str(msg)
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> Path_:
+    # pydantic adds union member names ("int", "list[int]", "literal['auto']") to locs
+    return tuple(p for p in loc if isinstance(p, int) or not re.match(r"^\w+\[|^(int|str)$", p))
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] | None = None) -> Spec:
+    """Load, interpolate, override and validate a spec; raise SpecError listing every issue."""
+    overrides = list(overrides or [])
+    spec_path = Path(path) if path is not None else DEFAULT_SPEC
+    source = str(spec_path)
+    try:
+        text = spec_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError([SpecIssue(source, None, None, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        locator = _Locator(source, text, overrides)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([SpecIssue(source, line, col, "", f"YAML syntax error: {problem}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SpecError([SpecIssue(source, 1, 1, "", "the spec must be a YAML mapping of keys")])
+
+    try:
+        cfg = OmegaConf.create(raw)
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        key = str(getattr(exc, "full_key", "") or "")
+        parts: Path_ = tuple(int(p) if p.isdigit() else p for p in key.split(".") if p)
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpecError([locator.issue(parts, f"cannot resolve: {msg}")]) from None
+
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        issues = [locator.issue(_clean_loc(e["loc"]), _describe(e)) for e in exc.errors()]
+        raise SpecError(issues) from None
+    spec._source = source
+    spec._base_dir = str(spec_path.resolve().parent)
+    return spec
+
+
+def issue_at(spec: Spec, field: str, message: str) -> SpecIssue:
+    """A SpecIssue for a field of an already loaded spec (cold path: re-reads the file)."""
+    try:
+        text = Path(spec.source).read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    path: Path_ = tuple(int(p) if p.isdigit() else p for p in field.split("."))
+    return _Locator(spec.source, text, []).issue(path, message)
