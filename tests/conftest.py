@@ -1,0 +1,142 @@
+"""Shared fixtures: real `servectl serve` subprocesses on free 127.0.0.1 ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLBOX = ROOT / "tests" / "handlers" / "toolbox.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One `servectl serve` process: started, probed, stopped by its own pid."""
+
+    def __init__(
+        self, spec_path: Path, env: dict[str, str] | None = None, overrides: list[str] = (), log_dir: Path | None = None
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = (log_dir or spec_path.parent) / (spec_path.stem + ".log")
+        self._log = open(self.log_path, "wb")
+        full_env = dict(os.environ)
+        full_env.pop("SERVECTL_API_KEYS", None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "servectl", "serve", str(spec_path), f"server.port={self.port}", *overrides],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=ROOT,
+        )
+
+    def wait_live(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"server not live in {timeout}s:\n{self.log()}")
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        self.wait_live(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        raise TimeoutError(f"server not ready in {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a Prometheus sample's values whose labels include `labels`."""
+        total = 0.0
+        for line in httpx.get(self.url + "/metrics", timeout=5, headers=self.headers).text.splitlines():
+            if line.startswith("#") or not line.startswith(name):
+                continue
+            sample, _, value = line.rpartition(" ")
+            metric, _, label_text = sample.partition("{")
+            if metric != name:
+                continue
+            if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                total += float(value)
+        return total
+
+    headers: dict[str, str] = {}
+
+
+def write_spec(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def toolbox_spec(**sections: dict) -> dict:
+    spec: dict = {
+        "name": "toolbox",
+        "handler": str(TOOLBOX),
+        "devices": {"accelerator": "cpu", "workers_per_device": 1},
+        "batching": {"max_batch_size": 8, "max_wait_ms": 5},
+        "limits": {"timeout_s": 10, "max_queue": 256},
+        "server": {"access_log": True},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            spec.setdefault(key, {}).update(value)
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Start servers for a test; every one is stopped at the end."""
+    started: list[Server] = []
+
+    def start(spec: dict, env: dict[str, str] | None = None, ready: bool = True, overrides: list[str] = ()) -> Server:
+        server = Server(write_spec(tmp_path, spec, f"spec{len(started)}.yaml"), env, list(overrides))
+        started.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

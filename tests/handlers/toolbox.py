@@ -1,0 +1,75 @@
+"""A test handler whose every misbehaviour is chosen by the request.
+
+Imports torch at the top on purpose: the API process must still never load it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+example = {"x": 2.0}
+_seen = {"items": 0, "batches": 0}
+
+
+class Request(BaseModel):
+    x: float = 0.0
+    sleep: float = 0.0
+    fail: bool = False
+    unpicklable: bool = False
+    crash: bool = False
+    wrong_length: bool = False
+    unserializable: bool = False
+
+
+class Unpicklable(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock")
+        self.lock = threading.Lock()
+
+
+def setup(device: str, spec: object) -> None:
+    marker = os.environ.get("TOOLBOX_FAIL_SETUP_IF")
+    if marker and Path(marker).exists():
+        raise RuntimeError("model weights are corrupt (marker file present)")
+    if os.environ.get("TOOLBOX_FAIL_SETUP"):
+        raise RuntimeError("model weights are corrupt")
+    time.sleep(float(os.environ.get("TOOLBOX_SETUP_SLEEP", "0")))
+    assert device == "cpu"
+
+
+def decode(request: Request) -> Request:
+    return request
+
+
+def predict(batch: list[Request]) -> list[object]:
+    _seen["batches"] += 1
+    _seen["items"] += len(batch)
+    if any(r.crash for r in batch):
+        os._exit(9)
+    pause = max(r.sleep for r in batch)
+    if pause:
+        time.sleep(pause)
+    if any(r.fail for r in batch):
+        raise ValueError("boom: the model rejected this input")
+    if any(r.unpicklable for r in batch):
+        raise Unpicklable()
+    if any(r.wrong_length for r in batch):
+        return [None] * (len(batch) + 1)
+    t = torch.tensor([r.x for r in batch]) ** 2
+    return [
+        object() if r.unserializable else {
+            "y": float(v),
+            "batch_size": len(batch),
+            "pid": os.getpid(),
+            "items_seen": _seen["items"],
+            "torch_in_worker": "torch" in sys.modules,
+        }
+        for r, v in zip(batch, t.tolist())
+    ]
