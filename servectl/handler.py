@@ -41,12 +41,19 @@ class HandlerInfo:
     defs: dict[str, Any] = field(default_factory=dict)
 
 
+def _search_dirs(base_dir: Path) -> list[Path]:
+    """Where handler references are looked up: the spec's folder, then the working directory."""
+    dirs = [base_dir.resolve()]
+    if Path.cwd().resolve() not in dirs:
+        dirs.append(Path.cwd().resolve())
+    return dirs
+
+
 def _import_path(ref: str, base_dir: Path) -> ModuleType:
-    path = Path(ref)
-    if not path.is_absolute():
-        path = base_dir / path
-    if not path.is_file():
-        raise HandlerError(f"handler file {ref!r} not found (looked at {path})")
+    candidates = [Path(ref)] if Path(ref).is_absolute() else [d / ref for d in _search_dirs(base_dir)]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise HandlerError(f"handler file {ref!r} not found (looked at {', '.join(map(str, candidates))})")
     name = "servectl_handler_" + path.stem
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
@@ -60,8 +67,9 @@ def _import_path(ref: str, base_dir: Path) -> ModuleType:
 def load_handler_object(ref: str, base_dir: Path) -> Any:
     """Import `ref` and return the module, or the named attribute (a class is instantiated)."""
     module_ref, _, attr = ref.partition(":")
-    if str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
+    for folder in reversed(_search_dirs(base_dir)):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     try:
         if module_ref.endswith(".py") or "/" in module_ref:
             module = _import_path(module_ref, base_dir)
@@ -71,7 +79,8 @@ def load_handler_object(ref: str, base_dir: Path) -> Any:
         raise
     except ModuleNotFoundError as exc:
         if exc.name and module_ref.startswith(exc.name):
-            raise HandlerError(f"handler module {module_ref!r} not found from {base_dir}") from None
+            where = ", ".join(map(str, _search_dirs(base_dir)))
+            raise HandlerError(f"handler module {module_ref!r} not found (looked in {where})") from None
         raise HandlerError(f"handler {module_ref!r} failed to import: {exc}") from exc
     except Exception as exc:
         raise HandlerError(f"handler {module_ref!r} failed to import: {exc!r}") from exc

@@ -1,0 +1,120 @@
+"""The dynamic batcher's policy and the scheduler's bookkeeping, with fake workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from servectl.metrics import Metrics
+from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull, Scheduler, batch_delay
+from servectl.spec import BatchingSpec
+
+SPEC = BatchingSpec(max_batch_size=4, max_wait_ms=10)
+
+
+def test_lone_request_never_waits() -> None:
+    assert batch_delay(queued=1, oldest_wait=0.0, busy_workers=0, spec=SPEC) == 0.0
+
+
+def test_full_batch_goes_at_once_even_under_load() -> None:
+    assert batch_delay(queued=4, oldest_wait=0.0, busy_workers=3, spec=SPEC) == 0.0
+
+
+def test_partial_batch_waits_only_under_load_and_only_up_to_the_bound() -> None:
+    assert batch_delay(queued=2, oldest_wait=0.004, busy_workers=1, spec=SPEC) == pytest.approx(0.006)
+    assert batch_delay(queued=2, oldest_wait=0.050, busy_workers=1, spec=SPEC) == 0.0
+    no_wait = BatchingSpec(max_batch_size=4, max_wait_ms=0)
+    assert batch_delay(queued=2, oldest_wait=0.0, busy_workers=1, spec=no_wait) == 0.0
+
+
+class FakeWorker:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.inflight: dict[int, Pending] = {}
+        self.ready = True
+        self.sent: list[list[tuple[int, str, bytes]]] = []
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and not self.inflight
+
+    def send_batch(self, batch_id: int, items: list[tuple[int, str, bytes]]) -> None:
+        self.sent.append(items)
+
+
+def answer_all(scheduler: Scheduler, worker: FakeWorker) -> None:
+    items = worker.sent[-1]
+    scheduler.on_results(worker, [(k, 200, body) for k, _, body in items], 0.001)
+
+
+async def _batches_form_while_busy() -> None:
+    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=0), 100, Metrics())
+    worker = FakeWorker(0)
+    scheduler.add_worker(worker)
+    first = scheduler.submit("a", b"1")
+    assert [len(b) for b in worker.sent] == [1]  # idle worker took it at once
+    rest = [scheduler.submit(f"r{i}", str(i).encode()) for i in range(6)]
+    assert len(worker.sent) == 1 and len(scheduler.queue) == 6
+    answer_all(scheduler, worker)
+    assert await first.future == (200, b"1")
+    assert [len(b) for b in worker.sent] == [1, 4]  # batch capped at max_batch_size
+    answer_all(scheduler, worker)
+    answer_all(scheduler, worker)
+    assert [len(b) for b in worker.sent] == [1, 4, 2]
+    assert [(await p.future)[1] for p in rest] == [str(i).encode() for i in range(6)]
+
+
+def test_batches_form_while_busy() -> None:
+    asyncio.run(_batches_form_while_busy())
+
+
+async def _max_wait_holds_partial_batch_under_load() -> None:
+    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=30), 100, Metrics())
+    busy, idle = FakeWorker(0), FakeWorker(1)
+    scheduler.add_worker(busy)
+    scheduler.submit("x", b"0")  # busy now holds one request
+    scheduler.add_worker(idle)
+    scheduler.submit("y", b"1")
+    assert idle.sent == []  # another worker is busy: wait for more, up to 30 ms
+    await asyncio.sleep(0.1)
+    assert [len(b) for b in idle.sent] == [1]
+
+
+def test_max_wait_holds_partial_batch_under_load() -> None:
+    asyncio.run(_max_wait_holds_partial_batch_under_load())
+
+
+async def _queue_limit_drop_and_lost_worker() -> None:
+    metrics = Metrics()
+    scheduler = Scheduler(SPEC, 2, metrics)
+    a, b = scheduler.submit("a", b""), scheduler.submit("b", b"")
+    with pytest.raises(QueueFull):
+        scheduler.submit("c", b"")
+    assert scheduler.drop(a, "timeout") is True and len(scheduler.queue) == 1
+    worker = FakeWorker(0)
+    scheduler.add_worker(worker)
+    assert [k for k, _, _ in worker.sent[0]] == [b.key]  # the dropped one never reached it
+    assert scheduler.drop(b, "timeout") is False  # already running
+    scheduler.remove_worker(worker, lambda p: (503, b"lost"))
+    assert await b.future == (503, b"lost")
+    scheduler.fail_all_queued("gone for good")
+    with pytest.raises(NoWorkers):
+        scheduler.submit("d", b"")
+
+
+def test_queue_limit_drop_and_lost_worker() -> None:
+    asyncio.run(_queue_limit_drop_and_lost_worker())
+
+
+async def _fail_all_queued_answers_waiting_requests() -> None:
+    scheduler = Scheduler(SPEC, 10, Metrics())
+    waiting = scheduler.submit("a", b"")
+    scheduler.fail_all_queued("worker 0 gave up")
+    status, body = await waiting.future
+    assert status == 503 and orjson.loads(body)["error"]["message"] == "worker 0 gave up"
+
+
+def test_fail_all_queued_answers_waiting_requests() -> None:
+    asyncio.run(_fail_all_queued_answers_waiting_requests())
