@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -22,11 +23,11 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 SpecArg = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Argument(help="Deployment spec (YAML). Omit to use the built-in quickstart spec."),
 ]
 Overrides = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Argument(help="Dotlist overrides, e.g. batching.max_batch_size=64 server.port=9000."),
 ]
 
@@ -44,7 +45,7 @@ def _load(spec_path: Path | None, overrides: list[str] | None) -> Spec:
         raise typer.Exit(1) from None
 
 
-def _print_issues(issues: list[object]) -> None:
+def _print_issues(issues: Sequence[object]) -> None:
     console.print(f"[bold red]{len(issues)} problem(s) in the spec:[/]")
     for issue in issues:
         console.print(f"  [red]x[/] {issue}", highlight=False, markup=False)
@@ -72,9 +73,7 @@ def validate(
     print_spec: Annotated[
         bool, typer.Option("--print", help="Print the resolved spec (interpolated, overridden).")
     ] = False,
-    smoke: Annotated[
-        bool, typer.Option("--smoke", help="Run setup and the handler's example request.")
-    ] = False,
+    smoke: Annotated[bool, typer.Option("--smoke", help="Run setup and the handler's example request.")] = False,
 ) -> None:
     """Check SPEC without serving: YAML, schema, handler import and hooks, model path."""
     from servectl import validate as checks
@@ -82,7 +81,7 @@ def validate(
     loaded = _load(spec, overrides)
     issues, handler = checks.check_spec(loaded)
     if issues:
-        _print_issues(list(issues))
+        _print_issues(issues)
         raise typer.Exit(1)
     if print_spec:
         typer.echo(yaml.safe_dump(loaded.public_dict(), sort_keys=False), nl=False)
@@ -96,7 +95,8 @@ def validate(
             console.print(f"[bold red]smoke test answered {status}:[/] {body.decode()}")
             raise typer.Exit(1)
         console.print(f"smoke test: 200 {orjson.loads(body)}", highlight=False)
-    console.print(f"[green]ok[/] {loaded.source}: handler {loaded.handler}, hooks {list(handler.hooks) if handler else []}")
+    hooks = list(handler.hooks) if handler else []
+    console.print(f"[green]ok[/] {loaded.source}: handler {loaded.handler}, hooks {hooks}")
 
 
 @app.command()

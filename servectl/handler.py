@@ -170,8 +170,9 @@ class Handler:
         return _model_type(_hints(fn).get("return")) if fn else None
 
     def info(self) -> HandlerInfo:
-        req = self.request_type.model_json_schema(ref_template="#/components/schemas/{model}") if self.request_type else None
-        resp = self.response_type.model_json_schema(ref_template="#/components/schemas/{model}") if self.response_type else None
+        ref = "#/components/schemas/{model}"
+        req = self.request_type.model_json_schema(ref_template=ref) if self.request_type else None
+        resp = self.response_type.model_json_schema(ref_template=ref) if self.response_type else None
         defs: dict[str, Any] = {}
         for schema in (req, resp):
             if schema:
@@ -220,9 +221,7 @@ class Handler:
                 f"{self.name}.predict returned {type(output).__name__}, not a list of {size} outputs"
             ) from None
         if len(outputs) != size:
-            raise HandlerError(
-                f"{self.name}.predict returned {len(outputs)} outputs for a batch of {size} inputs"
-            )
+            raise HandlerError(f"{self.name}.predict returned {len(outputs)} outputs for a batch of {size} inputs")
         return outputs
 
     def encode(self, output: Any) -> Any:

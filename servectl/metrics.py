@@ -13,9 +13,7 @@ class Metrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "servectl_requests", "HTTP requests answered", ["route", "status"], registry=r
-        )
+        self.requests = Counter("servectl_requests", "HTTP requests answered", ["route", "status"], registry=r)
         self.latency = Histogram(
             "servectl_request_duration_seconds", "End-to-end latency", ["route"], buckets=_LATENCY, registry=r
         )
@@ -29,9 +27,7 @@ class Metrics:
             "servectl_batch_size", "Items per batch sent to a worker", buckets=_BATCH, registry=r
         )
         self.queue_depth = Gauge("servectl_queue_depth", "Requests waiting for a worker", registry=r)
-        self.inflight = Gauge(
-            "servectl_worker_inflight", "Requests held by each worker", ["worker"], registry=r
-        )
+        self.inflight = Gauge("servectl_worker_inflight", "Requests held by each worker", ["worker"], registry=r)
         self.restarts = Counter("servectl_worker_restarts", "Workers restarted", registry=r)
         self.workers_ready = Gauge("servectl_workers_ready", "Workers that finished setup", registry=r)
         self.dropped = Counter(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 from collections.abc import Iterator
@@ -81,9 +82,7 @@ def serve(spec: Spec, console: Console) -> int:
     if spec.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app = CORSMiddleware(
-            app, allow_origins=spec.server.cors_origins, allow_methods=["*"], allow_headers=["*"]
-        )
+        app = CORSMiddleware(app, allow_origins=spec.server.cors_origins, allow_methods=["*"], allow_headers=["*"])
     config = uvicorn.Config(
         app,
         host=spec.server.host,
@@ -91,7 +90,7 @@ def serve(spec: Spec, console: Console) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=spec.limits.drain_s,
+        timeout_graceful_shutdown=math.ceil(spec.limits.drain_s),
         server_header=False,
     )
     server = _Server(config, deployment)

@@ -55,9 +55,7 @@ class DevicesSpec(_Section):
 
 class BatchingSpec(_Section):
     max_batch_size: int = Field(16, ge=1, le=4096, description="Items per predict call.")
-    max_wait_ms: float = Field(
-        5.0, ge=0, le=10_000, description="Upper bound on the extra wait for a batch to fill."
-    )
+    max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Upper bound on the extra wait for a batch to fill.")
 
 
 class LimitsSpec(_Section):
@@ -93,9 +91,7 @@ class AuthSpec(_Section):
 
 
 class ApiSpec(_Section):
-    kind: Literal["predict"] = Field(
-        "predict", description="Only `predict` is available in this version."
-    )
+    kind: Literal["predict"] = Field("predict", description="Only `predict` is available in this version.")
     path: str = Field("/predict", pattern=r"^/[A-Za-z0-9_\-/.]*$")
     stream: Literal[False] = Field(False, description="Streaming is not available yet.")
 
@@ -121,17 +117,15 @@ class Spec(_Section):
     """A whole deployment, as written in one YAML file."""
 
     name: str = Field("servectl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    handler: str | None = Field(
-        None, description="`handlers/foo.py`, `handlers.foo` or `handlers.foo:Foo`."
-    )
-    devices: DevicesSpec = Field(default_factory=DevicesSpec)
-    batching: BatchingSpec = Field(default_factory=BatchingSpec)
-    limits: LimitsSpec = Field(default_factory=LimitsSpec)
-    auth: AuthSpec = Field(default_factory=AuthSpec)
-    api: ApiSpec = Field(default_factory=ApiSpec)
-    server: ServerSpec = Field(default_factory=ServerSpec)
-    supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)
+    model: ModelSpec = ModelSpec()
+    handler: str | None = Field(None, description="`handlers/foo.py`, `handlers.foo` or `handlers.foo:Foo`.")
+    devices: DevicesSpec = DevicesSpec()
+    batching: BatchingSpec = BatchingSpec()
+    limits: LimitsSpec = LimitsSpec()
+    auth: AuthSpec = AuthSpec()
+    api: ApiSpec = ApiSpec()
+    server: ServerSpec = ServerSpec()
+    supervisor: SupervisorSpec = SupervisorSpec()
 
     _source: str = PrivateAttr("<built-in>")
     _base_dir: str = PrivateAttr(".")
@@ -284,7 +278,7 @@ def load_spec(path: str | Path | None = None, overrides: list[str] | None = None
         raise SpecError([SpecIssue(source, 1, 1, "", "the spec must be a YAML mapping of keys")])
 
     try:
-        cfg = OmegaConf.create(raw)
+        cfg: Any = OmegaConf.create(raw)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
         data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -52,7 +52,9 @@ def test_class_handler_by_path_or_module(tmp_path: Path, ref: str) -> None:
 
 
 def test_module_handler_and_setup_with_fewer_args(tmp_path: Path) -> None:
-    make_module(tmp_path, "state = {}\ndef setup(device):\n    state['d'] = device\ndef predict(b):\n    return b\n", "mod_h")
+    make_module(
+        tmp_path, "state = {}\ndef setup(device):\n    state['d'] = device\ndef predict(b):\n    return b\n", "mod_h"
+    )
     handler = Handler.load("handlers/mod_h.py", tmp_path)
     handler.setup("cuda:0", object())
     assert handler.obj.state == {"d": "cuda:0"}

@@ -9,8 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-from conftest import ROOT, Server, toolbox_spec, write_spec
+from conftest import ROOT, Server, toolbox_spec
 
 
 def test_quickstart_serves_predict_info_docs(serve) -> None:
@@ -63,9 +62,7 @@ def test_batches_form_under_concurrency_and_torch_stays_out_of_api_process(serve
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-            return await asyncio.gather(
-                *(client.post("/predict", json={"x": i, "sleep": 0.02}) for i in range(64))
-            )
+            return await asyncio.gather(*(client.post("/predict", json={"x": i, "sleep": 0.02}) for i in range(64)))
 
     responses = asyncio.run(fire())
     assert [r.status_code for r in responses] == [200] * 64
@@ -134,7 +131,9 @@ def test_every_example_config_validates_and_serves(serve, tmp_path: Path) -> Non
     for config in configs:
         check = subprocess.run(
             [sys.executable, "-m", "servectl", "validate", str(config), "--smoke"],
-            capture_output=True, text=True, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         assert check.returncode == 0, f"{config.name}: {check.stdout}{check.stderr}"
         spec = yaml.safe_load(config.read_text())

@@ -48,16 +48,14 @@ def test_unknown_key_names_line_column_and_suggests(tmp_path: Path) -> None:
 
 
 def test_every_error_is_listed_with_its_line(tmp_path: Path) -> None:
-    text = (
-        "handler: h.py\n"
-        "devices:\n  accelerator: tpu\n"
-        "batching:\n  max_batch_size: 0\n"
-        "limits:\n  timeout_s: fast\n"
-    )
+    text = "handler: h.py\ndevices:\n  accelerator: tpu\nbatching:\n  max_batch_size: 0\nlimits:\n  timeout_s: fast\n"
     found = {i.field: i for i in issues(tmp_path, text)}
     assert set(found) == {"devices.accelerator", "batching.max_batch_size", "limits.timeout_s"}
     assert found["devices.accelerator"].line == 3 and "'auto', 'cpu' or 'cuda'" in found["devices.accelerator"].message
-    assert found["batching.max_batch_size"].line == 5 and "greater than or equal to 1" in found["batching.max_batch_size"].message
+    assert (
+        found["batching.max_batch_size"].line == 5
+        and "greater than or equal to 1" in found["batching.max_batch_size"].message
+    )
     assert found["limits.timeout_s"].line == 7
 
 

@@ -54,9 +54,7 @@ def count_gpus() -> tuple[int, str]:
     if importlib.util.find_spec("torch") is None:
         return 0, "torch is not installed"
     try:
-        out = subprocess.run(
-            [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True
-        )
+        out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True)
         n = int(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError, OSError) as exc:
         return 0, f"torch could not query CUDA ({type(exc).__name__})"

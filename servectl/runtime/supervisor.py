@@ -7,6 +7,7 @@ and its process sentinel (readable once the process has exited) with `add_reader
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing as mp
 import time
@@ -231,10 +232,8 @@ class Supervisor:
         if not worker.conn.closed:
             self._loop.remove_reader(worker.conn.fileno())
             if send_stop:
-                try:
+                with contextlib.suppress(OSError):
                     worker.conn.send((p.STOP,))
-                except OSError:
-                    pass
             worker.conn.close()
         self._loop.remove_reader(worker.process.sentinel)
 

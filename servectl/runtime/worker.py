@@ -71,8 +71,7 @@ class BatchRunner:
                 request = self.handler.validate(payload)
             except ValidationError as exc:
                 detail = [
-                    {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                    for e in exc.errors(include_url=False)
+                    {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
                 ]
                 fields = ", ".join(".".join(map(str, d["loc"])) or "<body>" for d in detail)
                 results.append(self._fail(key, rid, 422, f"invalid request: {fields}", "validation_error", detail))
@@ -94,7 +93,7 @@ class BatchRunner:
                 # one bad input must not fail its batch-mates: retry each on its own
                 return [r for item in ready for r in self._predict([item])]
             return [self._handler_failed(key, rid, "predict", exc) for key, rid, _ in ready]
-        return [self._encode(key, rid, out) for (key, rid, _), out in zip(ready, outputs)]
+        return [self._encode(key, rid, out) for (key, rid, _), out in zip(ready, outputs, strict=True)]
 
     def _encode(self, key: int, rid: str, output: Any) -> p.Result:
         try:
@@ -112,16 +111,14 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, log_level: str) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides when we stop
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(
-        level=log_level.upper(), format=f"%(asctime)s %(levelname)s worker {slot.index}: %(message)s"
-    )
+    logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s %(levelname)s worker {slot.index}: %(message)s")
     try:
         if spec.handler is None:
             raise RuntimeError("the spec names no handler")
         handler = Handler.load(spec.handler, spec.base_dir)
         handler.setup(slot.device, spec)
         info = handler.info()
-    except BaseException as exc:  # noqa: BLE001 - everything must reach the API process
+    except BaseException as exc:
         log.debug("setup failed\n%s", traceback.format_exc())
         conn.send((p.SETUP_FAILED, _short(exc)))
         return

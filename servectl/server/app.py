@@ -82,7 +82,8 @@ def build_app(deployment: Deployment) -> FastAPI:
         operation = schema["paths"][spec.api.path]["post"]
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["Error"] = _ERROR_SCHEMA
-        responses = operation["responses"] = {"200": {"description": "The handler's output"}}
+        responses: dict[str, Any] = {"200": {"description": "The handler's output"}}
+        operation["responses"] = responses
         for code, text in _ERRORS.items():
             ref = {"$ref": "#/components/schemas/Error"}
             responses[code] = {"description": text, "content": {"application/json": {"schema": ref}}}

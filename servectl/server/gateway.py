@@ -3,7 +3,6 @@ route, then the lean model path or FastAPI for everything else."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 

@@ -64,12 +64,14 @@ def predict(batch: list[Request]) -> list[object]:
         return [None] * (len(batch) + 1)
     t = torch.tensor([r.x for r in batch]) ** 2
     return [
-        object() if r.unserializable else {
+        object()
+        if r.unserializable
+        else {
             "y": float(v),
             "batch_size": len(batch),
             "pid": os.getpid(),
             "items_seen": _seen["items"],
             "torch_in_worker": "torch" in sys.modules,
         }
-        for r, v in zip(batch, t.tolist())
+        for r, v in zip(batch, t.tolist(), strict=True)
     ]
