@@ -1,0 +1,187 @@
+"""Hardening, end to end: deadlines, back-pressure, disconnects, crashes, drain, metrics.
+
+Every test runs a real server with real workers, and is bounded in requests and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import toolbox_spec
+
+
+async def post_many(url: str, bodies: list[dict], timeout: float = 30) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=200)) as client:
+        return await asyncio.gather(*(client.post(url, json=b) for b in bodies))
+
+
+def test_deadline_while_queued_and_while_running(serve) -> None:
+    server = serve(toolbox_spec(limits={"timeout_s": 0.5}, batching={"max_batch_size": 1}))
+    url = server.url + "/predict"
+    t0 = time.monotonic()
+    running, queued = asyncio.run(post_many(url, [{"sleep": 1.5, "x": 1}, {"x": 2}]))
+    assert time.monotonic() - t0 < 1.4, "the 504 must not wait for the slow predict"
+    assert running.status_code == queued.status_code == 504
+    assert "was running" in running.json()["error"]["message"]
+    assert "was queued" in queued.json()["error"]["message"]
+    time.sleep(1.2)  # the running batch finishes; its late result is discarded
+    assert server.metric("servectl_requests_dropped_total", reason="timeout") == 1
+    ok = httpx.post(url, json={"x": 3}).json()
+    # the queued request's work was never run: only the slow one and this one were predicted
+    assert ok["y"] == 9.0 and ok["items_seen"] == 2
+
+
+def test_overload_gets_503_with_retry_after_at_once(serve) -> None:
+    server = serve(toolbox_spec(limits={"max_queue": 4}, batching={"max_batch_size": 1}))
+    bodies = [{"sleep": 0.3}] + [{"x": i} for i in range(19)]
+    responses = asyncio.run(post_many(server.url + "/predict", bodies))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and statuses.count(503) >= 10 and statuses.count(200) >= 5
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["retry-after"] == "1" and rejected.json()["error"]["type"] == "overloaded"
+    assert server.metric("servectl_requests_total", route="/predict", status="503") == statuses.count(503)
+
+
+def test_oversized_body_is_413_before_it_is_read(serve) -> None:
+    server = serve(toolbox_spec(limits={"max_body_mb": 0.001}))
+    small = httpx.post(server.url + "/predict", json={"x": 1})
+    assert small.status_code == 200
+
+    def huge():  # a streamed body without Content-Length, much larger than the limit
+        for _ in range(200):
+            yield b"x" * 10_000
+
+    r = httpx.post(server.url + "/predict", content=huge())
+    assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
+    r = httpx.post(server.url + "/predict", content=b"1" * 5000)
+    assert r.status_code == 413
+
+
+def test_disconnected_clients_work_is_dropped(serve) -> None:
+    server = serve(toolbox_spec(batching={"max_batch_size": 1}))
+    url = server.url + "/predict"
+
+    async def impatient() -> None:
+        async with httpx.AsyncClient(timeout=0.3) as client:
+            blocker = asyncio.create_task(client.post(url, json={"sleep": 1.0}))
+            await asyncio.sleep(0.1)
+            gone = [client.post(url, json={"x": i}) for i in range(30)]
+            results = await asyncio.gather(blocker, *gone, return_exceptions=True)
+            assert all(isinstance(r, httpx.TimeoutException) for r in results)
+
+    asyncio.run(impatient())
+    time.sleep(1.2)
+    assert server.metric("servectl_requests_dropped_total", reason="disconnected") == 30
+    after = httpx.post(url, json={"x": 1}).json()
+    assert after["items_seen"] == 2  # the blocker and this one: the 30 never reached the worker
+
+
+@pytest.mark.parametrize("kind", ["fail", "unpicklable", "wrong_length", "unserializable"])
+def test_handler_failures_touch_only_their_requests(serve, kind: str) -> None:
+    server = serve(toolbox_spec())
+    url = server.url + "/predict"
+    pid = httpx.post(url, json={"x": 1}).json()["pid"]
+    bodies = [{"x": 2, "sleep": 0.05}, {kind: True}, {"x": 3}, {"x": 4}]
+    responses = asyncio.run(post_many(url, bodies))
+    bad = responses[1]
+    assert bad.status_code == 500 and bad.json()["error"]["request_id"] == bad.headers["x-request-id"]
+    if kind != "wrong_length":  # a wrong-length batch fails its whole batch (a handler bug)
+        assert [r.json()["y"] for i, r in enumerate(responses) if i != 1] == [4.0, 9.0, 16.0]
+    assert httpx.post(url, json={"x": 5}).json()["pid"] == pid  # the worker stayed up
+    assert "Traceback" in server.log()  # the traceback goes to the log, not the client
+    assert "Traceback" not in bad.text
+
+
+def test_killed_worker_answers_everything_and_restarts(serve) -> None:
+    server = serve(toolbox_spec(devices={"workers_per_device": 2}, batching={"max_batch_size": 4}))
+    url = server.url + "/predict"
+    pids = {httpx.post(url, json={"x": 1, "sleep": 0.2}).json()["pid"] for _ in range(1)}
+
+    async def load_and_kill() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
+            tasks = [asyncio.create_task(client.post(url, json={"x": i, "sleep": 0.05})) for i in range(80)]
+            await asyncio.sleep(0.15)
+            os.kill(next(iter(pids)), signal.SIGKILL)
+            return await asyncio.gather(*tasks)
+
+    responses = asyncio.run(load_and_kill())
+    statuses = [r.status_code for r in responses]
+    assert len(statuses) == 80 and set(statuses) <= {200, 503}
+    assert 503 in statuses, "requests held by the killed worker are answered 503"
+    crashed = next(r for r in responses if r.status_code == 503)
+    assert crashed.json()["error"]["type"] == "worker_crashed" and crashed.headers["retry-after"] == "1"
+    deadline = time.monotonic() + 30
+    while httpx.get(server.url + "/ready").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert httpx.get(server.url + "/ready").status_code == 200
+    assert server.metric("servectl_worker_restarts_total") == 1
+    assert httpx.get(server.url + "/info").json()["workers"]["restarts"] == 1
+    assert httpx.post(url, json={"x": 2}).status_code == 200
+
+
+def test_worker_that_keeps_failing_setup_is_given_up(serve, tmp_path: Path) -> None:
+    marker = tmp_path / "corrupt"
+    server = serve(
+        toolbox_spec(supervisor={"max_restarts": 2, "restart_window_s": 60}),
+        env={"TOOLBOX_FAIL_SETUP_IF": str(marker)},
+    )
+    pid = httpx.post(server.url + "/predict", json={"x": 1}).json()["pid"]
+    marker.touch()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    body = {}
+    while time.monotonic() < deadline:
+        r = httpx.get(server.url + "/ready")
+        body = r.json()
+        if r.status_code == 503 and any("gave up" in p for p in body.get("problems", [])):
+            break
+        time.sleep(0.1)
+    assert any("gave up after 2 restarts" in p and "corrupt" in p for p in body["problems"]), body
+    r = httpx.post(server.url + "/predict", json={"x": 1})
+    assert r.status_code == 503 and "gave up" in r.json()["error"]["message"]
+    assert "gave up after 2 restarts" in server.log()
+
+
+def test_sigterm_drains_in_flight_then_exits_zero(serve) -> None:
+    server = serve(toolbox_spec(batching={"max_batch_size": 2}))
+    url = server.url + "/predict"
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            tasks = [asyncio.create_task(client.post(url, json={"x": i, "sleep": 0.3})) for i in range(6)]
+            await asyncio.sleep(0.2)
+            server.proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*tasks)
+
+    responses = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200] * 6
+    assert server.proc.wait(30) == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.post(url, json={"x": 1})
+
+
+def test_second_sigterm_exits_at_once(serve) -> None:
+    server = serve(toolbox_spec(limits={"drain_s": 60}))
+    url = server.url + "/predict"
+
+    async def run() -> float:
+        async with httpx.AsyncClient(timeout=30) as client:
+            task = asyncio.create_task(client.post(url, json={"sleep": 20}))
+            await asyncio.sleep(0.3)
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, 10)
+            task.cancel()
+            return time.monotonic() - t0
+
+    assert asyncio.run(run()) < 5
+    assert server.proc.returncode != 0
