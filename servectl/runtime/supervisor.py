@@ -97,7 +97,7 @@ class Supervisor:
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
             target=worker_main,
-            args=(child, self.spec, slot, self.spec.server.log_level),
+            args=(child, self.spec, slot),
             name=f"servectl-worker-{slot.index}",
             daemon=True,
         )

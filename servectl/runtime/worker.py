@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from servectl.errors import error_body
 from servectl.handler import Handler, HandlerError
+from servectl.logs import configure
 from servectl.runtime import protocol as p
 from servectl.runtime.devices import WorkerSlot
 from servectl.spec import Spec
@@ -55,7 +56,14 @@ class BatchRunner:
         return key, status, error_body(msg, rid, kind, detail)
 
     def _handler_failed(self, key: int, rid: str, stage: str, exc: BaseException) -> p.Result:
-        log.error("request %s: %s.%s failed\n%s", rid, self.handler.name, stage, traceback.format_exc())
+        log.error(
+            "request %s: %s.%s failed\n%s",
+            rid,
+            self.handler.name,
+            stage,
+            traceback.format_exc(),
+            extra={"request_id": rid, "worker": os.getpid()},
+        )
         return self._fail(key, rid, 500, f"{stage} failed: {_short(exc)}", "handler_error")
 
     def run(self, items: list[p.Item]) -> list[p.Result]:
@@ -106,12 +114,12 @@ class BatchRunner:
             return self._handler_failed(key, rid, "serialize", exc)
 
 
-def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, log_level: str) -> None:
+def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
     """Entry point of a spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides when we stop
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    logging.basicConfig(level=log_level.upper(), format=f"%(asctime)s %(levelname)s worker {slot.index}: %(message)s")
+    configure(spec.server.log_level, spec.server.log_format)
     try:
         if spec.handler is None:
             raise RuntimeError("the spec names no handler")
