@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from conftest import ROOT, Server, toolbox_spec
 
 

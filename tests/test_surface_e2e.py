@@ -131,7 +131,7 @@ bodies = (
 def test_fuzzed_requests_never_500_or_hang(serve) -> None:
     server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
     schema = httpx.get(server.url + "/openapi.json").json()
-    paths = sorted(schema["paths"]) + ["/", "/predict/", "/%00", "/docs"]
+    paths = [*sorted(schema["paths"]), "/", "/predict/", "/%00", "/docs"]
     client = httpx.Client(base_url=server.url, timeout=10)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
