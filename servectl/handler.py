@@ -42,10 +42,12 @@ class HandlerInfo:
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:
-    """Where handler references are looked up: the spec's folder, then the working directory."""
-    dirs = [base_dir.resolve()]
-    if Path.cwd().resolve() not in dirs:
-        dirs.append(Path.cwd().resolve())
+    """Where handler references are looked up: the spec's folder, the working directory, and
+    the spec folder's parent (so `configs/x.yaml` finds `handlers/` beside `configs/`)."""
+    dirs: list[Path] = []
+    for d in (base_dir.resolve(), Path.cwd().resolve(), base_dir.resolve().parent):
+        if d not in dirs:
+            dirs.append(d)
     return dirs
 
 

@@ -1,0 +1,1 @@
+"""Example handler modules named by the specs in configs/."""
