@@ -25,8 +25,20 @@ class Deployment:
         self.metrics = Metrics()
         self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, self.metrics)
         self.supervisor = Supervisor(spec, slots, self.scheduler, self.metrics, self._fatal)
+        self.metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
+        self.metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight)
+        self.metrics.gauge("servectl_workers_ready", "Workers that finished setup", self._ready)
         self.fatal_error: str | None = None
         self.on_fatal: Callable[[str], None] | None = None
+
+    def _queue_depth(self) -> dict[str, float]:
+        return {"": len(self.scheduler.queue)}
+
+    def _inflight(self) -> dict[str, float]:
+        return {str(w.index): len(w.inflight) for w in self.supervisor.workers.values()}
+
+    def _ready(self) -> dict[str, float]:
+        return {"": self.supervisor.ready_count}
 
     def _fatal(self, message: str) -> None:
         if self.fatal_error is None:

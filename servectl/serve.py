@@ -92,6 +92,7 @@ def serve(spec: Spec, console: Console) -> int:
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(spec.limits.drain_s),
         server_header=False,
+        proxy_headers=False,
     )
     server = _Server(config, deployment)
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)

@@ -13,7 +13,6 @@ import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from servectl.errors import error_body
@@ -32,15 +31,19 @@ class NoWorkers(Exception):
     """Every worker slot has failed for good: nothing will ever take the request."""
 
 
-@dataclass(eq=False)
 class Pending:
     """One request from the moment it is queued until it is answered."""
 
-    key: int
-    request_id: str
-    body: bytes
-    future: asyncio.Future[Answer]
-    queued_at: float = field(default_factory=time.perf_counter)
+    __slots__ = ("body", "future", "key", "queued_at", "request_id", "timer", "watcher")
+
+    def __init__(self, key: int, request_id: str, body: bytes, future: asyncio.Future[Answer]) -> None:
+        self.key = key
+        self.request_id = request_id
+        self.body = body
+        self.future = future
+        self.queued_at = time.perf_counter()
+        self.timer: asyncio.TimerHandle | None = None  # the deadline, or when to start watching
+        self.watcher: asyncio.Task[None] | None = None  # waits for the client to disconnect
 
 
 class WorkerPort(Protocol):
@@ -90,7 +93,6 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         pending = Pending(next(self._keys), request_id, body, loop.create_future())
         self.queue[pending.key] = pending
-        self.metrics.queue_depth.set(len(self.queue))
         self.dispatch()
         return pending
 
@@ -98,7 +100,6 @@ class Scheduler:
         """Forget a request's queued work; True when it had not reached a worker yet."""
         if self.queue.pop(pending.key, None) is None:
             return False
-        self.metrics.queue_depth.set(len(self.queue))
         self.metrics.dropped.labels(reason).inc()
         return True
 
@@ -116,7 +117,6 @@ class Scheduler:
         for pending in held.values():
             if not pending.future.done():
                 pending.future.set_result(answer(pending))
-        self.metrics.inflight.labels(str(worker.index)).set(0)
 
     def fail_all_queued(self, reason: str) -> None:
         """No worker will ever come: answer the queue with 503 and refuse new work."""
@@ -125,7 +125,6 @@ class Scheduler:
             _, pending = self.queue.popitem(last=False)
             if not pending.future.done():
                 pending.future.set_result((503, error_body(reason, pending.request_id, "unavailable")))
-        self.metrics.queue_depth.set(0)
 
     def on_results(self, worker: WorkerPort, results: list[p.Result], predict_s: float) -> None:
         for key, status, body in results:
@@ -133,7 +132,6 @@ class Scheduler:
             if pending is not None and not pending.future.done():
                 pending.future.set_result((status, body))
         self.metrics.predict_time.observe(predict_s)
-        self.metrics.inflight.labels(str(worker.index)).set(len(worker.inflight))
         self.dispatch()
 
     # --- batching -----------------------------------------------------------------
@@ -169,9 +167,7 @@ class Scheduler:
             worker.inflight[pending.key] = pending
             items.append((pending.key, pending.request_id, pending.body))
             self.metrics.queue_time.observe(now - pending.queued_at)
-        self.metrics.queue_depth.set(len(self.queue))
         self.metrics.batch_size.observe(size)
-        self.metrics.inflight.labels(str(worker.index)).set(len(worker.inflight))
         self.batches_sent += 1
         self.items_sent += size
         worker.send_batch(next(self._batch_ids), items)

@@ -158,7 +158,6 @@ class Supervisor:
         self.handler_info = self.handler_info or info
         self.started_once.add(worker.index)
         self.problems.pop(worker.index, None)
-        self.metrics.workers_ready.set(self.ready_count)
         log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
         self.scheduler.add_worker(worker)
 
@@ -189,7 +188,6 @@ class Supervisor:
         was_ready = worker.ready
         worker.ready = False
         self.scheduler.remove_worker(worker, self._answer_lost)
-        self.metrics.workers_ready.set(self.ready_count)
         if self.stopping or self.workers.get(worker.index) is not worker:
             return
         if not was_ready and worker.index not in self.started_once:

@@ -16,6 +16,7 @@ from servectl.spec import Spec
 
 RETRY_AFTER = [(b"retry-after", b"1")]
 CLIENT_GONE = 499  # nginx's code: logged and counted, never sent
+WATCH_AFTER_S = 0.02
 
 
 class PredictEndpoint:
@@ -53,16 +54,28 @@ class PredictEndpoint:
         return status
 
     async def _wait(self, pending: Pending, receive: Receive, started: float) -> Answer:
-        """The worker's answer, a 504 at the deadline, or CLIENT_GONE if the client left."""
+        """The worker's answer, a 504 at the deadline, or CLIENT_GONE if the client left.
+
+        Watching for a disconnect costs a task per request, so it starts only once a request
+        has waited WATCH_AFTER_S: quick answers never pay for it, slow ones are watched.
+        """
         loop = asyncio.get_running_loop()
-        remaining = self.timeout_s - (time.perf_counter() - started)
-        timer = loop.call_later(max(remaining, 0.0), self._expire, pending)
-        watcher = loop.create_task(self._watch_disconnect(pending, receive))
+        remaining = max(self.timeout_s - (time.perf_counter() - started), 0.0)
+        if remaining > WATCH_AFTER_S:
+            pending.timer = loop.call_later(WATCH_AFTER_S, self._watch, pending, receive, remaining - WATCH_AFTER_S)
+        else:
+            pending.timer = loop.call_later(remaining, self._expire, pending)
         try:
             return await pending.future
         finally:
-            timer.cancel()
-            watcher.cancel()
+            pending.timer.cancel()
+            if pending.watcher is not None:
+                pending.watcher.cancel()
+
+    def _watch(self, pending: Pending, receive: Receive, remaining: float) -> None:
+        loop = asyncio.get_running_loop()
+        pending.timer = loop.call_later(remaining, self._expire, pending)
+        pending.watcher = loop.create_task(self._until_disconnect(pending, receive))
 
     def _expire(self, pending: Pending) -> None:
         if pending.future.done():
@@ -71,7 +84,7 @@ class PredictEndpoint:
         msg = f"not answered within limits.timeout_s={self.timeout_s:g}s (was {where})"
         pending.future.set_result((504, error_body(msg, pending.request_id, "timeout")))
 
-    async def _watch_disconnect(self, pending: Pending, receive: Receive) -> None:
+    async def _until_disconnect(self, pending: Pending, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
