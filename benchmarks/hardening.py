@@ -10,6 +10,7 @@ python benchmarks/hardening.py idle       # API + worker CPU while idle for 10 s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -68,32 +69,43 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-async def open_loop(
-    url: str, rate: float, seconds: float, body: dict, client_timeout: float
-) -> list[tuple[int, float]]:
-    """Send at a fixed rate regardless of answers; (status or -1 for no answer, latency)."""
+async def open_loop(url: str, rate: float, seconds: float, body: dict, client_timeout: float) -> list[tuple[int, float]]:
+    """Send at a fixed rate regardless of answers; (status or -1 for no answer, latency).
+
+    One short connection per request on raw asyncio streams: httpx's pool slows down
+    quadratically with thousands of requests in flight, and would measure itself.
+    """
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    path = "/" + url.split("//")[1].split("/", 1)[1]
+    payload = json.dumps(body).encode()
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
+    ).encode() + payload
     results: list[tuple[int, float]] = []
 
-    async def one(client: httpx.AsyncClient) -> None:
+    async def one() -> None:
         t0 = time.perf_counter()
         try:
-            r = await client.post(url, json=body)
-            results.append((r.status_code, time.perf_counter() - t0))
-        except httpx.HTTPError:
+            async with asyncio.timeout(client_timeout):
+                reader, writer = await asyncio.open_connection(host, int(port))
+                writer.write(request)
+                status = int((await reader.readline()).split()[1])
+                await reader.read()
+                writer.close()
+            results.append((status, time.perf_counter() - t0))
+        except (TimeoutError, OSError, ValueError, IndexError):
             results.append((-1, time.perf_counter() - t0))
 
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
-    async with httpx.AsyncClient(timeout=client_timeout, limits=limits) as client:
-        tasks = []
-        start = time.perf_counter()
-        n = 0
-        while (now := time.perf_counter()) - start < seconds:
-            due = int((now - start) * rate)
-            while n < due:
-                tasks.append(asyncio.create_task(one(client)))
-                n += 1
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*tasks)
+    tasks = []
+    start = time.perf_counter()
+    n = 0
+    while (now := time.perf_counter()) - start < seconds:
+        while n < int((now - start) * rate):
+            tasks.append(asyncio.create_task(one()))
+            n += 1
+        await asyncio.sleep(0.002)
+    await asyncio.gather(*tasks)
     return results
 
 

@@ -10,6 +10,7 @@ import orjson
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from servectl import __version__
 from servectl.spec import DEFAULT_SPEC, Spec, SpecError, load_spec
@@ -48,7 +49,7 @@ def _load(spec_path: Path | None, overrides: list[str] | None) -> Spec:
 def _print_issues(issues: Sequence[object]) -> None:
     console.print(f"[bold red]{len(issues)} problem(s) in the spec:[/]")
     for issue in issues:
-        console.print(f"  [red]x[/] {issue}", highlight=False, markup=False)
+        console.print(f"  [red]x[/] {escape(str(issue))}", highlight=False)
 
 
 @app.command()
@@ -96,7 +97,8 @@ def validate(
             raise typer.Exit(1)
         console.print(f"smoke test: 200 {orjson.loads(body)}", highlight=False)
     hooks = list(handler.hooks) if handler else []
-    console.print(f"[green]ok[/] {loaded.source}: handler {loaded.handler}, hooks {hooks}")
+    name = handler.name if handler else loaded.handler
+    console.print(f"[green]ok[/] {loaded.source}: {name}, hooks {hooks}")
 
 
 @app.command()

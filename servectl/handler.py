@@ -29,6 +29,21 @@ class HandlerError(Exception):
     """A handler that cannot be found, imported or called as the contract says."""
 
 
+class InvalidInput(ValueError):
+    """Raised by `decode` for input that does not fit the model: the request gets a 422."""
+
+    def __init__(self, message: str, field: str = "inputs") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Many(list[Any]):
+    """What `decode` returns for a request that carries several items (e.g. a list of texts).
+
+    Each item counts toward `max_batch_size`; `encode` gets the list of their outputs.
+    """
+
+
 @dataclass(frozen=True)
 class HandlerInfo:
     """What the API process knows about a handler: reported by workers at start-up."""

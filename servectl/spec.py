@@ -8,6 +8,7 @@ dotted field path at fault.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,21 +17,66 @@ from typing import Any, Literal
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 DEFAULT_SPEC = Path(__file__).parent / "examples" / "quickstart.yaml"
+
+
+def _package_path(package: str, *parts: str) -> str:
+    """`${pkg:name,sub,dir}`: a path inside an installed package, found without importing it."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        raise ValueError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    return str(Path(next(iter(found.submodule_search_locations)), *parts))
+
+
+if not OmegaConf.has_resolver("pkg"):
+    OmegaConf.register_resolver("pkg", _package_path)
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class OnnxOptions(_Section):
+    intra_op_threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads; null: its default.")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+TASKS = ("feature-extraction", "text-classification", "text-generation")
+
+
 class ModelSpec(_Section):
-    backend: Literal["python"] = Field(
-        "python", description="Only `python` (a handler module) is available in this version."
+    backend: Literal["python", "pytorch", "onnx", "transformers"] = Field(
+        "python", description="`python`: the handler does the work; else a built-in runner."
     )
     path: str | None = Field(None, description="Model file or folder, relative to the spec file.")
-    task: str | None = Field(None, description="Task name for built-in runners.")
+    task: Literal["feature-extraction", "text-classification", "text-generation"] | None = Field(
+        None, description="What a transformers model does."
+    )
+    factory: str | None = Field(None, description="pytorch: `module:function` returning an nn.Module.")
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    compile: bool = Field(False, description="pytorch: torch.compile the model (skipped with a warning if unsupported).")
+    inputs: list[str] | None = Field(None, description="Names of a tensor model's inputs, in call order.")
+    pad: float | None = Field(None, description="Pad value for variable-length inputs; null: never pad.")
+    max_length: int = Field(512, ge=1, description="transformers: truncate inputs to this many tokens.")
+    normalize: bool = Field(True, description="feature-extraction: L2-normalise embeddings.")
+    top_k: int = Field(1, ge=1, description="text-classification: labels returned per input.")
+    max_new_tokens: int = Field(32, ge=1, le=4096, description="text-generation: default tokens to generate.")
+    onnx: OnnxOptions = OnnxOptions()
+    example: Any = Field(None, description="A sample request: shown in /docs, used by `validate --smoke`.")
+
+    @model_validator(mode="after")
+    def _backend_fields(self) -> ModelSpec:
+        if self.backend == "onnx" and not self.path:
+            raise ValueError("backend 'onnx' needs model.path (an .onnx file)")
+        if self.backend == "pytorch" and not (self.path or self.factory):
+            raise ValueError("backend 'pytorch' needs model.path (TorchScript or .pt2) or model.factory")
+        if self.backend == "transformers" and not (self.path and self.task):
+            raise ValueError(f"backend 'transformers' needs model.path (a local folder) and model.task, one of {TASKS}")
+        if self.task and self.backend != "transformers":
+            raise ValueError("model.task is for backend 'transformers'")
+        return self
 
 
 class DevicesSpec(_Section):
@@ -126,6 +172,12 @@ class Spec(_Section):
     api: ApiSpec = ApiSpec()
     server: ServerSpec = ServerSpec()
     supervisor: SupervisorSpec = SupervisorSpec()
+
+    @model_validator(mode="after")
+    def _handler_or_runner(self) -> Spec:
+        if self.model.backend == "python" and not self.handler:
+            raise ValueError("model.backend 'python' needs a handler (e.g. handlers/my_model.py)")
+        return self
 
     _source: str = PrivateAttr("<built-in>")
     _base_dir: str = PrivateAttr(".")
@@ -247,7 +299,7 @@ def _describe(error: Any) -> str:
         return f"unknown key{hint} Allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return "is required"
-    return str(msg)
+    return str(msg).removeprefix("Value error, ")
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Path_:

@@ -2,35 +2,64 @@
 
 from __future__ import annotations
 
+import orjson
+
+from servectl.backends import build_handler, missing_extra
 from servectl.handler import Handler, HandlerError
 from servectl.runtime.protocol import Result
 from servectl.runtime.worker import BatchRunner
 from servectl.spec import Spec, SpecIssue, issue_at
 
 
-def check_spec(spec: Spec) -> tuple[list[SpecIssue], Handler | None]:
-    """Problems beyond the schema: handler import and hooks, model path present."""
-    issues: list[SpecIssue] = []
-    handler: Handler | None = None
-    if spec.handler is None:
-        issues.append(issue_at(spec, "handler", "a handler is required for backend 'python'"))
-    else:
-        try:
-            handler = Handler.load(spec.handler, spec.base_dir)
-        except HandlerError as exc:
-            issues.append(issue_at(spec, "handler", str(exc)))
+def _model_file_problem(spec: Spec) -> str | None:
     path = spec.model_path()
-    if path is not None and not path.exists():
-        issues.append(issue_at(spec, "model.path", f"{path} does not exist"))
+    backend = spec.model.backend
+    if path is None:
+        return None
+    if not path.exists():
+        return f"{path} does not exist"
+    if backend == "onnx":
+        from servectl.backends.onnx import onnx_file_problem
+
+        return onnx_file_problem(path)
+    if backend == "pytorch" and not spec.model.factory:
+        from servectl.backends.pytorch import model_format
+
+        try:
+            kind = model_format(path)
+        except ValueError as exc:
+            return str(exc)
+        if kind == "weights":
+            return f"{path} holds weights only: name the module that takes them with model.factory"
+    if backend == "transformers" and not (path.is_dir() and (path / "config.json").exists()):
+        return f"{path} is not a transformers model folder (no config.json): save one with save_pretrained"
+    return None
+
+
+def check_spec(spec: Spec) -> tuple[list[SpecIssue], Handler | None]:
+    """Problems beyond the schema: extras installed, model file, handler import and hooks."""
+    issues: list[SpecIssue] = []
+    extra = missing_extra(spec.model.backend)
+    if extra:
+        issues.append(issue_at(spec, "model.backend", extra))
+    problem = _model_file_problem(spec)
+    if problem:
+        issues.append(issue_at(spec, "model.path", problem))
+    if issues:
+        return issues, None
+    try:
+        handler = build_handler(spec)
+    except HandlerError as exc:
+        field = "handler" if spec.handler else "model"
+        return [*issues, issue_at(spec, field, str(exc))], None
     return issues, handler
 
 
 def smoke(spec: Spec, handler: Handler) -> Result:
     """Run setup and the handler's example request through the worker's code path."""
-    if handler.info().example is None:
-        raise HandlerError(f"{handler.name} declares no `example` request to smoke-test with")
-    import orjson
-
     handler.setup("cpu", spec)
-    body = orjson.dumps(handler.info().example)
-    return BatchRunner(handler).run([(0, "smoke", body)])[0]
+    example = handler.info().example
+    if example is None:
+        raise HandlerError(f"{handler.name} declares no `example` request to smoke-test with")
+    body = orjson.dumps(example)
+    return BatchRunner(handler, spec.batching.max_batch_size).run([(0, "smoke", body)])[0]

@@ -76,10 +76,10 @@ def test_missing_env_without_default_is_an_error(tmp_path: Path, monkeypatch: py
 
 
 def test_device_ids_forms(tmp_path: Path) -> None:
-    assert load_spec(write(tmp_path, "devices:\n  ids: [0, 3]\n")).devices.ids == [0, 3]
-    assert load_spec(write(tmp_path, "devices:\n  ids: 2\n")).devices.ids == 2
-    [issue] = issues(tmp_path, "devices:\n  ids: [1, 1]\n")
-    assert issue.field == "devices.ids" and issue.line == 2 and "distinct" in issue.message
+    assert load_spec(write(tmp_path, "handler: h.py\ndevices:\n  ids: [0, 3]\n")).devices.ids == [0, 3]
+    assert load_spec(write(tmp_path, "handler: h.py\ndevices:\n  ids: 2\n")).devices.ids == 2
+    [issue] = issues(tmp_path, "handler: h.py\ndevices:\n  ids: [1, 1]\n")
+    assert issue.field == "devices.ids" and issue.line == 3 and "distinct" in issue.message
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
@@ -88,10 +88,26 @@ def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
 
 
 def test_public_dict_hides_keys(tmp_path: Path) -> None:
-    spec = load_spec(write(tmp_path, "auth:\n  api_keys: [secret-one]\n"))
+    spec = load_spec(write(tmp_path, "handler: h.py\nauth:\n  api_keys: [secret-one]\n"))
     assert "secret-one" not in str(spec.public_dict())
 
 
 def test_builtin_default_loads() -> None:
     spec = load_spec(None)
     assert spec.handler == "servectl.examples.square" and spec.source == str(DEFAULT_SPEC)
+
+
+def test_backend_needs_its_fields(tmp_path: Path) -> None:
+    [issue] = issues(tmp_path, "model:\n  backend: onnx\n")
+    assert issue.field == "model" and issue.line == 1 and "needs model.path" in issue.message
+    [issue] = issues(tmp_path, "model:\n  backend: python\n")
+    assert "needs a handler" in issue.message
+    [issue] = issues(tmp_path, "model:\n  backend: transformers\n  path: m\n  task: summarization\n")
+    assert issue.field == "model.task" and issue.line == 4 and "feature-extraction" in issue.message
+
+
+def test_pkg_resolver_finds_installed_package_paths(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "handler: h.py\nmodel:\n  path: ${pkg:servectl,examples}\n"))
+    assert spec.model_path() == Path(__file__).resolve().parent.parent / "servectl" / "examples"
+    [issue] = issues(tmp_path, "handler: h.py\nmodel:\n  path: ${pkg:no_such_pkg_xyz}\n")
+    assert issue.field == "model.path" and "not installed" in issue.message

@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from servectl.backends import build_handler
 from servectl.errors import error_body
-from servectl.handler import Handler, HandlerError
+from servectl.handler import Handler, HandlerError, InvalidInput, Many
 from servectl.logs import configure
 from servectl.runtime import protocol as p
 from servectl.runtime.devices import WorkerSlot
@@ -49,8 +50,9 @@ def _short(exc: BaseException) -> str:
 class BatchRunner:
     """Runs one batch of raw requests through a handler and answers every one of them."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, max_batch_size: int) -> None:
         self.handler = handler
+        self.max_batch_size = max_batch_size
 
     def _fail(self, key: int, rid: str, status: int, msg: str, kind: str, detail: Any = None) -> p.Result:
         return key, status, error_body(msg, rid, kind, detail)
@@ -86,6 +88,9 @@ class BatchRunner:
                 continue
             try:
                 ready.append((key, rid, self.handler.decode(request)))
+            except InvalidInput as exc:
+                detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
+                results.append(self._fail(key, rid, 422, f"invalid {exc.field}: {exc}", "validation_error", detail))
             except Exception as exc:
                 results.append(self._handler_failed(key, rid, "decode", exc))
         if ready:
@@ -93,15 +98,40 @@ class BatchRunner:
         return results
 
     def _predict(self, ready: list[tuple[int, str, Any]]) -> list[p.Result]:
+        """Predict every item, max_batch_size at a time; regroup outputs by request."""
+        flat = [(i, item) for i, (_, _, x) in enumerate(ready) for item in (x if isinstance(x, Many) else [x])]
+        outputs: dict[int, list[Any]] = {}
+        failed: dict[int, Exception] = {}
+        for start in range(0, len(flat), self.max_batch_size):
+            self._predict_chunk(flat[start : start + self.max_batch_size], outputs, failed)
+        results = []
+        for i, (key, rid, decoded) in enumerate(ready):
+            exc = failed.get(i)
+            if isinstance(exc, InvalidInput):
+                detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
+                results.append(self._fail(key, rid, 422, f"invalid {exc.field}: {exc}", "validation_error", detail))
+            elif exc is not None:
+                results.append(self._handler_failed(key, rid, "predict", exc))
+            else:
+                out = outputs.get(i, [])
+                results.append(self._encode(key, rid, out if isinstance(decoded, Many) else out[0]))
+        return results
+
+    def _predict_chunk(self, chunk: list[tuple[int, Any]], outputs: dict[int, list[Any]], failed: dict[int, Exception]) -> None:
         h = self.handler
         try:
-            outputs = h.unbatch(h.predict(h.batch([x for _, _, x in ready])), len(ready))
+            outs = h.unbatch(h.predict(h.batch([item for _, item in chunk])), len(chunk))
         except Exception as exc:
-            if len(ready) > 1 and not isinstance(exc, HandlerError):
+            if len(chunk) > 1 and not isinstance(exc, HandlerError):
                 # one bad input must not fail its batch-mates: retry each on its own
-                return [r for item in ready for r in self._predict([item])]
-            return [self._handler_failed(key, rid, "predict", exc) for key, rid, _ in ready]
-        return [self._encode(key, rid, out) for (key, rid, _), out in zip(ready, outputs, strict=True)]
+                for entry in chunk:
+                    self._predict_chunk([entry], outputs, failed)
+                return
+            for i, _ in chunk:
+                failed.setdefault(i, exc)
+            return
+        for (i, _), out in zip(chunk, outs, strict=True):
+            outputs.setdefault(i, []).append(out)
 
     def _encode(self, key: int, rid: str, output: Any) -> p.Result:
         try:
@@ -121,9 +151,7 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)
     try:
-        if spec.handler is None:
-            raise RuntimeError("the spec names no handler")
-        handler = Handler.load(spec.handler, spec.base_dir)
+        handler = build_handler(spec)
         handler.setup(slot.device, spec)
         info = handler.info()
     except BaseException as exc:
@@ -131,7 +159,7 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
         conn.send((p.SETUP_FAILED, _short(exc)))
         return
     conn.send((p.READY, info))
-    runner = BatchRunner(handler)
+    runner = BatchRunner(handler, spec.batching.max_batch_size)
     while True:
         try:
             msg = conn.recv()

@@ -1,0 +1,112 @@
+"""Built-in PyTorch runner: TorchScript, torch.export programs, or a factory plus weights."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from servectl.backends.tensors import Row, TensorRunner, TensorSpec
+from servectl.handler import InvalidInput
+from servectl.spec import Spec
+
+log = logging.getLogger("servectl.worker")
+
+_SHAPE_WORDS = ("shape", "size", "dimension", "mat1 and mat2", "Expected", "expected")
+_NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
+
+
+def model_format(path: Path) -> str:
+    """`exported` (.pt2), `torchscript`, or `weights` (a state dict or safetensors), from the file."""
+    if path.suffix == ".safetensors":
+        return "weights"
+    if path.suffix == ".pt2":
+        return "exported"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "weights"
+    raise ValueError(f"{path} is neither a TorchScript archive, a .pt2 program nor a weights file")
+
+
+def _factory(ref: str, base_dir: Path) -> Any:
+    from servectl.handler import load_handler_object
+
+    module_ref, _, attr = ref.partition(":")
+    module = load_handler_object(module_ref, base_dir)
+    return getattr(module, attr or "build_model")
+
+
+class PyTorchRunner(TensorRunner):
+    """Batches rows into tensors on the worker's device and calls the module."""
+
+    def __init__(self, spec: Spec) -> None:
+        names = spec.model.inputs or ["input"]
+        dtype = np.dtype(_NUMPY_DTYPES[spec.model.dtype])
+        super().__init__([TensorSpec(n, dtype, None) for n in names], spec.model.pad, spec.model.example)
+        self.spec = spec
+
+    def setup(self, device: str, spec: Spec) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = getattr(torch, spec.model.dtype)
+        path = spec.model_path()
+        model: Any
+        if spec.model.factory:
+            model = _factory(spec.model.factory, spec.base_dir)()
+            if path is not None:
+                if path.suffix == ".safetensors":
+                    from safetensors.torch import load_file
+
+                    state = load_file(str(path))
+                else:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                model.load_state_dict(state)
+        else:
+            assert path is not None
+            kind = model_format(path)
+            if kind == "exported":
+                model = torch.export.load(str(path)).module()
+            elif kind == "torchscript":
+                model = torch.jit.load(str(path), map_location="cpu")
+            else:
+                raise ValueError(f"{path} holds weights only: name the module with model.factory")
+        if hasattr(model, "eval"):
+            try:
+                model.eval()
+            except (NotImplementedError, RuntimeError):
+                pass  # exported programs' modules refuse eval(); they are already in inference form
+        self.model = model.to(self.device, self.dtype) if hasattr(model, "to") else model
+        if spec.model.compile:
+            try:
+                self.model = torch.compile(self.model)
+            except Exception as exc:
+                log.warning("model.compile: torch.compile unavailable here (%s); running eagerly", exc)
+
+    def run_batch(self, feeds: Row) -> dict[str, np.ndarray]:
+        torch = self.torch
+        tensors = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self.device, self.dtype) for s in self.inputs]
+        try:
+            with torch.inference_mode():
+                out = self.model(*tensors)
+        except RuntimeError as exc:  # shape errors are the client's; anything else is ours
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "out of memory" in msg or not any(w in msg for w in _SHAPE_WORDS):
+                raise
+            shapes = ", ".join(f"{s.name} {list(t.shape[1:])}" for s, t in zip(self.inputs, tensors, strict=True))
+            raise InvalidInput(f"items shaped {shapes} do not fit the model: {msg[:300]}") from None
+        if isinstance(out, torch.Tensor):
+            named = {"output": out}
+        elif isinstance(out, dict):
+            named = dict(out)
+        else:
+            named = {f"output_{i}": t for i, t in enumerate(out)}
+        return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in named.items()}
