@@ -69,7 +69,9 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-async def open_loop(url: str, rate: float, seconds: float, body: dict, client_timeout: float) -> list[tuple[int, float]]:
+async def open_loop(
+    url: str, rate: float, seconds: float, body: dict, client_timeout: float
+) -> list[tuple[int, float]]:
     """Send at a fixed rate regardless of answers; (status or -1 for no answer, latency).
 
     One short connection per request on raw asyncio streams: httpx's pool slows down
@@ -199,7 +201,7 @@ def memory() -> None:
 
 
 def idle() -> None:
-    proc, url = start(toolbox())
+    proc, _ = start(toolbox())
     pids = [proc.pid, *children(proc.pid)]
 
     def ticks() -> int:

@@ -56,7 +56,7 @@ class ModelSpec(_Section):
     )
     factory: str | None = Field(None, description="pytorch: `module:function` returning an nn.Module.")
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    compile: bool = Field(False, description="pytorch: torch.compile the model (skipped with a warning if unsupported).")
+    compile: bool = Field(False, description="pytorch: torch.compile the model (warns and skips where unsupported).")
     inputs: list[str] | None = Field(None, description="Names of a tensor model's inputs, in call order.")
     pad: float | None = Field(None, description="Pad value for variable-length inputs; null: never pad.")
     max_length: int = Field(512, ge=1, description="transformers: truncate inputs to this many tokens.")

@@ -140,3 +140,17 @@ def serve(tmp_path: Path) -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example models of `python -m servectl.examples.build`, built once per session."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from servectl.examples.build import build_classifier, build_gpt2, build_torch
+
+    out = tmp_path_factory.mktemp("models")
+    build_torch(out)
+    build_gpt2(out / "tiny-gpt2")
+    build_classifier(out / "tiny-classifier")
+    return out

@@ -100,21 +100,27 @@ def test_handler_failures_touch_only_their_requests(serve, kind: str) -> None:
 
 
 def test_killed_worker_answers_everything_and_restarts(serve) -> None:
-    server = serve(toolbox_spec(devices={"workers_per_device": 2}, batching={"max_batch_size": 4}))
+    server = serve(toolbox_spec(batching={"max_batch_size": 4}))
     url = server.url + "/predict"
-    pids = {httpx.post(url, json={"x": 1, "sleep": 0.2}).json()["pid"] for _ in range(1)}
+    pid = httpx.post(url, json={"x": 1}).json()["pid"]
 
     async def load_and_kill() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=100)) as client:
-            tasks = [asyncio.create_task(client.post(url, json={"x": i, "sleep": 0.05})) for i in range(80)]
-            await asyncio.sleep(0.15)
-            os.kill(next(iter(pids)), signal.SIGKILL)
+            tasks = [asyncio.create_task(client.post(url, json={"x": i, "sleep": 0.3})) for i in range(40)]
+            deadline = time.monotonic() + 10
+            while server.metric("servectl_worker_inflight") == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # wait until the worker holds a batch
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.3)
+            down = await client.get(server.url + "/ready")
+            assert down.status_code == 503 and down.json()["workers_ready"] == 0
             return await asyncio.gather(*tasks)
 
     responses = asyncio.run(load_and_kill())
     statuses = [r.status_code for r in responses]
-    assert len(statuses) == 80 and set(statuses) <= {200, 503}
+    assert len(statuses) == 40 and set(statuses) <= {200, 503}
     assert 503 in statuses, "requests held by the killed worker are answered 503"
+    assert 200 in statuses, "queued requests are served by the restarted worker"
     crashed = next(r for r in responses if r.status_code == 503)
     assert crashed.json()["error"]["type"] == "worker_crashed" and crashed.headers["retry-after"] == "1"
     deadline = time.monotonic() + 30
@@ -123,7 +129,7 @@ def test_killed_worker_answers_everything_and_restarts(serve) -> None:
     assert httpx.get(server.url + "/ready").status_code == 200
     assert server.metric("servectl_worker_restarts_total") == 1
     assert httpx.get(server.url + "/info").json()["workers"]["restarts"] == 1
-    assert httpx.post(url, json={"x": 2}).status_code == 200
+    assert httpx.post(url, json={"x": 2}).json()["pid"] != pid
 
 
 def test_worker_that_keeps_failing_setup_is_given_up(serve, tmp_path: Path) -> None:

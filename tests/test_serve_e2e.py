@@ -124,21 +124,25 @@ def test_auth_in_plain_form(serve) -> None:
     assert httpx.get(server.url + "/ready").status_code == 200
 
 
-def test_every_example_config_validates_and_serves(serve, tmp_path: Path) -> None:
+def test_every_example_config_validates_and_serves(models: Path, tmp_path: Path) -> None:
+    import os
+
     import yaml
 
     configs = sorted((ROOT / "configs").glob("*.yaml"))
-    assert configs
+    assert len(configs) >= 10
+    env = {"SERVECTL_API_KEYS": "", "SERVECTL_MODELS": str(models)}
     for config in configs:
         check = subprocess.run(
-            [sys.executable, "-m", "servectl", "validate", str(config), "--smoke"],
+            [sys.executable, "-m", "servectl", "validate", str(config), "--smoke", "devices.accelerator=cpu"],
             capture_output=True,
             text=True,
             cwd=ROOT,
+            env={**os.environ, **env},
         )
         assert check.returncode == 0, f"{config.name}: {check.stdout}{check.stderr}"
         spec = yaml.safe_load(config.read_text())
-        server = Server(config, env={"SERVECTL_API_KEYS": ""}, log_dir=tmp_path)
+        server = Server(config, env=env, log_dir=tmp_path, overrides=["devices.accelerator=cpu"])
         try:
             server.wait_ready()
             example = httpx.get(server.url + "/openapi.json").json()["paths"][

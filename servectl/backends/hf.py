@@ -6,7 +6,7 @@ batched, padded to the longest text in the batch and truncated to `model.max_len
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -28,13 +28,13 @@ class TextResponse(BaseModel):
 class TextRunner:
     """Common set-up and request handling; subclasses load their model class and predict."""
 
-    example: Any = {"inputs": "servectl serves models from one YAML file."}
+    example: ClassVar[Any] = {"inputs": "servectl serves models from one YAML file."}
     allowed_parameters: frozenset[str] = frozenset()
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         if spec.model.example is not None:
-            self.example = spec.model.example
+            self.example = spec.model.example  # type: ignore[misc]
 
     def setup(self, device: str, spec: Spec) -> None:
         import torch
@@ -119,10 +119,8 @@ class TextClassification(TextRunner):
 class TextGeneration(TextRunner):
     """Continues a prompt; items with the same generation parameters are generated together."""
 
-    example: Any = {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8}}
-    allowed_parameters = frozenset(
-        {"max_new_tokens", "temperature", "top_p", "do_sample", "seed", "return_full_text"}
-    )
+    example: ClassVar[Any] = {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8}}
+    allowed_parameters = frozenset({"max_new_tokens", "temperature", "top_p", "do_sample", "seed", "return_full_text"})
 
     def load(self, path: str) -> Any:
         from transformers import AutoModelForCausalLM

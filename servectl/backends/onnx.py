@@ -28,7 +28,12 @@ ONNX_DTYPES: dict[str, Any] = {
     "tensor(bool)": np.bool_,
     "tensor(string)": np.object_,
 }
-_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def _dims(shape: list[Any]) -> tuple[int | None, ...]:
@@ -61,7 +66,8 @@ class OnnxRunner(TensorRunner):
         options = ort.SessionOptions()
         if spec.model.onnx.intra_op_threads:
             options.intra_op_num_threads = spec.model.onnx.intra_op_threads
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[spec.model.onnx.graph_optimization])
+        level = _OPT_LEVELS[spec.model.onnx.graph_optimization]
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         wanted = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -73,7 +79,9 @@ class OnnxRunner(TensorRunner):
             log.warning("onnx: CUDA asked for but onnxruntime runs on %s (available: %s)", used, available)
         log.info("onnx: %s on %s", spec.model_path(), used[0])
         self.providers = used
-        self.inputs = [TensorSpec(i.name, np.dtype(ONNX_DTYPES[i.type]), _dims(i.shape)) for i in self.session.get_inputs()]
+        self.inputs = [
+            TensorSpec(i.name, np.dtype(ONNX_DTYPES[i.type]), _dims(i.shape)) for i in self.session.get_inputs()
+        ]
         self.output_names = [o.name for o in self.session.get_outputs()]
         first = [s.shape[0] if s.shape else 1 for s in self.inputs]
         self._per_item = any(d is not None for d in first)  # a fixed first axis: no batching

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
 import zipfile
 from pathlib import Path
@@ -16,7 +16,7 @@ from servectl.spec import Spec
 
 log = logging.getLogger("servectl.worker")
 
-_SHAPE_WORDS = ("shape", "size", "dimension", "mat1 and mat2", "Expected", "expected")
+_SHAPE_WORDS = ("shape", "size", "dimension", "mat1 and mat2", "Expected", "expected", "Guard failed")
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.float32}
 
 
@@ -74,16 +74,17 @@ class PyTorchRunner(TensorRunner):
             assert path is not None
             kind = model_format(path)
             if kind == "exported":
-                model = torch.export.load(str(path)).module()
+                program = torch.export.load(str(path))
+                self.inputs = self._exported_inputs(program) or self.inputs
+                model = program.module()
             elif kind == "torchscript":
-                model = torch.jit.load(str(path), map_location="cpu")
+                model = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
             else:
                 raise ValueError(f"{path} holds weights only: name the module with model.factory")
         if hasattr(model, "eval"):
-            try:
+            # exported programs' modules refuse eval(); they are already in inference form
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 model.eval()
-            except (NotImplementedError, RuntimeError):
-                pass  # exported programs' modules refuse eval(); they are already in inference form
         self.model = model.to(self.device, self.dtype) if hasattr(model, "to") else model
         if spec.model.compile:
             try:
@@ -91,16 +92,33 @@ class PyTorchRunner(TensorRunner):
             except Exception as exc:
                 log.warning("model.compile: torch.compile unavailable here (%s); running eagerly", exc)
 
+    def _exported_inputs(self, program: Any) -> list[TensorSpec]:
+        """Input names and shapes (None for dynamic axes) recorded in a torch.export program."""
+        user_inputs = set(program.graph_signature.user_inputs)
+        specs = []
+        for node in program.graph.nodes:
+            val = node.meta.get("val")
+            if node.op != "placeholder" or node.name not in user_inputs or not hasattr(val, "shape"):
+                continue
+            shape = tuple(d if isinstance(d, int) else None for d in val.shape)
+            dtype = self.inputs[0].dtype if val.dtype.is_floating_point else np.dtype(np.int64)
+            specs.append(TensorSpec(node.name, dtype, shape))
+        return specs
+
     def run_batch(self, feeds: Row) -> dict[str, np.ndarray]:
         torch = self.torch
-        tensors = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self.device, self.dtype) for s in self.inputs]
+        tensors = [
+            torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self.device, self.dtype) for s in self.inputs
+        ]
         try:
             with torch.inference_mode():
                 out = self.model(*tensors)
-        except RuntimeError as exc:  # shape errors are the client's; anything else is ours
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            if "out of memory" in msg or not any(w in msg for w in _SHAPE_WORDS):
+        except (RuntimeError, AssertionError) as exc:  # shape errors are the client's; others ours
+            text = str(exc)
+            if "out of memory" in text or not any(w in text for w in _SHAPE_WORDS):
                 raise
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            msg = lines[-1] if lines else type(exc).__name__  # TorchScript puts the cause last
             shapes = ", ".join(f"{s.name} {list(t.shape[1:])}" for s, t in zip(self.inputs, tensors, strict=True))
             raise InvalidInput(f"items shaped {shapes} do not fit the model: {msg[:300]}") from None
         if isinstance(out, torch.Tensor):

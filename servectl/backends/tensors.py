@@ -51,12 +51,12 @@ def _array(name: str, data: Any, spec: TensorSpec) -> np.ndarray:
         raise InvalidInput(f"input {name!r} is not a rectangular {spec.dtype} array: {exc}", f"inputs.{name}") from None
     if arr.ndim == 0:
         raise InvalidInput(f"input {name!r} needs a batch axis: send [[...]] for one item", f"inputs.{name}")
-    if spec.shape is not None:
-        if arr.ndim != len(spec.shape) or any(
-            want is not None and got != want for got, want in zip(arr.shape[1:], spec.shape[1:], strict=False)
-        ):
-            got = "[" + ", ".join(str(d) for d in arr.shape) + "]"
-            raise InvalidInput(f"input {name!r} has shape {got}; the model expects {spec.describe()}", f"inputs.{name}")
+    if spec.shape is not None and (
+        arr.ndim != len(spec.shape)
+        or any(want is not None and got != want for got, want in zip(arr.shape[1:], spec.shape[1:], strict=False))
+    ):
+        got = "[" + ", ".join(str(d) for d in arr.shape) + "]"
+        raise InvalidInput(f"input {name!r} has shape {got}; the model expects {spec.describe()}", f"inputs.{name}")
     return arr
 
 
@@ -89,8 +89,12 @@ def group_by_shape(rows: list[Row], pad: float | None) -> list[tuple[list[int], 
         names = list(rows[0])
         target = {n: np.max([r[n].shape for r in rows], axis=0) for n in names}
         padded = {
-            n: np.stack([np.pad(r[n], [(0, t - s) for s, t in zip(r[n].shape, target[n], strict=True)],
-                                constant_values=pad) for r in rows])
+            n: np.stack(
+                [
+                    np.pad(r[n], [(0, t - s) for s, t in zip(r[n].shape, target[n], strict=True)], constant_values=pad)
+                    for r in rows
+                ]
+            )
             for n in names
         }
         return [(list(range(len(rows))), padded)]

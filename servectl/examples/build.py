@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 CORPUS = [
     "servectl serves models from one yaml file",
@@ -37,40 +38,55 @@ def build_torch(out: Path) -> dict[str, Path]:
         "state_dict": out / "tiny_net_state.pt",
         "onnx": out / "tiny_net.onnx",
     }
-    torch.jit.save(torch.jit.trace(model, example), str(paths["torchscript"]))
+    torch.jit.save(torch.jit.trace(model, example), str(paths["torchscript"]))  # type: ignore[no-untyped-call]
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
     torch.export.save(program, str(paths["exported"]))
     torch.save(model.state_dict(), paths["state_dict"])
     torch.onnx.export(
-        model, (example,), str(paths["onnx"]), input_names=["x"], output_names=["scores"],
-        dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False,
+        model,
+        (example,),
+        str(paths["onnx"]),
+        input_names=["x"],
+        output_names=["scores"],
+        dynamic_shapes={"x": {0: batch}},
+        dynamo=True,
+        verbose=False,
     )
     return paths
 
 
-def _tokenizer(folder: Path, kind: str) -> object:
+def _tokenizer(folder: Path, kind: str) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if kind == "gpt2":
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<|endoftext|>"],
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        trainer: Any = trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<unk>", "<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         tok.train_from_iterator(CORPUS, trainer)
         from tokenizers import decoders
 
         tok.decoder = decoders.ByteLevel()
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<|endoftext|>",
-                                       bos_token="<|endoftext|>", pad_token="<|endoftext|>")
+        fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_object=tok,
+            unk_token="<unk>",
+            eos_token="<|endoftext|>",
+            bos_token="<|endoftext|>",
+            pad_token="<|endoftext|>",
+        )
     else:
         tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
         tok.pre_tokenizer = pre_tokenizers.Whitespace()
         trainer = trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
         tok.train_from_iterator(CORPUS, trainer)
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-                                       cls_token="[CLS]", sep_token="[SEP]")
+        fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+            tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+        )
     fast.save_pretrained(folder)
     return fast
 
@@ -82,8 +98,16 @@ def build_gpt2(folder: Path) -> Path:
 
     torch.manual_seed(0)
     tok = _tokenizer(folder, "gpt2")
-    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,  # type: ignore[arg-type]
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)  # type: ignore[attr-defined]
+    settings: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "n_positions": 128,
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 2,
+        "bos_token_id": tok.eos_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    config = GPT2Config(**settings)
     GPT2LMHeadModel(config).save_pretrained(folder)
     return folder
 
@@ -95,9 +119,18 @@ def build_classifier(folder: Path) -> Path:
 
     torch.manual_seed(0)
     tok = _tokenizer(folder, "bert")
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,  # type: ignore[arg-type]
-                        intermediate_size=64, max_position_embeddings=128, num_labels=2,
-                        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    settings: dict[str, Any] = {
+        "vocab_size": len(tok),
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 128,
+        "num_labels": 2,
+        "id2label": {0: "NEGATIVE", 1: "POSITIVE"},
+        "label2id": {"NEGATIVE": 0, "POSITIVE": 1},
+    }
+    config = BertConfig(**settings)
     BertForSequenceClassification(config).save_pretrained(folder)
     return folder
 

@@ -14,7 +14,8 @@ class TinyNet(torch.nn.Module):
         self.fc2 = torch.nn.Linear(8, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
+        out: torch.Tensor = self.fc2(torch.relu(self.fc1(x)))
+        return out
 
 
 def build_model() -> TinyNet:

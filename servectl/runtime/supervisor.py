@@ -1,13 +1,14 @@
 """The supervisor: spawns one worker process per slot, watches them, restarts the fallen.
 
-Workers are watched without threads or polling: the event loop reads each worker's pipe
-and its process sentinel (readable once the process has exited) with `add_reader`.
+Workers are watched without threads or polling: each worker's pipe is an asyncio protocol
+(`transport.WorkerChannel`), and its process sentinel (readable once the process has
+exited) is watched with `add_reader`. A worker counts as gone once it has exited and its
+pipe is drained, so answers it sent just before dying still reach their clients.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing as mp
 import time
@@ -22,6 +23,7 @@ from servectl.metrics import Metrics
 from servectl.runtime import protocol as p
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.scheduler import Pending, Scheduler
+from servectl.runtime.transport import WorkerChannel
 from servectl.runtime.worker import worker_main
 from servectl.spec import Spec
 
@@ -31,11 +33,14 @@ log = logging.getLogger("servectl.supervisor")
 class WorkerHandle:
     """The API process's view of one worker process."""
 
-    def __init__(self, slot: WorkerSlot, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, slot: WorkerSlot, process: BaseProcess) -> None:
         self.slot = slot
         self.index = slot.index
         self.process = process
-        self.conn = conn
+        self.channel: WorkerChannel | None = None
+        self.exited = False
+        self.drained = False
+        self.gone = False
         self.ready = False
         self.inflight: dict[int, Pending] = {}
         self.started_at = time.monotonic()
@@ -45,7 +50,8 @@ class WorkerHandle:
         return self.ready and not self.inflight
 
     def send_batch(self, batch_id: int, items: list[p.Item]) -> None:
-        self.conn.send((p.BATCH, batch_id, items))
+        assert self.channel is not None  # ready implies attached
+        self.channel.send((p.BATCH, batch_id, items))
 
 
 class Supervisor:
@@ -96,20 +102,28 @@ class Supervisor:
             return
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker_main,
-            args=(child, self.spec, slot),
-            name=f"servectl-worker-{slot.index}",
-            daemon=True,
+            target=worker_main, args=(child, self.spec, slot), name=f"servectl-worker-{slot.index}", daemon=True
         )
         process.start()
         child.close()
-        worker = self.workers[slot.index] = WorkerHandle(slot, process, parent)
-        self._loop.add_reader(parent.fileno(), self._on_readable, worker)
+        worker = self.workers[slot.index] = WorkerHandle(slot, process)
+        self._loop.create_task(self._attach(worker, parent))
         self._loop.add_reader(process.sentinel, self._on_exit, worker)
         self._setup_timers[slot.index] = self._loop.call_later(
             self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
         )
         log.info("worker %d started (pid %s, %s)", slot.index, process.pid, slot.label)
+
+    async def _attach(self, worker: WorkerHandle, conn: Connection) -> None:
+        def on_lost() -> None:
+            worker.drained = True
+            self._maybe_gone(worker)
+
+        try:
+            worker.channel = await WorkerChannel.attach(conn, lambda msg: self._handle(worker, msg), on_lost)
+        except OSError as exc:
+            log.error("worker %d: cannot attach its pipe (%s); ending it", worker.index, exc)
+            worker.process.kill()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Ask every worker to stop, then end the ones that do not in time."""
@@ -120,7 +134,11 @@ class Supervisor:
         workers = list(self.workers.values())
         self.workers.clear()
         for worker in workers:
-            self._unwatch(worker, send_stop=True)
+            if self._loop is not None:
+                self._loop.remove_reader(worker.process.sentinel)
+            if worker.channel is not None:
+                worker.channel.send((p.STOP,))
+                worker.channel.close()  # after the STOP is flushed
             self.scheduler.remove_worker(worker, self._answer_lost)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _join_all, [w.process for w in workers], timeout)
@@ -132,14 +150,6 @@ class Supervisor:
                 worker.process.kill()
 
     # --- events -------------------------------------------------------------------
-
-    def _on_readable(self, worker: WorkerHandle) -> None:
-        try:
-            msg: Any = worker.conn.recv()
-        except (EOFError, OSError):
-            self._unwatch_pipe(worker)  # the sentinel reports the exit itself
-            return
-        self._handle(worker, msg)
 
     def _handle(self, worker: WorkerHandle, msg: Any) -> None:
         kind = msg[0]
@@ -174,12 +184,29 @@ class Supervisor:
         worker.process.kill()
 
     def _on_exit(self, worker: WorkerHandle) -> None:
-        try:  # answers sent just before the exit are still in the pipe
-            while not worker.conn.closed and worker.conn.poll():
-                self._handle(worker, worker.conn.recv())
-        except (EOFError, OSError):
-            pass
-        self._unwatch(worker)
+        assert self._loop is not None
+        self._loop.remove_reader(worker.process.sentinel)
+        worker.exited = True
+        if worker.channel is None:
+            worker.drained = True
+        else:  # the pipe's EOF follows; do not wait for it for ever
+            self._loop.call_later(1.0, self._force_drained, worker)
+        self._maybe_gone(worker)
+
+    def _force_drained(self, worker: WorkerHandle) -> None:
+        if not worker.drained:
+            worker.drained = True
+            if worker.channel is not None:
+                worker.channel.close()
+            self._maybe_gone(worker)
+
+    def _maybe_gone(self, worker: WorkerHandle) -> None:
+        """Handle a worker's end once it has exited and everything it sent was read."""
+        if not (worker.exited and worker.drained) or worker.gone:
+            return
+        worker.gone = True
+        if worker.channel is not None:
+            worker.channel.close()
         worker.process.join(0.1)
         code = worker.process.exitcode
         timer = self._setup_timers.pop(worker.index, None)
@@ -219,21 +246,6 @@ class Supervisor:
         self.metrics.restarts.inc()
         delay = min(0.1 * 2 ** (len(recent) - 1), 5.0)
         self._loop.call_later(delay, self._spawn, slot)
-
-    def _unwatch_pipe(self, worker: WorkerHandle) -> None:
-        if self._loop is not None and not worker.conn.closed:
-            self._loop.remove_reader(worker.conn.fileno())
-
-    def _unwatch(self, worker: WorkerHandle, send_stop: bool = False) -> None:
-        if self._loop is None:
-            return
-        if not worker.conn.closed:
-            self._loop.remove_reader(worker.conn.fileno())
-            if send_stop:
-                with contextlib.suppress(OSError):
-                    worker.conn.send((p.STOP,))
-            worker.conn.close()
-        self._loop.remove_reader(worker.process.sentinel)
 
     @staticmethod
     def _answer_lost(pending: Pending) -> tuple[int, bytes]:

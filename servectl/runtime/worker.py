@@ -63,7 +63,7 @@ class BatchRunner:
             rid,
             self.handler.name,
             stage,
-            traceback.format_exc(),
+            "".join(traceback.format_exception(exc)),
             extra={"request_id": rid, "worker": os.getpid()},
         )
         return self._fail(key, rid, 500, f"{stage} failed: {_short(exc)}", "handler_error")
@@ -117,7 +117,9 @@ class BatchRunner:
                 results.append(self._encode(key, rid, out if isinstance(decoded, Many) else out[0]))
         return results
 
-    def _predict_chunk(self, chunk: list[tuple[int, Any]], outputs: dict[int, list[Any]], failed: dict[int, Exception]) -> None:
+    def _predict_chunk(
+        self, chunk: list[tuple[int, Any]], outputs: dict[int, list[Any]], failed: dict[int, Exception]
+    ) -> None:
         h = self.handler
         try:
             outs = h.unbatch(h.predict(h.batch([item for _, item in chunk])), len(chunk))
