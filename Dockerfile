@@ -1,7 +1,7 @@
 # servectl image: serves a spec given at run time, e.g.
 #   docker build -t servectl .
 #   docker run -p 8000:8000 -v $PWD/configs:/specs servectl /specs/quickstart.yaml server.host=0.0.0.0
-# Add extras at build time: docker build --build-arg EXTRAS=torch -t servectl-torch .
+# Add extras at build time: docker build --build-arg EXTRAS=pytorch -t servectl-torch .
 FROM python:3.11-slim
 
 ARG EXTRAS=""
