@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,16 +23,12 @@ from pathlib import Path
 
 import httpx
 
+from servectl.bench.runner import free_port
+
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
 LUA = APPS / "post.lua"
 API_KEY = "benchkey"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,10 @@ from pathlib import Path
 import httpx
 import yaml
 
+from servectl.bench.runner import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLBOX = ROOT / "tests" / "handlers" / "toolbox.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start(spec: dict) -> tuple[subprocess.Popen[bytes], str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from servectl.bench.runner import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "servectl turns one YAML file into a production inference server with dynamic batching."
@@ -44,9 +45,7 @@ def raw(seconds: float) -> dict[int, float]:
 
 
 def served(seconds: float) -> tuple[float, float, float]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,14 +14,10 @@ import httpx
 import pytest
 import yaml
 
+from servectl.bench.runner import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOLBOX = ROOT / "tests" / "handlers" / "toolbox.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

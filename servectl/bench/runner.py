@@ -46,7 +46,8 @@ class BenchOptions:
     baseline: bool
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -55,7 +56,7 @@ def _free_port() -> int:
 @contextmanager
 def served(spec_path: Path, overrides: list[str]) -> Iterator[tuple[str, int]]:
     """Start `servectl serve` for the benchmark and stop it after; yields (url, pid)."""
-    port = _free_port()
+    port = free_port()
     log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [

@@ -1,0 +1,1 @@
+"""`servectl bench`: load generation, baseline, reports."""
