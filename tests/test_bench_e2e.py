@@ -133,3 +133,61 @@ def test_bench_minilm(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     check_levels(report, [1, 8])
     assert report["levels"][1]["server"]["batch_size_mean"] > 1
+
+
+def test_bench_stream_measures_first_chunk_and_chunks(tmp_path: Path) -> None:
+    port = free_port()
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(ROOT / "tests" / "apps"),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "ndjson_stream:app",
+        ],
+        cwd=ROOT,
+    )
+    try:
+        import time
+
+        import httpx
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        out = tmp_path / "s.json"
+        r = bench(
+            f"http://127.0.0.1:{port}",
+            "--route",
+            "/generate",
+            "--payload",
+            "{}",
+            "--stream",
+            "--concurrency",
+            "4",
+            "--requests",
+            "40",
+            "--warmup",
+            "0s",
+            "--json",
+            str(out),
+        )
+        assert r.returncode == 0, r.stderr
+        level = json.loads(out.read_text())["levels"][0]
+        stream = level["stream"]
+        assert 15 <= stream["first_chunk_ms_p50"] < level["latency_ms"]["p50"]  # first chunk after ~20 ms
+        assert level["latency_ms"]["p50"] >= 90  # five chunks 20 ms apart
+        assert stream["chunks_per_s"] == pytest.approx(5 * level["rps"], rel=0.25)
+        assert level["server"] is None  # not a servectl server: no split, no failure
+    finally:
+        app.terminate()
+        app.wait(10)
