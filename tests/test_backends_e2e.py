@@ -65,6 +65,22 @@ def test_tensor_models_serve_as_written(serve, models: Path, config: str) -> Non
     )
 
 
+def test_factory_with_safetensors_weights(serve, models: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = torch.load(models / "tiny_net_state.pt", weights_only=True)
+    weights = tmp_path / "tiny.safetensors"
+    save_file(state, str(weights))
+    server = serve(
+        {
+            "model": {"backend": "pytorch", "factory": "servectl.examples.tiny_net:build_model", "path": str(weights)},
+            "devices": {"accelerator": "cpu"},
+        }
+    )
+    served = httpx.post(server.url + "/predict", json={"inputs": FEATURES}).json()["outputs"]
+    np.testing.assert_allclose(served, reference_scores(models, FEATURES), rtol=1e-5, atol=1e-6)
+
+
 def test_onnx_matches_onnxruntime_and_names_expected_shape(serve, models: Path) -> None:
     server = serve(
         {

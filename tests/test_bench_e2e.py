@@ -60,7 +60,9 @@ def test_bench_a_spec_with_baseline_json_and_plot(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert "servectl bench" in r.stdout and "efficiency" in r.stdout
 
-    again = bench(str(spec), "--concurrency", "1", "--requests", "300", "--warmup", "0s", "--compare", str(out))
+    again = bench(
+        str(spec), "--concurrency", "1", "--requests", "300", "--warmup", "0s", "--procs", "2", "--compare", str(out)
+    )
     assert again.returncode == 0, again.stderr
     assert "c=1 rps:" in again.stderr and "c=1 p99 ms:" in again.stderr
 
@@ -191,3 +193,39 @@ def test_bench_stream_measures_first_chunk_and_chunks(tmp_path: Path) -> None:
     finally:
         app.terminate()
         app.wait(10)
+
+
+def test_bench_ctrl_c_prints_what_was_measured(serve, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    out = tmp_path / "partial.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "servectl",
+            "bench",
+            server.url,
+            "--concurrency",
+            "1,2",
+            "--duration",
+            "3s",
+            "--warmup",
+            "0s",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(5)  # the first level (3 s) is done, the second is running
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "servectl bench" in stdout
+    report = json.loads(out.read_text())
+    assert report["interrupted"] is True and [lv["concurrency"] for lv in report["levels"]] == [1]
