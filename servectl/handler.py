@@ -175,8 +175,8 @@ class Handler:
         return cls(load_handler_object(ref, base_dir), ref)
 
     def _request_type(self) -> type[BaseModel] | None:
-        fn = self.hooks.get("decode") or self.hooks.get("predict")
-        if fn is None or fn is self.hooks.get("predict"):
+        fn = self.hooks.get("decode")
+        if fn is None:
             return None
         hints = _hints(fn)
         params = [p for p in inspect.signature(fn).parameters if p in hints and p != "return"]

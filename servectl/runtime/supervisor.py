@@ -80,10 +80,11 @@ class Supervisor:
         self._ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._setup_timers: dict[int, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def all_ready(self) -> bool:
-        return len(self.slots) == sum(1 for w in self.workers.values() if w.ready)
+        return self.ready_count == len(self.slots)
 
     @property
     def ready_count(self) -> int:
@@ -107,7 +108,9 @@ class Supervisor:
         process.start()
         child.close()
         worker = self.workers[slot.index] = WorkerHandle(slot, process)
-        self._loop.create_task(self._attach(worker, parent))
+        task = self._loop.create_task(self._attach(worker, parent))
+        self._tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._tasks.discard)
         self._loop.add_reader(process.sentinel, self._on_exit, worker)
         self._setup_timers[slot.index] = self._loop.call_later(
             self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
