@@ -247,3 +247,38 @@ def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
     assert backends.missing_extra("onnx") == "backend 'onnx' needs onnxruntime: pip install 'servectl[onnx]'"
     assert backends.missing_extra("python") is None
+
+
+def test_onnx_without_batch_axis_runs_item_by_item(serve, tmp_path: Path) -> None:
+    from servectl.examples.tiny_net import TinyNet
+
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    path = tmp_path / "fixed.onnx"
+    torch.onnx.export(model, (torch.randn(1, 4),), str(path), input_names=["x"], output_names=["scores"], dynamo=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [1, 4]
+    server = serve({"model": {"backend": "onnx", "path": str(path)}, "devices": {"accelerator": "cpu"}})
+    served = httpx.post(server.url + "/predict", json={"inputs": FEATURES}).json()["outputs"]
+    direct = [session.run(None, {"x": np.array([row], dtype=np.float32)})[0][0] for row in FEATURES]
+    np.testing.assert_allclose(served, direct, rtol=1e-6)
+
+
+def test_pytorch_named_inputs(serve, tmp_path: Path) -> None:
+    class AddMul(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return a + b, a * b
+
+    path = tmp_path / "addmul.ts"
+    torch.jit.save(torch.jit.script(AddMul()), str(path))
+    server = serve(
+        {"model": {"backend": "pytorch", "path": str(path), "inputs": ["a", "b"]}, "devices": {"accelerator": "cpu"}}
+    )
+    r = httpx.post(
+        server.url + "/predict", json={"inputs": {"a": [[1.0, 2.0], [3.0, 4.0]], "b": [[10.0, 10.0], [2.0, 2.0]]}}
+    )
+    assert r.json() == {"outputs": {"output_0": [[11.0, 12.0], [5.0, 6.0]], "output_1": [[10.0, 20.0], [6.0, 8.0]]}}
+    missing = httpx.post(server.url + "/predict", json={"inputs": {"a": [[1.0, 2.0]]}})
+    assert missing.status_code == 422 and "missing inputs ['b']" in missing.json()["error"]["message"]
+    uneven = httpx.post(server.url + "/predict", json={"inputs": {"a": [[1.0, 2.0]], "b": [[1.0, 2.0], [1.0, 2.0]]}})
+    assert uneven.status_code == 422 and "disagree" in uneven.json()["error"]["message"]

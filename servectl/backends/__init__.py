@@ -88,7 +88,7 @@ def build_handler(spec: Spec) -> Handler:
             raise HandlerError("model.backend 'python' needs a handler")
         return Handler.load(spec.handler, spec.base_dir)
     runner = create_runner(spec)
-    name = f"{spec.model.backend}:{spec.model.task or spec.model.path}"
+    name = f"{spec.model.backend}:{spec.model.task or spec.model.path or spec.model.factory}"
     if spec.handler is None:
         return Handler(runner, name)
     user = load_handler_object(spec.handler, spec.base_dir)
