@@ -37,6 +37,10 @@ class InvalidInput(ValueError):
         self.field = field
 
 
+END: Any = type("END", (), {"__repr__": lambda self: "servectl.END"})()
+"""Yield this in a streaming `predict` step, in a request's place, to end that request's stream."""
+
+
 class Many(list[Any]):
     """What `decode` returns for a request that carries several items (e.g. a list of texts).
 
@@ -54,6 +58,7 @@ class HandlerInfo:
     response_schema: dict[str, Any] | None = None
     example: Any = None
     defs: dict[str, Any] = field(default_factory=dict)
+    streams: bool = False
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:
@@ -201,7 +206,13 @@ class Handler:
             response_schema=resp,
             example=getattr(self.obj, "example", None),
             defs=defs,
+            streams=self.streams,
         )
+
+    @property
+    def streams(self) -> bool:
+        """True when `predict` or `encode` is a generator: answers go out chunk by chunk."""
+        return any(inspect.isgeneratorfunction(self.hooks.get(h)) for h in ("predict", "encode"))
 
     # --- the calling convention -------------------------------------------------
 

@@ -50,6 +50,8 @@ class Metrics:
         self.queue_time = FastHistogram(LATENCY_BUCKETS)
         self.predict_time = FastHistogram(LATENCY_BUCKETS)
         self.batch_size = FastHistogram(BATCH_BUCKETS)
+        self.first_chunk = FastHistogram(LATENCY_BUCKETS)
+        self.chunks = 0
         self.restarts = Counter("servectl_worker_restarts", "Workers restarted", registry=self.registry)
         self.dropped = Counter(
             "servectl_requests_dropped",
@@ -87,10 +89,14 @@ class Metrics:
             ("servectl_queue_seconds", "Time a request waited for a worker", self.queue_time),
             ("servectl_predict_seconds", "Worker time per batch (parse to serialize)", self.predict_time),
             ("servectl_batch_size", "Items per batch sent to a worker", self.batch_size),
+            ("servectl_stream_first_chunk_seconds", "Time from queued to a stream's first chunk", self.first_chunk),
         ):
             histogram = HistogramMetricFamily(name, doc)
             histogram.add_metric([], hist.buckets(), hist.sum)
             yield histogram
+        chunks = CounterMetricFamily("servectl_stream_chunks", "Streamed chunks sent (rate: chunks/s)")
+        chunks.add_metric([], self.chunks)
+        yield chunks
         for name, (doc, read) in self.gauges.items():
             values = read()
             labelled = [k for k in values if k]

@@ -139,7 +139,10 @@ class AuthSpec(_Section):
 class ApiSpec(_Section):
     kind: Literal["predict"] = Field("predict", description="Only `predict` is available in this version.")
     path: str = Field("/predict", pattern=r"^/[A-Za-z0-9_\-/.]*$")
-    stream: Literal[False] = Field(False, description="Streaming is not available yet.")
+    stream: bool = Field(False, description="Stream a generator handler's chunks (else they are sent as one list).")
+    stream_format: Literal["ndjson", "sse"] = Field(
+        "ndjson", description="Default stream format; a client's Accept header can pick the other."
+    )
 
 
 class ServerSpec(_Section):

@@ -1,16 +1,24 @@
 """Messages between the API process and a worker: plain tuples, one pickle per batch.
 
 API -> worker:   (BATCH, batch_id, [(key, request_id, body_bytes), ...])
+                 (CANCEL, [key, ...])      stop streaming to these requests
                  (STOP,)
 worker -> API:   (READY, HandlerInfo)
                  (SETUP_FAILED, message)
-                 (RESULTS, batch_id, [(key, status, body_bytes), ...], predict_seconds)
+                 (CHUNK, key, body_bytes)  one streamed chunk, already serialized
+                 (RESULTS, batch_id, [(key, status, body_bytes), ...], predict_seconds | None)
+
+A request's result ends it; for a stream it comes after its chunks (status 200 with an
+empty body for a clean end, else an error body). A batch may answer in several RESULTS
+messages (streams that end early); the last one carries the batch's predict time.
 """
 
 from __future__ import annotations
 
 BATCH = "batch"
 STOP = "stop"
+CANCEL = "cancel"
+CHUNK = "chunk"
 READY = "ready"
 SETUP_FAILED = "setup_failed"
 RESULTS = "results"

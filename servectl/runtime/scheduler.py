@@ -21,6 +21,7 @@ from servectl.runtime import protocol as p
 from servectl.spec import BatchingSpec
 
 Answer = tuple[int, bytes]  # HTTP status, body
+STREAMING: Answer = (0, b"")  # the future's answer once a stream's first chunk arrives
 
 
 class QueueFull(Exception):
@@ -34,7 +35,7 @@ class NoWorkers(Exception):
 class Pending:
     """One request from the moment it is queued until it is answered."""
 
-    __slots__ = ("body", "future", "key", "queued_at", "request_id", "timer", "watcher")
+    __slots__ = ("body", "future", "key", "queued_at", "request_id", "stream", "timer", "watcher", "worker")
 
     def __init__(self, key: int, request_id: str, body: bytes, future: asyncio.Future[Answer]) -> None:
         self.key = key
@@ -44,6 +45,16 @@ class Pending:
         self.queued_at = time.perf_counter()
         self.timer: asyncio.TimerHandle | None = None  # the deadline, or when to start watching
         self.watcher: asyncio.Task[None] | None = None  # waits for the client to disconnect
+        self.worker: WorkerPort | None = None  # who holds it, once sent
+        # streamed chunks (bytes), then one final Answer; created with the first chunk
+        self.stream: asyncio.Queue[bytes | Answer] | None = None
+
+    def finish(self, answer: Answer) -> None:
+        """Answer the request: its future, or the end of its stream."""
+        if self.stream is not None:
+            self.stream.put_nowait(answer)
+        elif not self.future.done():
+            self.future.set_result(answer)
 
 
 class WorkerPort(Protocol):
@@ -56,6 +67,8 @@ class WorkerPort(Protocol):
     def idle(self) -> bool: ...
 
     def send_batch(self, batch_id: int, items: list[p.Item]) -> None: ...
+
+    def send_cancel(self, keys: list[int]) -> None: ...
 
 
 def batch_delay(queued: int, oldest_wait: float, busy_workers: int, spec: BatchingSpec) -> float:
@@ -115,8 +128,7 @@ class Scheduler:
             self.workers.remove(worker)
         held, worker.inflight = worker.inflight, {}
         for pending in held.values():
-            if not pending.future.done():
-                pending.future.set_result(answer(pending))
+            pending.finish(answer(pending))
 
     def fail_all_queued(self, reason: str) -> None:
         """No worker will ever come: answer the queue with 503 and refuse new work."""
@@ -126,13 +138,31 @@ class Scheduler:
             if not pending.future.done():
                 pending.future.set_result((503, error_body(reason, pending.request_id, "unavailable")))
 
-    def on_results(self, worker: WorkerPort, results: list[p.Result], predict_s: float) -> None:
+    def on_results(self, worker: WorkerPort, results: list[p.Result], predict_s: float | None) -> None:
         for key, status, body in results:
             pending = worker.inflight.pop(key, None)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result((status, body))
-        self.metrics.predict_time.observe(predict_s)
+            if pending is not None:
+                pending.finish((status, body))
+        if predict_s is not None:  # the batch is complete
+            self.metrics.predict_time.observe(predict_s)
         self.dispatch()
+
+    def on_chunk(self, worker: WorkerPort, key: int, body: bytes) -> None:
+        pending = worker.inflight.get(key)
+        if pending is None:
+            return
+        if pending.stream is None:
+            pending.stream = asyncio.Queue()
+            self.metrics.first_chunk.observe(time.perf_counter() - pending.queued_at)
+            if not pending.future.done():
+                pending.future.set_result(STREAMING)
+        self.metrics.chunks += 1
+        pending.stream.put_nowait(body)
+
+    def cancel_stream(self, pending: Pending) -> None:
+        """Tell the worker streaming to a request to stop: its client is gone or late."""
+        if pending.worker is not None and pending.key in pending.worker.inflight:
+            pending.worker.send_cancel([pending.key])
 
     # --- batching -----------------------------------------------------------------
 
@@ -165,6 +195,7 @@ class Scheduler:
         for _ in range(size):
             _, pending = self.queue.popitem(last=False)
             worker.inflight[pending.key] = pending
+            pending.worker = worker
             items.append((pending.key, pending.request_id, pending.body))
             self.metrics.queue_time.observe(now - pending.queued_at)
         self.metrics.batch_size.observe(size)

@@ -53,6 +53,10 @@ class WorkerHandle:
         assert self.channel is not None  # ready implies attached
         self.channel.send((p.BATCH, batch_id, items))
 
+    def send_cancel(self, keys: list[int]) -> None:
+        if self.channel is not None:
+            self.channel.send((p.CANCEL, keys))
+
 
 class Supervisor:
     """Owns the worker processes of one deployment and keeps the scheduler's view current."""
@@ -156,7 +160,9 @@ class Supervisor:
 
     def _handle(self, worker: WorkerHandle, msg: Any) -> None:
         kind = msg[0]
-        if kind == p.RESULTS:
+        if kind == p.CHUNK:
+            self.scheduler.on_chunk(worker, msg[1], msg[2])
+        elif kind == p.RESULTS:
             self.scheduler.on_results(worker, msg[2], msg[3])
         elif kind == p.READY:
             self._on_ready(worker, msg[1])

@@ -16,30 +16,19 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from servectl.backends import build_handler
 from servectl.errors import error_body
 from servectl.handler import Handler, HandlerError, InvalidInput, Many
 from servectl.logs import configure
 from servectl.runtime import protocol as p
+from servectl.runtime.codec import serialize
 from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.streaming import StreamRunner
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.worker")
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    tolist = getattr(value, "tolist", None)  # numpy / torch scalars and arrays
-    if callable(tolist):
-        return tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def serialize(value: Any) -> bytes:
-    return orjson.dumps(value, default=_to_json, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _short(exc: BaseException) -> str:
@@ -57,7 +46,7 @@ class BatchRunner:
     def _fail(self, key: int, rid: str, status: int, msg: str, kind: str, detail: Any = None) -> p.Result:
         return key, status, error_body(msg, rid, kind, detail)
 
-    def _handler_failed(self, key: int, rid: str, stage: str, exc: BaseException) -> p.Result:
+    def handler_failed(self, key: int, rid: str, stage: str, exc: BaseException) -> p.Result:
         log.error(
             "request %s: %s.%s failed\n%s",
             rid,
@@ -69,6 +58,13 @@ class BatchRunner:
         return self._fail(key, rid, 500, f"{stage} failed: {_short(exc)}", "handler_error")
 
     def run(self, items: list[p.Item]) -> list[p.Result]:
+        results, ready = self.decode_all(items)
+        if ready:
+            results.extend(self._predict(ready))
+        return results
+
+    def decode_all(self, items: list[p.Item]) -> tuple[list[p.Result], list[tuple[int, str, Any]]]:
+        """Parse, validate and decode each request: error answers, and what is ready to predict."""
         results: list[p.Result] = []
         ready: list[tuple[int, str, Any]] = []
         for key, rid, body in items:
@@ -92,10 +88,8 @@ class BatchRunner:
                 detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
                 results.append(self._fail(key, rid, 422, f"invalid {exc.field}: {exc}", "validation_error", detail))
             except Exception as exc:
-                results.append(self._handler_failed(key, rid, "decode", exc))
-        if ready:
-            results.extend(self._predict(ready))
-        return results
+                results.append(self.handler_failed(key, rid, "decode", exc))
+        return results, ready
 
     def _predict(self, ready: list[tuple[int, str, Any]]) -> list[p.Result]:
         """Predict every item, max_batch_size at a time; regroup outputs by request."""
@@ -111,10 +105,10 @@ class BatchRunner:
                 detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
                 results.append(self._fail(key, rid, 422, f"invalid {exc.field}: {exc}", "validation_error", detail))
             elif exc is not None:
-                results.append(self._handler_failed(key, rid, "predict", exc))
+                results.append(self.handler_failed(key, rid, "predict", exc))
             else:
                 out = outputs.get(i, [])
-                results.append(self._encode(key, rid, out if isinstance(decoded, Many) else out[0]))
+                results.append(self.encode(key, rid, out if isinstance(decoded, Many) else out[0]))
         return results
 
     def _predict_chunk(
@@ -135,15 +129,15 @@ class BatchRunner:
         for (i, _), out in zip(chunk, outs, strict=True):
             outputs.setdefault(i, []).append(out)
 
-    def _encode(self, key: int, rid: str, output: Any) -> p.Result:
+    def encode(self, key: int, rid: str, output: Any) -> p.Result:
         try:
             encoded = self.handler.encode(output)
         except Exception as exc:
-            return self._handler_failed(key, rid, "encode", exc)
+            return self.handler_failed(key, rid, "encode", exc)
         try:
             return key, 200, serialize(encoded)
         except Exception as exc:
-            return self._handler_failed(key, rid, "serialize", exc)
+            return self.handler_failed(key, rid, "serialize", exc)
 
 
 def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
@@ -162,6 +156,7 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
         return
     conn.send((p.READY, info))
     runner = BatchRunner(handler, spec.batching.max_batch_size)
+    streamer = StreamRunner(runner, conn) if handler.streams else None
     while True:
         try:
             msg = conn.recv()
@@ -169,6 +164,10 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
             return  # the API process is gone
         if msg[0] == p.STOP:
             return
+        if msg[0] != p.BATCH:
+            continue  # a late CANCEL for a stream that already ended
         t0 = time.perf_counter()
-        results = runner.run(msg[2])
+        results = streamer.run(msg[1], msg[2]) if streamer else runner.run(msg[2])
         conn.send((p.RESULTS, msg[1], results, time.perf_counter() - t0))
+        if streamer and streamer.stop_requested:
+            return

@@ -10,8 +10,9 @@ import asyncio
 import time
 
 from servectl.errors import error_body
-from servectl.runtime.scheduler import Answer, NoWorkers, Pending, QueueFull, Scheduler
+from servectl.runtime.scheduler import STREAMING, Answer, NoWorkers, Pending, QueueFull, Scheduler
 from servectl.server.asgi import BodyTooLarge, Receive, Send, read_body, send_bytes
+from servectl.server.streams import collect, pick_format, send_stream
 from servectl.spec import Spec
 
 RETRY_AFTER = [(b"retry-after", b"1")]
@@ -26,6 +27,8 @@ class PredictEndpoint:
         self.scheduler = scheduler
         self.timeout_s = spec.limits.timeout_s
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
+        self.stream = spec.api.stream
+        self.format = spec.api.stream_format
 
     async def __call__(
         self, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str, started: float
@@ -48,16 +51,30 @@ class PredictEndpoint:
             return await self._error(send, 503, msg, rid, "overloaded")
         except NoWorkers as exc:
             return await self._error(send, 503, str(exc), rid, "unavailable")
-        status, payload = await self._wait(pending, receive, started)
-        if status != CLIENT_GONE:
-            await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
-        return status
+        try:
+            status, payload = await self._wait(pending, receive, started)
+            if (status, payload) == STREAMING or (status == 200 and not payload):  # chunks, or an empty stream
+                if pending.stream is None:
+                    pending.stream = asyncio.Queue()
+                    pending.stream.put_nowait((200, b""))
+                if self.stream:
+                    return await send_stream(send, pending, rid, pick_format(headers.get(b"accept"), self.format))
+                status, payload = await collect(pending)
+            if status != CLIENT_GONE:
+                await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
+            return status
+        finally:
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if pending.watcher is not None:
+                pending.watcher.cancel()
 
     async def _wait(self, pending: Pending, receive: Receive, started: float) -> Answer:
-        """The worker's answer, a 504 at the deadline, or CLIENT_GONE if the client left.
+        """The worker's answer (or STREAMING), a 504 at the deadline, or CLIENT_GONE.
 
         Watching for a disconnect costs a task per request, so it starts only once a request
         has waited WATCH_AFTER_S: quick answers never pay for it, slow ones are watched.
+        The deadline and the watch stay armed while a stream is sent.
         """
         loop = asyncio.get_running_loop()
         remaining = max(self.timeout_s - (time.perf_counter() - started), 0.0)
@@ -65,12 +82,7 @@ class PredictEndpoint:
             pending.timer = loop.call_later(WATCH_AFTER_S, self._watch, pending, receive, remaining - WATCH_AFTER_S)
         else:
             pending.timer = loop.call_later(remaining, self._expire, pending)
-        try:
-            return await pending.future
-        finally:
-            pending.timer.cancel()
-            if pending.watcher is not None:
-                pending.watcher.cancel()
+        return await pending.future
 
     def _watch(self, pending: Pending, receive: Receive, remaining: float) -> None:
         loop = asyncio.get_running_loop()
@@ -78,10 +90,15 @@ class PredictEndpoint:
         pending.watcher = loop.create_task(self._until_disconnect(pending, receive))
 
     def _expire(self, pending: Pending) -> None:
+        msg = f"not answered within limits.timeout_s={self.timeout_s:g}s"
+        if pending.stream is not None:  # mid-stream: stop the generation, end with an error event
+            self.scheduler.cancel_stream(pending)
+            pending.stream.put_nowait((504, error_body(msg + " (was streaming)", pending.request_id, "timeout")))
+            return
         if pending.future.done():
             return
         where = "queued" if self.scheduler.drop(pending, "timeout") else "running"
-        msg = f"not answered within limits.timeout_s={self.timeout_s:g}s (was {where})"
+        msg = f"{msg} (was {where})"
         pending.future.set_result((504, error_body(msg, pending.request_id, "timeout")))
 
     async def _until_disconnect(self, pending: Pending, receive: Receive) -> None:
@@ -89,7 +106,10 @@ class PredictEndpoint:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
-        if not pending.future.done():
+        if pending.stream is not None:  # mid-stream: stop generating for this client
+            self.scheduler.cancel_stream(pending)
+            pending.stream.put_nowait((CLIENT_GONE, b""))
+        elif not pending.future.done():
             self.scheduler.drop(pending, "disconnected")
             pending.future.set_result((CLIENT_GONE, b""))
 

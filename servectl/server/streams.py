@@ -1,0 +1,58 @@
+"""Sending a stream: chunks as NDJSON or SSE, and an error after the first chunk as a final
+error event (the status line has gone by then), then a clean close."""
+
+from __future__ import annotations
+
+from servectl.runtime.scheduler import Pending
+from servectl.server.asgi import Send
+
+NDJSON = b"application/x-ndjson"
+SSE = b"text/event-stream"
+
+
+def pick_format(accept: bytes | None, default: str) -> bytes:
+    """The client's Accept decides between SSE and NDJSON; else the spec's default."""
+    if accept:
+        if SSE in accept:
+            return SSE
+        if NDJSON in accept:
+            return NDJSON
+    return SSE if default == "sse" else NDJSON
+
+
+def frame(fmt: bytes, body: bytes, error: bool = False) -> bytes:
+    if fmt == SSE:
+        return (b"event: error\ndata: " if error else b"data: ") + body + b"\n\n"
+    return body + b"\n"
+
+
+async def send_stream(send: Send, pending: Pending, rid: str, fmt: bytes) -> int:
+    """Relay a started stream until its end; the status to log (200, or the error's)."""
+    assert pending.stream is not None
+    headers = [(b"content-type", fmt), (b"cache-control", b"no-cache"), (b"x-request-id", rid.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    status = 200
+    while True:
+        item = await pending.stream.get()
+        if isinstance(item, bytes):
+            await send({"type": "http.response.body", "body": frame(fmt, item), "more_body": True})
+            continue
+        status, body = item
+        tail = frame(fmt, body, error=True) if status >= 400 and body else b""
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+        return status
+
+
+async def collect(pending: Pending) -> tuple[int, bytes]:
+    """A stream gathered into one JSON array, for a route that does not stream."""
+    assert pending.stream is not None
+    chunks: list[bytes] = []
+    while True:
+        item = await pending.stream.get()
+        if isinstance(item, bytes):
+            chunks.append(item)
+            continue
+        status, body = item
+        if status >= 400:
+            return status, body
+        return 200, b"[" + b",".join(chunks) + b"]"
