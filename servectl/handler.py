@@ -59,6 +59,7 @@ class HandlerInfo:
     example: Any = None
     defs: dict[str, Any] = field(default_factory=dict)
     streams: bool = False
+    metadata: dict[str, Any] | None = None  # V2 model metadata, for api.kind v2
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:

@@ -137,7 +137,9 @@ class AuthSpec(_Section):
 
 
 class ApiSpec(_Section):
-    kind: Literal["predict"] = Field("predict", description="Only `predict` is available in this version.")
+    kind: Literal["predict", "v2"] = Field(
+        "predict", description="`predict`: JSON in, JSON out; `v2`: the Open Inference Protocol routes too."
+    )
     path: str = Field("/predict", pattern=r"^/[A-Za-z0-9_\-/.]*$")
     stream: bool = Field(False, description="Stream a generator handler's chunks (else they are sent as one list).")
     stream_format: Literal["ndjson", "sse"] = Field(
@@ -180,6 +182,8 @@ class Spec(_Section):
     def _handler_or_runner(self) -> Spec:
         if self.model.backend == "python" and not self.handler:
             raise ValueError("model.backend 'python' needs a handler (e.g. handlers/my_model.py)")
+        if self.api.kind == "v2" and self.model.backend not in ("onnx", "pytorch"):
+            raise ValueError("api.kind 'v2' serves tensor models: model.backend 'onnx' or 'pytorch'")
         return self
 
     _source: str = PrivateAttr("<built-in>")

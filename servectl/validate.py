@@ -62,4 +62,4 @@ def smoke(spec: Spec, handler: Handler) -> Result:
     if example is None:
         raise HandlerError(f"{handler.name} declares no `example` request to smoke-test with")
     body = orjson.dumps(example)
-    return BatchRunner(handler, spec.batching.max_batch_size).run([(0, "smoke", body)])[0]
+    return BatchRunner(handler, spec.batching.max_batch_size).run([(0, "smoke", body, "predict")])[0]

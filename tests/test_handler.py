@@ -119,7 +119,7 @@ def test_pydantic_types_give_schemas() -> None:
 
 
 def run(handler: object, *bodies: bytes) -> list[tuple[int, dict]]:
-    results = BatchRunner(Handler(handler, "h"), 16).run([(i, f"r{i}", b) for i, b in enumerate(bodies)])
+    results = BatchRunner(Handler(handler, "h"), 16).run([(i, f"r{i}", b, "predict") for i, b in enumerate(bodies)])
     return [(status, orjson.loads(body)) for _, status, body in sorted(results)]
 
 

@@ -34,19 +34,22 @@ class FakeWorker:
         self.index = index
         self.inflight: dict[int, Pending] = {}
         self.ready = True
-        self.sent: list[list[tuple[int, str, bytes]]] = []
+        self.sent: list[list[tuple[int, str, bytes, str]]] = []
 
     @property
     def idle(self) -> bool:
         return self.ready and not self.inflight
 
-    def send_batch(self, batch_id: int, items: list[tuple[int, str, bytes]]) -> None:
+    def send_batch(self, batch_id: int, items: list[tuple[int, str, bytes, str]]) -> None:
         self.sent.append(items)
+
+    def send_cancel(self, keys: list[int]) -> None:
+        pass
 
 
 def answer_all(scheduler: Scheduler, worker: FakeWorker) -> None:
     items = worker.sent[-1]
-    scheduler.on_results(worker, [(k, 200, body) for k, _, body in items], 0.001)
+    scheduler.on_results(worker, [(k, 200, body) for k, _, body, _ in items], 0.001)
 
 
 async def _batches_form_while_busy() -> None:
@@ -95,7 +98,7 @@ async def _queue_limit_drop_and_lost_worker() -> None:
     assert scheduler.drop(a, "timeout") is True and len(scheduler.queue) == 1
     worker = FakeWorker(0)
     scheduler.add_worker(worker)
-    assert [k for k, _, _ in worker.sent[0]] == [b.key]  # the dropped one never reached it
+    assert [k for k, _, _, _ in worker.sent[0]] == [b.key]  # the dropped one never reached it
     assert scheduler.drop(b, "timeout") is False  # already running
     scheduler.remove_worker(worker, lambda p: (503, b"lost"))
     assert await b.future == (503, b"lost")

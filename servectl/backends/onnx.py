@@ -56,6 +56,8 @@ def onnx_file_problem(path: Path) -> str | None:
 class OnnxRunner(TensorRunner):
     """One InferenceSession per worker, on the worker's device when the provider exists."""
 
+    platform = "onnxruntime_onnx"
+
     def __init__(self, spec: Spec) -> None:
         super().__init__([], spec.model.pad, spec.model.example)
         self.spec = spec
@@ -83,6 +85,10 @@ class OnnxRunner(TensorRunner):
             TensorSpec(i.name, np.dtype(ONNX_DTYPES[i.type]), _dims(i.shape)) for i in self.session.get_inputs()
         ]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_specs = [
+            TensorSpec(o.name, np.dtype(ONNX_DTYPES.get(o.type, np.float32)), _dims(o.shape))
+            for o in self.session.get_outputs()
+        ]
         first = [s.shape[0] if s.shape else 1 for s in self.inputs]
         self._per_item = any(d is not None for d in first)  # a fixed first axis: no batching
         if self.example is None:

@@ -46,6 +46,8 @@ def _factory(ref: str, base_dir: Path) -> Any:
 class PyTorchRunner(TensorRunner):
     """Batches rows into tensors on the worker's device and calls the module."""
 
+    platform = "pytorch"
+
     def __init__(self, spec: Spec) -> None:
         names = spec.model.inputs or ["input"]
         dtype = np.dtype(_NUMPY_DTYPES[spec.model.dtype])

@@ -51,13 +51,18 @@ def _array(name: str, data: Any, spec: TensorSpec) -> np.ndarray:
         raise InvalidInput(f"input {name!r} is not a rectangular {spec.dtype} array: {exc}", f"inputs.{name}") from None
     if arr.ndim == 0:
         raise InvalidInput(f"input {name!r} needs a batch axis: send [[...]] for one item", f"inputs.{name}")
-    if spec.shape is not None and (
-        arr.ndim != len(spec.shape)
-        or any(want is not None and got != want for got, want in zip(arr.shape[1:], spec.shape[1:], strict=False))
-    ):
+    check_shape(name, arr, spec)
+    return arr
+
+
+def check_shape(name: str, arr: np.ndarray, spec: TensorSpec) -> None:
+    """Raise InvalidInput when an array's rank or fixed axes do not fit a model input."""
+    if spec.shape is None:
+        return
+    fixed = zip(arr.shape[1:], spec.shape[1:], strict=False)
+    if arr.ndim != len(spec.shape) or any(want is not None and got != want for got, want in fixed):
         got = "[" + ", ".join(str(d) for d in arr.shape) + "]"
         raise InvalidInput(f"input {name!r} has shape {got}; the model expects {spec.describe()}", f"inputs.{name}")
-    return arr
 
 
 def decode_tensors(request: TensorRequest, inputs: list[TensorSpec]) -> Many:

@@ -1,6 +1,6 @@
 """Messages between the API process and a worker: plain tuples, one pickle per batch.
 
-API -> worker:   (BATCH, batch_id, [(key, request_id, body_bytes), ...])
+API -> worker:   (BATCH, batch_id, [(key, request_id, body_bytes, route), ...])
                  (CANCEL, [key, ...])      stop streaming to these requests
                  (STOP,)
 worker -> API:   (READY, HandlerInfo)
@@ -24,5 +24,5 @@ SETUP_FAILED = "setup_failed"
 RESULTS = "results"
 
 # one request inside a batch message, and its answer
-Item = tuple[int, str, bytes]
+Item = tuple[int, str, bytes, str]  # route: which API decodes it ("predict" or "v2")
 Result = tuple[int, int, bytes]

@@ -35,12 +35,15 @@ class NoWorkers(Exception):
 class Pending:
     """One request from the moment it is queued until it is answered."""
 
-    __slots__ = ("body", "future", "key", "queued_at", "request_id", "stream", "timer", "watcher", "worker")
+    __slots__ = ("body", "future", "key", "queued_at", "request_id", "route", "stream", "timer", "watcher", "worker")
 
-    def __init__(self, key: int, request_id: str, body: bytes, future: asyncio.Future[Answer]) -> None:
+    def __init__(
+        self, key: int, request_id: str, body: bytes, future: asyncio.Future[Answer], route: str = "predict"
+    ) -> None:
         self.key = key
         self.request_id = request_id
         self.body = body
+        self.route = route
         self.future = future
         self.queued_at = time.perf_counter()
         self.timer: asyncio.TimerHandle | None = None  # the deadline, or when to start watching
@@ -98,13 +101,13 @@ class Scheduler:
 
     # --- requests -----------------------------------------------------------------
 
-    def submit(self, request_id: str, body: bytes) -> Pending:
+    def submit(self, request_id: str, body: bytes, route: str = "predict") -> Pending:
         if self.no_workers_reason is not None:
             raise NoWorkers(self.no_workers_reason)
         if len(self.queue) >= self.max_queue:
             raise QueueFull
         loop = asyncio.get_running_loop()
-        pending = Pending(next(self._keys), request_id, body, loop.create_future())
+        pending = Pending(next(self._keys), request_id, body, loop.create_future(), route)
         self.queue[pending.key] = pending
         self.dispatch()
         return pending
@@ -196,7 +199,7 @@ class Scheduler:
             _, pending = self.queue.popitem(last=False)
             worker.inflight[pending.key] = pending
             pending.worker = worker
-            items.append((pending.key, pending.request_id, pending.body))
+            items.append((pending.key, pending.request_id, pending.body, pending.route))
             self.metrics.queue_time.observe(now - pending.queued_at)
         self.metrics.batch_size.observe(size)
         self.batches_sent += 1

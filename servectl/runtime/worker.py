@@ -7,6 +7,7 @@ error answer for the requests it touches; the worker itself keeps running.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -67,7 +68,7 @@ class BatchRunner:
         """Parse, validate and decode each request: error answers, and what is ready to predict."""
         results: list[p.Result] = []
         ready: list[tuple[int, str, Any]] = []
-        for key, rid, body in items:
+        for key, rid, body, _ in items:
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
@@ -140,6 +141,15 @@ class BatchRunner:
             return self.handler_failed(key, rid, "serialize", exc)
 
 
+def _run_by_route(runners: dict[str, BatchRunner], items: list[p.Item]) -> list[p.Result]:
+    if all(item[3] == "predict" for item in items):
+        return runners["predict"].run(items)
+    results: list[p.Result] = []
+    for route in dict.fromkeys(item[3] for item in items):
+        results += runners[route].run([item for item in items if item[3] == route])
+    return results
+
+
 def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
     """Entry point of a spawned worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides when we stop
@@ -150,13 +160,19 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
         handler = build_handler(spec)
         handler.setup(slot.device, spec)
         info = handler.info()
+        runners = {"predict": BatchRunner(handler, spec.batching.max_batch_size)}
+        if spec.api.kind == "v2":
+            from servectl.backends.v2 import V2Adapter  # numpy: only tensor deployments need it
+
+            adapter = V2Adapter(getattr(handler.obj, "_runner", handler.obj), spec.name)
+            runners["v2"] = BatchRunner(Handler(adapter, f"v2:{handler.name}"), spec.batching.max_batch_size)
+            info = dataclasses.replace(info, metadata=adapter.metadata())
     except BaseException as exc:
         log.debug("setup failed\n%s", traceback.format_exc())
         conn.send((p.SETUP_FAILED, _short(exc)))
         return
     conn.send((p.READY, info))
-    runner = BatchRunner(handler, spec.batching.max_batch_size)
-    streamer = StreamRunner(runner, conn) if handler.streams else None
+    streamer = StreamRunner(runners["predict"], conn) if handler.streams else None
     while True:
         try:
             msg = conn.recv()
@@ -167,7 +183,7 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
         if msg[0] != p.BATCH:
             continue  # a late CANCEL for a stream that already ended
         t0 = time.perf_counter()
-        results = streamer.run(msg[1], msg[2]) if streamer else runner.run(msg[2])
+        results = streamer.run(msg[1], msg[2]) if streamer else _run_by_route(runners, msg[2])
         conn.send((p.RESULTS, msg[1], results, time.perf_counter() - t0))
         if streamer and streamer.stop_requested:
             return

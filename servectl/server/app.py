@@ -74,6 +74,11 @@ def build_app(deployment: Deployment) -> FastAPI:
     async def predict(request: Any = Body(...)) -> Any:  # pragma: no cover - served by gateway
         raise RuntimeError("model routes are served by the gateway")
 
+    if spec.api.kind == "v2":
+        from servectl.server.v2 import add_v2_routes
+
+        add_v2_routes(app, deployment)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema

@@ -6,7 +6,7 @@ import hmac
 
 from servectl.spec import AuthSpec
 
-ALWAYS_OPEN = frozenset({"/health", "/ready"})
+ALWAYS_OPEN = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})  # probes
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPS = frozenset({"/metrics", "/info"})
 

@@ -17,7 +17,7 @@ from servectl.server.predict import PredictEndpoint
 
 log = logging.getLogger("servectl")
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
-_KNOWN = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc"})
+_KNOWN = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc", "/v2"})
 
 
 class Gateway:
@@ -29,6 +29,9 @@ class Gateway:
         self.app = app
         self.auth = APIKeyAuth(spec.auth)
         self.model_routes = {spec.api.path: PredictEndpoint(spec, deployment.scheduler)}
+        if spec.api.kind == "v2":
+            infer = PredictEndpoint(spec, deployment.scheduler, route="v2", v2_errors=True)
+            self.model_routes[f"/v2/models/{spec.name}/infer"] = infer
         self.metrics = deployment.metrics
         self.access_log = spec.server.access_log
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
+
 from servectl.errors import error_body
 from servectl.runtime.scheduler import STREAMING, Answer, NoWorkers, Pending, QueueFull, Scheduler
 from servectl.server.asgi import BodyTooLarge, Receive, Send, read_body, send_bytes
@@ -23,8 +25,10 @@ WATCH_AFTER_S = 0.02
 class PredictEndpoint:
     """`POST {api.path}`: one request through the scheduler to a worker and back."""
 
-    def __init__(self, spec: Spec, scheduler: Scheduler) -> None:
+    def __init__(self, spec: Spec, scheduler: Scheduler, route: str = "predict", v2_errors: bool = False) -> None:
         self.scheduler = scheduler
+        self.route = route
+        self.v2_errors = v2_errors  # V2 clients expect {"error": "message"}
         self.timeout_s = spec.limits.timeout_s
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
         self.stream = spec.api.stream
@@ -45,7 +49,7 @@ class PredictEndpoint:
         if body is None:
             return CLIENT_GONE
         try:
-            pending = self.scheduler.submit(rid, body)
+            pending = self.scheduler.submit(rid, body, self.route)
         except QueueFull:
             msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
             return await self._error(send, 503, msg, rid, "overloaded")
@@ -61,6 +65,8 @@ class PredictEndpoint:
                     return await send_stream(send, pending, rid, pick_format(headers.get(b"accept"), self.format))
                 status, payload = await collect(pending)
             if status != CLIENT_GONE:
+                if self.v2_errors and status >= 400:
+                    payload = _v2_error(payload)
                 await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
             return status
         finally:
@@ -113,8 +119,17 @@ class PredictEndpoint:
             self.scheduler.drop(pending, "disconnected")
             pending.future.set_result((CLIENT_GONE, b""))
 
-    @staticmethod
-    async def _error(send: Send, status: int, msg: str, rid: str, kind: str) -> int:
+    async def _error(self, send: Send, status: int, msg: str, rid: str, kind: str) -> int:
         extra = RETRY_AFTER if status == 503 else None
-        await send_bytes(send, status, error_body(msg, rid, kind), rid, extra)
+        body = error_body(msg, rid, kind)
+        await send_bytes(send, status, _v2_error(body) if self.v2_errors else body, rid, extra)
         return status
+
+
+def _v2_error(body: bytes) -> bytes:
+    """servectl's error body in the V2 shape, `{"error": "message"}` (cold path: errors only)."""
+    try:
+        err = orjson.loads(body)["error"]
+        return orjson.dumps({"error": err["message"], "request_id": err.get("request_id")})
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body

@@ -1,0 +1,158 @@
+"""The Open Inference Protocol (V2, as in Triton and KServe) around a tensor runner.
+
+Requests carry typed tensors (`name`, `shape`, `datatype`, row-major `data`, flat or
+nested); axis 0 is the batch axis, so requests from many clients batch together like any
+other. Metadata (names, datatypes, shapes with -1 for dynamic axes) comes from the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from servectl.backends.tensors import Row, TensorRunner, TensorSpec, check_shape
+from servectl.handler import InvalidInput, Many
+
+V2_DTYPES: dict[str, Any] = {
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "BYTES": np.object_,
+}
+_NAMES = {np.dtype(v): k for k, v in V2_DTYPES.items()}
+
+
+def v2_datatype(dtype: np.dtype[Any]) -> str:
+    return _NAMES.get(np.dtype(dtype), "BYTES" if np.dtype(dtype).kind in "OUS" else str(dtype).upper())
+
+
+class TensorIn(BaseModel):
+    name: str
+    shape: list[int] = Field(description="Row-major shape; axis 0 is the batch axis.")
+    datatype: str
+    data: list[Any] = Field(description="Row-major values, flat or nested.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputWanted(BaseModel):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    inputs: list[TensorIn]
+    outputs: list[OutputWanted] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class TensorOut(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str = "1"
+    id: str | None = None
+    outputs: list[TensorOut]
+
+
+Context = tuple[str | None, list[str] | None]  # request id, outputs asked for
+
+
+class V2Adapter:
+    """Handler hooks that speak V2 to a tensor runner that has run its setup."""
+
+    def __init__(self, runner: TensorRunner, model_name: str) -> None:
+        self.runner = runner
+        self.model_name = model_name
+        self.output_names: list[str] = list(getattr(runner, "output_names", []))
+
+    def _array(self, tensor: TensorIn) -> np.ndarray:
+        spec = next((s for s in self.runner.inputs if s.name == tensor.name), None)
+        if spec is None:
+            known = ", ".join(s.name for s in self.runner.inputs)
+            raise InvalidInput(f"unknown input {tensor.name!r}; the model takes {known}", "inputs")
+        dtype = V2_DTYPES.get(tensor.datatype)
+        if dtype is None:
+            raise InvalidInput(f"datatype {tensor.datatype!r} is not one of {', '.join(V2_DTYPES)}", "inputs")
+        if np.dtype(dtype) != spec.dtype:
+            raise InvalidInput(
+                f"input {tensor.name!r} is {v2_datatype(spec.dtype)} in the model, not {tensor.datatype}", "inputs"
+            )
+        try:
+            arr = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(
+                f"input {tensor.name!r}: data does not fit shape {tensor.shape}: {exc}", "inputs"
+            ) from None
+        check_shape(tensor.name, arr, spec)
+        return arr
+
+    def decode(self, request: InferRequest) -> Many:
+        arrays = {t.name: self._array(t) for t in request.inputs}
+        missing = sorted({s.name for s in self.runner.inputs} - set(arrays))
+        if missing:
+            raise InvalidInput(f"missing inputs {missing}", "inputs")
+        wanted = [o.name for o in request.outputs] if request.outputs else None
+        unknown = sorted(set(wanted or []) - set(self.output_names)) if self.output_names else []
+        if unknown:
+            raise InvalidInput(f"unknown outputs {unknown}; the model has {self.output_names}", "outputs")
+        counts = {len(a) for a in arrays.values()}
+        if len(counts) != 1:
+            raise InvalidInput(f"inputs disagree on axis 0: {sorted(counts)}", "inputs")
+        context: Context = (request.id, wanted)
+        return Many(({n: a[i] for n, a in arrays.items()}, context) for i in range(counts.pop()))
+
+    def predict(self, batch: list[tuple[Row, Context]]) -> list[tuple[Row, Context]]:
+        rows = self.runner.predict([row for row, _ in batch])
+        return list(zip(rows, (ctx for _, ctx in batch), strict=True))
+
+    def encode(self, outputs: list[tuple[Row, Context]]) -> InferResponse:
+        if not outputs:
+            return InferResponse(model_name=self.model_name, outputs=[])
+        request_id, wanted = outputs[0][1]
+        names = wanted or list(outputs[0][0])
+        tensors = []
+        for name in names:
+            stacked = np.stack([row[name] for row, _ in outputs])
+            data = stacked.ravel().tolist()
+            if stacked.dtype.kind in "OSU":
+                data = [v.decode() if isinstance(v, bytes) else v for v in data]
+            tensors.append(
+                TensorOut(name=name, shape=list(stacked.shape), datatype=v2_datatype(stacked.dtype), data=data)
+            )
+        return InferResponse(model_name=self.model_name, id=request_id, outputs=tensors)
+
+    def metadata(self) -> dict[str, Any]:
+        """`GET /v2/models/{name}`'s body."""
+        outputs = getattr(self.runner, "output_specs", [])
+        return {
+            "name": self.model_name,
+            "versions": ["1"],
+            "platform": getattr(self.runner, "platform", "servectl"),
+            "inputs": [_describe(s) for s in self.runner.inputs],
+            "outputs": [_describe(s) for s in outputs],
+        }
+
+
+def _describe(spec: TensorSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "datatype": v2_datatype(spec.dtype),
+        "shape": [-1 if d is None else d for d in spec.shape or (None,)],
+    }

@@ -1,0 +1,56 @@
+"""Open Inference Protocol (V2) routes: server and model metadata, health, readiness.
+
+`POST /v2/models/{name}/infer` for the deployed model is served by the gateway's lean path
+(like the predict route); the FastAPI route here answers only other model names (404).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from servectl import __version__
+from servectl.deployment import Deployment
+
+
+def _not_found(name: str) -> JSONResponse:
+    return JSONResponse({"error": f"model {name!r} is not served here"}, status_code=404)
+
+
+def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
+    spec, supervisor = deployment.spec, deployment.supervisor
+
+    @app.get("/v2", summary="V2 server metadata", tags=["v2"])
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "servectl", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live", summary="V2 liveness", tags=["v2"])
+    async def live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", summary="V2 readiness", tags=["v2"])
+    async def ready() -> JSONResponse:
+        return JSONResponse({"ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503)
+
+    @app.get("/v2/models/{name}", summary="V2 model metadata", tags=["v2"])
+    async def model_metadata(name: str) -> JSONResponse:
+        info = supervisor.handler_info
+        if name != spec.name:
+            return _not_found(name)
+        if info is None or info.metadata is None:
+            return JSONResponse({"error": "the model is still loading"}, status_code=503)
+        return JSONResponse(info.metadata)
+
+    @app.get("/v2/models/{name}/ready", summary="V2 model readiness", tags=["v2"])
+    async def model_ready(name: str) -> JSONResponse:
+        if name != spec.name:
+            return _not_found(name)
+        return JSONResponse(
+            {"name": name, "ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503
+        )
+
+    @app.post("/v2/models/{name}/infer", summary="V2 inference", tags=["v2"])
+    async def infer(name: str) -> JSONResponse:  # the served model's path never reaches here
+        return _not_found(name)

@@ -1,0 +1,168 @@
+"""Open Inference Protocol (V2) end to end: httpx against the server, compared to onnxruntime."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+TYPES = {  # V2 datatype -> (ONNX element type, numpy dtype, sample rows)
+    "BOOL": (onnx.TensorProto.BOOL, np.bool_, [[True, False], [False, True]]),
+    "INT8": (onnx.TensorProto.INT8, np.int8, [[-1, 2], [3, -4]]),
+    "INT16": (onnx.TensorProto.INT16, np.int16, [[-300, 2], [3, 4]]),
+    "INT32": (onnx.TensorProto.INT32, np.int32, [[70000, 2], [3, 4]]),
+    "INT64": (onnx.TensorProto.INT64, np.int64, [[2**40, 2], [3, 4]]),
+    "UINT8": (onnx.TensorProto.UINT8, np.uint8, [[255, 2], [3, 4]]),
+    "UINT16": (onnx.TensorProto.UINT16, np.uint16, [[65535, 2], [3, 4]]),
+    "UINT32": (onnx.TensorProto.UINT32, np.uint32, [[2**31, 2], [3, 4]]),
+    "UINT64": (onnx.TensorProto.UINT64, np.uint64, [[2**40, 2], [3, 4]]),
+    "FP16": (onnx.TensorProto.FLOAT16, np.float16, [[0.5, 1.5], [2.0, -1.0]]),
+    "FP32": (onnx.TensorProto.FLOAT, np.float32, [[0.25, 1.5], [2.0, -1.0]]),
+    "FP64": (onnx.TensorProto.DOUBLE, np.float64, [[0.1, 1e300], [2.0, -1.0]]),
+    "BYTES": (onnx.TensorProto.STRING, np.object_, [["a", "bc"], ["", "d e"]]),
+}
+
+
+@pytest.fixture(scope="module")
+def identity_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Identity node per V2 datatype: `in_T` -> `out_T`, shape [-1, 2]."""
+    from onnx import helper
+
+    nodes, inputs, outputs = [], [], []
+    for name, (elem, _, _) in TYPES.items():
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem, ["batch", 2]))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem, ["batch", 2]))
+        nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
+    graph = helper.make_graph(nodes, "identity", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path = tmp_path_factory.mktemp("v2") / "identity.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def v2_spec(path: Path, name: str) -> dict:
+    return {
+        "name": name,
+        "model": {"backend": "onnx", "path": str(path)},
+        "api": {"kind": "v2"},
+        "devices": {"accelerator": "cpu"},
+        "batching": {"max_batch_size": 16},
+    }
+
+
+def test_typed_tensors_round_trip_and_metadata(serve, identity_model: Path) -> None:
+    server = serve(v2_spec(identity_model, "identity"))
+    assert httpx.get(server.url + "/v2").json()["name"] == "servectl"
+    assert httpx.get(server.url + "/v2/health/live").json() == {"live": True}
+    assert httpx.get(server.url + "/v2/health/ready").json() == {"ready": True}
+    assert httpx.get(server.url + "/v2/models/identity/ready").json() == {"name": "identity", "ready": True}
+    meta = httpx.get(server.url + "/v2/models/identity").json()
+    assert {"name": "in_INT64", "datatype": "INT64", "shape": [-1, 2]} in meta["inputs"]
+    assert {"name": "out_BYTES", "datatype": "BYTES", "shape": [-1, 2]} in meta["outputs"]
+    assert meta["platform"] == "onnxruntime_onnx"
+
+    request = {
+        "id": "req-1",
+        "inputs": [
+            {
+                "name": f"in_{t}",
+                "shape": [2, 2],
+                "datatype": t,
+                "data": [v for row in rows for v in row] if i % 2 else rows,
+            }  # flat and nested alike
+            for i, (t, (_, _, rows)) in enumerate(TYPES.items())
+        ],
+    }
+    r = httpx.post(server.url + "/v2/models/identity/infer", json=request)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_name"] == "identity" and body["id"] == "req-1"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    session = ort.InferenceSession(str(identity_model), providers=["CPUExecutionProvider"])
+    feeds = {f"in_{t}": np.array(rows, dtype=dt) for t, (_, dt, rows) in TYPES.items()}
+    direct = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+    for t in TYPES:
+        out = outputs[f"out_{t}"]
+        assert out["datatype"] == t and out["shape"] == [2, 2]
+        expected = direct[f"out_{t}"].ravel().tolist()
+        if t == "BYTES":
+            expected = [v.decode() if isinstance(v, bytes) else v for v in expected]
+        if t.startswith("FP"):
+            assert out["data"] == pytest.approx(expected), t
+        else:
+            assert out["data"] == expected, t
+
+    only = dict(request, outputs=[{"name": "out_INT8"}])
+    assert [o["name"] for o in httpx.post(server.url + "/v2/models/identity/infer", json=only).json()["outputs"]] == [
+        "out_INT8"
+    ]
+
+
+def test_errors_and_batching_across_clients(serve, models: Path) -> None:
+    server = serve(v2_spec(models / "tiny_net.onnx", "tiny"))
+    url = server.url + "/v2/models/tiny/infer"
+    session = ort.InferenceSession(str(models / "tiny_net.onnx"), providers=["CPUExecutionProvider"])
+    rows = np.random.default_rng(0).normal(size=(24, 4)).astype(np.float32)
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        url, json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": row.tolist()}]}
+                    )
+                    for row in rows
+                )
+            )
+
+    responses = asyncio.run(fire())
+    served = np.array([r.json()["outputs"][0]["data"] for r in responses])
+    np.testing.assert_allclose(served, session.run(None, {"x": rows})[0], rtol=1e-5, atol=1e-6)
+    stats = httpx.get(server.url + "/info").json()["stats"]
+    assert stats["batches"] < stats["items"], "requests from many clients were batched"
+
+    def error(body: dict, status: int) -> str:
+        r = httpx.post(url, json=body)
+        assert r.status_code == status, r.text
+        assert isinstance(r.json()["error"], str)
+        return r.json()["error"]
+
+    assert "FP32 in the model, not INT64" in error(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [1, 2, 3, 4]}]}, 422
+    )
+    assert "does not fit shape" in error(
+        {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3]}]}, 422
+    )
+    assert "expects x [-1, 4]" in error(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, 422
+    )
+    assert "unknown input 'y'" in error(
+        {"inputs": [{"name": "y", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}, 422
+    )
+    assert "unknown outputs" in error(
+        {
+            "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+            "outputs": [{"name": "nope"}],
+        },
+        422,
+    )
+    assert error({"inputs": "nope"}, 422)
+    missing = httpx.post(server.url + "/v2/models/other/infer", json={})
+    assert missing.status_code == 404 and "other" in missing.json()["error"]
+    assert httpx.get(server.url + "/v2/models/other").status_code == 404
+
+
+def test_v2_needs_a_tensor_backend(tmp_path: Path) -> None:
+    from servectl.spec import SpecError, load_spec
+
+    path = tmp_path / "s.yaml"
+    path.write_text("handler: h.py\napi:\n  kind: v2\n")
+    with pytest.raises(SpecError, match="api.kind 'v2' serves tensor models"):
+        load_spec(path)
