@@ -30,15 +30,30 @@ class HandlerError(Exception):
 
 
 class InvalidInput(ValueError):
-    """Raised by `decode` for input that does not fit the model: the request gets a 422."""
+    """Raised by `decode` for input that does not fit the model: the request gets a 422
+    (or the status given, e.g. 404 for an unknown model name)."""
 
-    def __init__(self, message: str, field: str = "inputs") -> None:
+    def __init__(self, message: str, field: str = "inputs", status: int = 422) -> None:
         super().__init__(message)
         self.field = field
+        self.status = status
 
 
 END: Any = type("END", (), {"__repr__": lambda self: "servectl.END"})()
 """Yield this in a streaming `predict` step, in a request's place, to end that request's stream."""
+
+
+class Chunks(list[Any]):
+    """Several chunks for one request in one streaming step (END may close the list)."""
+
+
+class Final:
+    """A streaming step's entry that answers its request with one whole (non-streamed) value."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 class Many(list[Any]):

@@ -137,8 +137,9 @@ class AuthSpec(_Section):
 
 
 class ApiSpec(_Section):
-    kind: Literal["predict", "v2"] = Field(
-        "predict", description="`predict`: JSON in, JSON out; `v2`: the Open Inference Protocol routes too."
+    kind: Literal["predict", "openai", "v2"] = Field(
+        "predict",
+        description="`predict`: JSON in, JSON out; `openai`: also OpenAI-compatible routes; `v2`: also V2 routes.",
     )
     path: str = Field("/predict", pattern=r"^/[A-Za-z0-9_\-/.]*$")
     stream: bool = Field(False, description="Stream a generator handler's chunks (else they are sent as one list).")
@@ -182,6 +183,11 @@ class Spec(_Section):
     def _handler_or_runner(self) -> Spec:
         if self.model.backend == "python" and not self.handler:
             raise ValueError("model.backend 'python' needs a handler (e.g. handlers/my_model.py)")
+        if self.api.kind == "openai" and self.model.task not in ("text-generation", "feature-extraction"):
+            raise ValueError(
+                "api.kind 'openai' serves transformers models with task text-generation (chat, completions) "
+                "or feature-extraction (embeddings)"
+            )
         if self.api.kind == "v2" and self.model.backend not in ("onnx", "pytorch"):
             raise ValueError("api.kind 'v2' serves tensor models: model.backend 'onnx' or 'pytorch'")
         return self

@@ -14,7 +14,7 @@ from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from servectl.handler import END, HandlerError, Many
+from servectl.handler import END, Chunks, Final, HandlerError, Many
 from servectl.runtime import protocol as p
 from servectl.runtime.codec import serialize
 
@@ -96,25 +96,35 @@ class StreamRunner:
                     raise HandlerError(
                         f"{self.handler.name}.predict yielded a step of {len(entries)} chunks for {len(ready)} requests"
                     )
-                for i, chunk in enumerate(entries):
-                    if i not in open_ or chunk is None:
-                        continue
-                    key, rid = open_[i]
-                    if chunk is END:
-                        del open_[i]
-                        self._end_now((key, 200, b""))
-                        continue
-                    result = self._encode(key, rid, chunk)
-                    if result[1] == 200:
-                        self.conn.send((p.CHUNK, key, result[2]))
-                    else:  # the chunk could not be encoded: that stream ends with the error
-                        del open_[i]
-                        self._end_now(result)
+                for i, entry in enumerate(entries):
+                    if i in open_ and entry is not None:
+                        self._send_entry(open_, i, entry)
+                if not open_:
+                    break  # every stream ended: do not compute another step
         except Exception as exc:
             return [self.runner.handler_failed(key, rid, "predict", exc) for key, rid in open_.values()]
         finally:
             steps.close()  # stops the generation when the stream ends early
         return [(key, 200, b"") for key, _ in open_.values()]
+
+    def _send_entry(self, open_: dict[int, tuple[int, str]], i: int, entry: Any) -> None:
+        """Send one request's share of a step: chunks, then maybe its end."""
+        key, rid = open_[i]
+        for chunk in entry if isinstance(entry, Chunks) else [entry]:
+            if chunk is END:
+                del open_[i]
+                self._end_now((key, 200, b""))
+                return
+            if isinstance(chunk, Final):  # the whole answer at once (a client that did not ask to stream)
+                del open_[i]
+                self._end_now(self._encode(key, rid, chunk.value))
+                return
+            result = self._encode(key, rid, chunk)
+            if result[1] != 200:  # the chunk could not be encoded: that stream ends with the error
+                del open_[i]
+                self._end_now(result)
+                return
+            self.conn.send((p.CHUNK, key, result[2]))
 
     def _encode(self, key: int, rid: str, chunk: Any) -> p.Result:
         if isinstance(chunk, _Raw):  # already encoded by a streaming encode

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -46,6 +47,11 @@ class BatchRunner:
 
     def _fail(self, key: int, rid: str, status: int, msg: str, kind: str, detail: Any = None) -> p.Result:
         return key, status, error_body(msg, rid, kind, detail)
+
+    def _invalid(self, key: int, rid: str, exc: InvalidInput) -> p.Result:
+        detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
+        kind = "not_found" if exc.status == 404 else "validation_error"
+        return self._fail(key, rid, exc.status, f"invalid {exc.field}: {exc}", kind, detail)
 
     def handler_failed(self, key: int, rid: str, stage: str, exc: BaseException) -> p.Result:
         log.error(
@@ -86,8 +92,7 @@ class BatchRunner:
             try:
                 ready.append((key, rid, self.handler.decode(request)))
             except InvalidInput as exc:
-                detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
-                results.append(self._fail(key, rid, 422, f"invalid {exc.field}: {exc}", "validation_error", detail))
+                results.append(self._invalid(key, rid, exc))
             except Exception as exc:
                 results.append(self.handler_failed(key, rid, "decode", exc))
         return results, ready
@@ -103,8 +108,7 @@ class BatchRunner:
         for i, (key, rid, decoded) in enumerate(ready):
             exc = failed.get(i)
             if isinstance(exc, InvalidInput):
-                detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
-                results.append(self._fail(key, rid, 422, f"invalid {exc.field}: {exc}", "validation_error", detail))
+                results.append(self._invalid(key, rid, exc))
             elif exc is not None:
                 results.append(self.handler_failed(key, rid, "predict", exc))
             else:
@@ -141,12 +145,49 @@ class BatchRunner:
             return self.handler_failed(key, rid, "serialize", exc)
 
 
-def _run_by_route(runners: dict[str, BatchRunner], items: list[p.Item]) -> list[p.Result]:
+Route = Callable[[int, list[p.Item]], list[p.Result]]
+
+
+def _route(handler: Handler, spec: Spec, conn: Connection, streamers: list[StreamRunner]) -> Route:
+    runner = BatchRunner(handler, spec.batching.max_batch_size)
+    if handler.streams:
+        streamer = StreamRunner(runner, conn)
+        streamers.append(streamer)
+        return streamer.run
+    return lambda _batch_id, items: runner.run(items)
+
+
+def build_routes(
+    spec: Spec, handler: Handler, conn: Connection, streamers: list[StreamRunner]
+) -> tuple[dict[str, Route], dict[str, Any] | None]:
+    """The handler behind each API route (the spec's own, and the protocol adapters of its
+    api.kind), and the V2 model metadata when there is one."""
+    routes = {"predict": _route(handler, spec, conn, streamers)}
+    inner = getattr(handler.obj, "_runner", handler.obj)  # a built-in runner, under any user pre/post hooks
+    adapters: dict[str, Any] = {}
+    if spec.api.kind == "v2":
+        from servectl.backends.v2 import V2Adapter  # numpy: only tensor deployments need it
+
+        adapters["v2"] = V2Adapter(inner, spec.name)
+    elif spec.api.kind == "openai":
+        from servectl.backends import openai
+
+        if spec.model.task == "text-generation":
+            adapters["chat"] = openai.ChatCompletions(inner, spec.name)
+            adapters["completions"] = openai.Completions(inner, spec.name)
+        else:
+            adapters["embeddings"] = openai.Embeddings(inner, spec.name)
+    for name, adapter in adapters.items():
+        routes[name] = _route(Handler(adapter, f"{name}:{handler.name}"), spec, conn, streamers)
+    return routes, adapters["v2"].metadata() if "v2" in adapters else None
+
+
+def _run_by_route(routes: dict[str, Route], batch_id: int, items: list[p.Item]) -> list[p.Result]:
     if all(item[3] == "predict" for item in items):
-        return runners["predict"].run(items)
+        return routes["predict"](batch_id, items)
     results: list[p.Result] = []
     for route in dict.fromkeys(item[3] for item in items):
-        results += runners[route].run([item for item in items if item[3] == route])
+        results += routes[route](batch_id, [item for item in items if item[3] == route])
     return results
 
 
@@ -156,23 +197,17 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)
+    streamers: list[StreamRunner] = []
     try:
         handler = build_handler(spec)
         handler.setup(slot.device, spec)
-        info = handler.info()
-        runners = {"predict": BatchRunner(handler, spec.batching.max_batch_size)}
-        if spec.api.kind == "v2":
-            from servectl.backends.v2 import V2Adapter  # numpy: only tensor deployments need it
-
-            adapter = V2Adapter(getattr(handler.obj, "_runner", handler.obj), spec.name)
-            runners["v2"] = BatchRunner(Handler(adapter, f"v2:{handler.name}"), spec.batching.max_batch_size)
-            info = dataclasses.replace(info, metadata=adapter.metadata())
+        routes, metadata = build_routes(spec, handler, conn, streamers)
+        info = dataclasses.replace(handler.info(), metadata=metadata)
     except BaseException as exc:
         log.debug("setup failed\n%s", traceback.format_exc())
         conn.send((p.SETUP_FAILED, _short(exc)))
         return
     conn.send((p.READY, info))
-    streamer = StreamRunner(runners["predict"], conn) if handler.streams else None
     while True:
         try:
             msg = conn.recv()
@@ -183,7 +218,7 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
         if msg[0] != p.BATCH:
             continue  # a late CANCEL for a stream that already ended
         t0 = time.perf_counter()
-        results = streamer.run(msg[1], msg[2]) if streamer else _run_by_route(runners, msg[2])
+        results = _run_by_route(routes, msg[1], msg[2])
         conn.send((p.RESULTS, msg[1], results, time.perf_counter() - t0))
-        if streamer and streamer.stop_requested:
+        if any(s.stop_requested for s in streamers):
             return

@@ -6,6 +6,7 @@ so that `/docs` and `/openapi.json` describe them with the schemas workers repor
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import Body, FastAPI, Response
@@ -78,6 +79,19 @@ def build_app(deployment: Deployment) -> FastAPI:
         from servectl.server.v2 import add_v2_routes
 
         add_v2_routes(app, deployment)
+    elif spec.api.kind == "openai":
+        started = int(time.time())
+
+        @app.get("/v1/models", summary="OpenAI: the served model", tags=["openai"])
+        async def models() -> dict[str, Any]:
+            model = {"id": spec.name, "object": "model", "created": started, "owned_by": "servectl"}
+            return {"object": "list", "data": [model]}
+
+        paths = (
+            ["/v1/chat/completions", "/v1/completions"] if spec.model.task == "text-generation" else ["/v1/embeddings"]
+        )
+        for path in paths:  # documented here, served by the gateway
+            app.add_api_route(path, predict, methods=["POST"], tags=["openai"], summary=f"OpenAI {path}")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:

