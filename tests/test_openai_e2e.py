@@ -47,7 +47,7 @@ def reference(models: Path, prompt: str, max_new: int) -> tuple[str, int, int]:
 
 
 def test_chat_non_streamed_and_streamed(gpt2, models: Path) -> None:
-    server, client = gpt2
+    _, client = gpt2
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "once upon a time"}]
     prompt = "system: be brief\nuser: once upon a time\nassistant:"
     text, prompt_tokens, new_tokens = reference(models, prompt, 6)

@@ -164,5 +164,5 @@ def test_v2_needs_a_tensor_backend(tmp_path: Path) -> None:
 
     path = tmp_path / "s.yaml"
     path.write_text("handler: h.py\napi:\n  kind: v2\n")
-    with pytest.raises(SpecError, match="api.kind 'v2' serves tensor models"):
+    with pytest.raises(SpecError, match=r"api\.kind 'v2' serves tensor models"):
         load_spec(path)
