@@ -183,8 +183,11 @@ class Handler:
             elif required > want or (maximum != -1 and maximum < want):
                 raise HandlerError(f"{name}.{hook} must take exactly one positional argument")
             self.hooks[hook] = fn
-        if not self.hooks.keys() & {"predict", "decode", "encode"}:
-            raise HandlerError(f"{name} defines none of predict, decode, encode")
+        if not self.hooks.keys() & {"predict", "decode", "encode"} and not any(
+            callable(getattr(obj, hook, None))
+            for hook in ("complete", "embed")  # the OpenAI contract
+        ):
+            raise HandlerError(f"{name} defines none of predict, decode, encode (or complete, embed)")
         setup_max = _positional_capacity(self.hooks["setup"])[1] if "setup" in self.hooks else 2
         self.setup_arity = 2 if setup_max == -1 else min(setup_max, 2)
         self.request_type = self._request_type()

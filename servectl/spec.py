@@ -183,10 +183,12 @@ class Spec(_Section):
     def _handler_or_runner(self) -> Spec:
         if self.model.backend == "python" and not self.handler:
             raise ValueError("model.backend 'python' needs a handler (e.g. handlers/my_model.py)")
-        if self.api.kind == "openai" and self.model.task not in ("text-generation", "feature-extraction"):
+        if self.api.kind == "openai" and not (
+            self.model.backend == "python" or self.model.task in ("text-generation", "feature-extraction")
+        ):
             raise ValueError(
-                "api.kind 'openai' serves transformers models with task text-generation (chat, completions) "
-                "or feature-extraction (embeddings)"
+                "api.kind 'openai' serves a handler with complete/embed hooks (backend python), or transformers "
+                "models with task text-generation (chat, completions) or feature-extraction (embeddings)"
             )
         if self.api.kind == "v2" and self.model.backend not in ("onnx", "pytorch"):
             raise ValueError("api.kind 'v2' serves tensor models: model.backend 'onnx' or 'pytorch'")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from servectl.backends.generate import RowState, Sampling, generate_steps
+from servectl.backends.generate import RowState, Sampling
 from servectl.handler import END, Chunks, Final, InvalidInput, Many
 
 
@@ -71,8 +71,8 @@ class _Generation:
 
     kind = "text_completion"
 
-    def __init__(self, runner: Any, model_name: str) -> None:
-        self.runner = runner
+    def __init__(self, lm: Any, model_name: str) -> None:
+        self.lm = lm  # a TransformersLM or a HandlerLM (servectl.backends.lm)
         self.model_name = model_name
 
     def check_model(self, model: str) -> None:
@@ -86,7 +86,7 @@ class _Generation:
 
     def decode_request(self, request: _Sampling) -> tuple[str, Sampling, _Sampling]:
         self.check_model(request.model)
-        limit = request.max_completion_tokens or request.max_tokens or self.runner.spec.model.max_new_tokens
+        limit = request.max_completion_tokens or request.max_tokens or self.lm.max_new_tokens
         stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
         sampling = Sampling(
             max_tokens=limit, temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=stop
@@ -106,8 +106,7 @@ class _Generation:
         created, ids = int(time.time()), [f"{self.kind}-{uuid.uuid4().hex[:24]}" for _ in batch]
         states: dict[int, list[RowState]] = {}
         done = [False] * len(batch)
-        model, tokenizer = self.runner.model, self.runner.tokenizer
-        for step in generate_steps(model, tokenizer, prompts, settings, self.runner.spec.model.max_length):
+        for step in self.lm.steps(prompts, settings):
             entries: list[Any] = [None] * len(batch)
             deltas: dict[int, list[tuple[int, str, RowState]]] = {}
             for (i, choice), (text, state) in zip(owners, step, strict=True):
@@ -184,11 +183,7 @@ class ChatCompletions(_Generation):
         return self.decode_request(request)
 
     def prompt(self, request: ChatRequest) -> str:
-        messages = [{"role": m.role, "content": _text(m.content)} for m in request.messages]
-        tokenizer = self.runner.tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return str(self.lm.render([{"role": m.role, "content": _text(m.content)} for m in request.messages]))
 
     def delta_choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
         delta = {"role": "assistant", "content": text} if text else {}
@@ -242,36 +237,26 @@ class Completions(_Generation):
 
 
 class Embeddings:
-    """`/v1/embeddings` over the feature-extraction runner: each input string is one item."""
+    """`/v1/embeddings`: each input string is one item, batched with other requests' items."""
 
-    def __init__(self, runner: Any, model_name: str) -> None:
-        self.runner = runner
+    def __init__(self, lm: Any, model_name: str) -> None:
+        self.lm = lm
         self.model_name = model_name
 
     def decode(self, request: EmbeddingRequest) -> Many:
         if request.model != self.model_name:
-            raise InvalidInput(
-                f"The model `{request.model}` does not exist; this server serves `{self.model_name}`",
-                "model",
-                status=404,
-            )
+            msg = f"The model `{request.model}` does not exist; this server serves `{self.model_name}`"
+            raise InvalidInput(msg, "model", status=404)
         texts = [request.input] if isinstance(request.input, str) else request.input
         if not texts:
             raise InvalidInput("input must not be empty", "input", status=400)
-        width = self.runner.model.config.hidden_size
-        if request.dimensions is not None and request.dimensions > width:
-            raise InvalidInput(f"dimensions must be at most {width} for this model", "dimensions", status=400)
-        tokens = [
-            len(ids)
-            for ids in self.runner.tokenizer(texts, truncation=True, max_length=self.runner.spec.model.max_length)[
-                "input_ids"
-            ]
-        ]
-        return Many((text, {"normalize": True}, request, n) for text, n in zip(texts, tokens, strict=True))
+        if request.dimensions is not None and request.dimensions > self.lm.width:
+            raise InvalidInput(f"dimensions must be at most {self.lm.width} for this model", "dimensions", status=400)
+        return Many(zip(texts, [request] * len(texts), self.lm.count(texts), strict=True))
 
-    def predict(self, batch: list[tuple[str, dict[str, Any], EmbeddingRequest, int]]) -> list[Any]:
-        vectors = self.runner.predict([(text, params) for text, params, _, _ in batch])
-        return [(vec, request, n) for vec, (_, _, request, n) in zip(vectors, batch, strict=True)]
+    def predict(self, batch: list[tuple[str, EmbeddingRequest, int]]) -> list[Any]:
+        vectors = self.lm.embed([text for text, _, _ in batch])
+        return [(vec, request, n) for vec, (_, request, n) in zip(vectors, batch, strict=True)]
 
     def encode(self, outputs: list[tuple[list[float], EmbeddingRequest, int]]) -> dict[str, Any]:
         data = []

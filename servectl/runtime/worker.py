@@ -170,13 +170,20 @@ def build_routes(
 
         adapters["v2"] = V2Adapter(inner, spec.name)
     elif spec.api.kind == "openai":
-        from servectl.backends import openai
+        from servectl.backends import lm, openai
 
-        if spec.model.task == "text-generation":
-            adapters["chat"] = openai.ChatCompletions(inner, spec.name)
-            adapters["completions"] = openai.Completions(inner, spec.name)
+        if spec.model.backend == "python":  # the custom contract: complete / embed hooks
+            model: Any = lm.HandlerLM(handler.obj, spec.model.max_new_tokens)
+            generates, embeds = hasattr(handler.obj, "complete"), hasattr(handler.obj, "embed")
         else:
-            adapters["embeddings"] = openai.Embeddings(inner, spec.name)
+            model = lm.TransformersLM(inner)
+            generates = spec.model.task == "text-generation"
+            embeds = not generates
+        if generates:
+            adapters["chat"] = openai.ChatCompletions(model, spec.name)
+            adapters["completions"] = openai.Completions(model, spec.name)
+        if embeds:
+            adapters["embeddings"] = openai.Embeddings(model, spec.name)
     for name, adapter in adapters.items():
         routes[name] = _route(Handler(adapter, f"{name}:{handler.name}"), spec, conn, streamers)
     return routes, adapters["v2"].metadata() if "v2" in adapters else None
@@ -187,7 +194,12 @@ def _run_by_route(routes: dict[str, Route], batch_id: int, items: list[p.Item]) 
         return routes["predict"](batch_id, items)
     results: list[p.Result] = []
     for route in dict.fromkeys(item[3] for item in items):
-        results += routes[route](batch_id, [item for item in items if item[3] == route])
+        group = [item for item in items if item[3] == route]
+        if route not in routes:  # e.g. /v1/embeddings on a handler with no `embed`
+            msg = f"this deployment does not serve the {route!r} route"
+            results += [(key, 404, error_body(msg, rid, "not_found")) for key, rid, _, _ in group]
+            continue
+        results += routes[route](batch_id, group)
     return results
 
 

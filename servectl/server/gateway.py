@@ -34,7 +34,10 @@ class Gateway:
             self.model_routes[f"/v2/models/{spec.name}/infer"] = infer
         elif spec.api.kind == "openai":
             paths = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-            names = ["chat", "completions"] if spec.model.task == "text-generation" else ["embeddings"]
+            names = {"text-generation": ["chat", "completions"], "feature-extraction": ["embeddings"]}.get(
+                spec.model.task or "",
+                list(paths),  # a custom handler: its worker answers what it serves
+            )
             for name in names:
                 self.model_routes[paths[name]] = PredictEndpoint(
                     spec, deployment.scheduler, route=name, errors="openai"
