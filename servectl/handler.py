@@ -44,16 +44,22 @@ END: Any = type("END", (), {"__repr__": lambda self: "servectl.END"})()
 
 
 class Chunks(list[Any]):
-    """Several chunks for one request in one streaming step (END may close the list)."""
+    """Several chunks for one request in one streaming step (END may close the list);
+    `tokens`: tokens generated for it, counted in /metrics."""
+
+    def __init__(self, chunks: Any = (), tokens: int = 0) -> None:
+        super().__init__(chunks)
+        self.tokens = tokens
 
 
 class Final:
     """A streaming step's entry that answers its request with one whole (non-streamed) value."""
 
-    __slots__ = ("value",)
+    __slots__ = ("tokens", "value")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, tokens: int = 0) -> None:
         self.value = value
+        self.tokens = tokens
 
 
 class Many(list[Any]):

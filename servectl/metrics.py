@@ -52,6 +52,7 @@ class Metrics:
         self.batch_size = FastHistogram(BATCH_BUCKETS)
         self.first_chunk = FastHistogram(LATENCY_BUCKETS)
         self.chunks = 0
+        self.tokens = 0
         self.restarts = Counter("servectl_worker_restarts", "Workers restarted", registry=self.registry)
         self.dropped = Counter(
             "servectl_requests_dropped",
@@ -97,6 +98,9 @@ class Metrics:
         chunks = CounterMetricFamily("servectl_stream_chunks", "Streamed chunks sent (rate: chunks/s)")
         chunks.add_metric([], self.chunks)
         yield chunks
+        tokens = CounterMetricFamily("servectl_generated_tokens", "Tokens generated (rate: tokens/s)")
+        tokens.add_metric([], self.tokens)
+        yield tokens
         for name, (doc, read) in self.gauges.items():
             values = read()
             labelled = [k for k in values if k]

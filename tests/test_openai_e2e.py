@@ -70,6 +70,7 @@ def test_chat_non_streamed_and_streamed(gpt2, models: Path) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 2, "tokens stream one by one"
     assert chunks[-1].usage.completion_tokens == 6 and not chunks[-1].choices
+    assert gpt2[0].metric("servectl_generated_tokens_total") == 12  # both answers, counted for tokens/s
 
 
 def test_completions_n_stop_seed_and_async(gpt2, models: Path) -> None:

@@ -116,10 +116,11 @@ class _Generation:
                 if done[i]:
                     continue
                 finished = all(s.finish_reason for s in states[i])
+                tokens = sum(len(s.ids) for s in states[i]) if finished else 0
                 if request.stream:
-                    entries[i] = self._chunks(ids[i], created, deltas[i], finished, request, states[i])
+                    entries[i] = self._chunks(ids[i], created, deltas[i], finished, request, states[i], tokens)
                 elif finished:
-                    entries[i] = Final(self._whole(ids[i], created, states[i], request))
+                    entries[i] = Final(self._whole(ids[i], created, states[i], request), tokens)
                 if finished:
                     done[i] = True
             yield entries
@@ -142,6 +143,7 @@ class _Generation:
         finished: bool,
         request: _Sampling,
         states: list[RowState],
+        tokens: int,
     ) -> Any:
         choices = [
             self.delta_choice(choice, text, state.finish_reason)
@@ -158,7 +160,7 @@ class _Generation:
             out.append({**self.chunk(cid, created, []), "usage": self._usage(states)})
         if finished:
             out.append(END)
-        return Chunks(out) if out else None
+        return Chunks(out, tokens) if out else None
 
     def chunk(self, cid: str, created: int, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {

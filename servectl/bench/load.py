@@ -116,7 +116,7 @@ class _Connection(asyncio.Protocol):
             if not self.got_chunk:
                 self.got_chunk = True
                 self.result.first_chunk.append(time.perf_counter() - self.sent_at)
-            self.result.chunks += body.count(b"\n") or 1
+            self.result.chunks += body.count(b"data: ") or body.count(b"\n") or 1  # SSE events, or NDJSON lines
         if len(self.body) < 64:
             self.body.append(body)
 

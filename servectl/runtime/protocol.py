@@ -6,6 +6,7 @@ API -> worker:   (BATCH, batch_id, [(key, request_id, body_bytes, route), ...])
 worker -> API:   (READY, HandlerInfo)
                  (SETUP_FAILED, message)
                  (CHUNK, key, body_bytes)  one streamed chunk, already serialized
+                 (TOKENS, n)               tokens generated (for the tokens/s metric)
                  (RESULTS, batch_id, [(key, status, body_bytes), ...], predict_seconds | None)
 
 A request's result ends it; for a stream it comes after its chunks (status 200 with an
@@ -19,6 +20,7 @@ BATCH = "batch"
 STOP = "stop"
 CANCEL = "cancel"
 CHUNK = "chunk"
+TOKENS = "tokens"
 READY = "ready"
 SETUP_FAILED = "setup_failed"
 RESULTS = "results"

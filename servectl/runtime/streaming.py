@@ -110,6 +110,9 @@ class StreamRunner:
     def _send_entry(self, open_: dict[int, tuple[int, str]], i: int, entry: Any) -> None:
         """Send one request's share of a step: chunks, then maybe its end."""
         key, rid = open_[i]
+        tokens = getattr(entry, "tokens", 0)
+        if tokens:
+            self.conn.send((p.TOKENS, tokens))
         for chunk in entry if isinstance(entry, Chunks) else [entry]:
             if chunk is END:
                 del open_[i]

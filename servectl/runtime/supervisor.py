@@ -162,6 +162,8 @@ class Supervisor:
         kind = msg[0]
         if kind == p.CHUNK:
             self.scheduler.on_chunk(worker, msg[1], msg[2])
+        elif kind == p.TOKENS:
+            self.metrics.tokens += msg[1]
         elif kind == p.RESULTS:
             self.scheduler.on_results(worker, msg[2], msg[3])
         elif kind == p.READY:
