@@ -17,34 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import openai
-import yaml
-
-from servectl.bench.runner import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def serve(spec: dict) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    path = Path(tempfile.mkdtemp()) / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "servectl", "serve", str(path), f"server.port={port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(url + "/ready").status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("not ready")
 
 
 async def stream_once(client: openai.AsyncOpenAI, i: int) -> tuple[float, int, float]:
