@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import openai
+from hardening import start  # the same spec-to-server helper (scripts run from benchmarks/)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ def main() -> None:
     from servectl.examples.build import build_gpt2
 
     build_gpt2(models / "tiny-gpt2")
-    proc, url = serve(
+    proc, url = start(
         {
             "name": "tiny-gpt2",
             "model": {"backend": "transformers", "task": "text-generation", "path": str(models / "tiny-gpt2")},
@@ -78,7 +79,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(30)
-    proc, url = serve(
+    proc, url = start(
         {
             "name": "minilm",
             "model": {
