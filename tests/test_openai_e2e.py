@@ -12,7 +12,7 @@ import pytest
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, minilm_reference  # noqa: E402
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_embeddings_equal_in_process_and_batched(serve) -> None:
     texts = ["servectl serves models", "a quick brown fox", "batching", "x"]
     got = client.embeddings.create(model="minilm", input=texts)
     vectors = np.array([d.embedding for d in got.data])
-    direct = np.array(server_free_reference(spec, texts))
+    direct = np.array(minilm_reference(spec.model_path(), texts))
     np.testing.assert_allclose(vectors, direct, atol=1e-5)
     assert got.usage.prompt_tokens > len(texts)
     b64 = client.embeddings.create(model="minilm", input="x", encoding_format="base64")
@@ -153,47 +153,3 @@ def test_embeddings_equal_in_process_and_batched(serve) -> None:
     before = server.metric("servectl_batch_size_count")
     asyncio.run(many())
     assert server.metric("servectl_batch_size_count") - before < 24, "concurrent embedding requests were batched"
-
-
-def server_free_reference(spec, texts: list[str]) -> list[list[float]]:  # type: ignore[no-untyped-def]
-    from transformers import AutoModel, AutoTokenizer
-
-    path = str(spec.model_path())
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    out = []
-    for text in texts:
-        tokens = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
-        with torch.inference_mode():
-            hidden = model(**tokens).last_hidden_state
-        out.append(torch.nn.functional.normalize(hidden.mean(1), dim=1)[0].tolist())
-    return out
-
-
-def test_custom_handler_serves_the_openai_routes(serve) -> None:
-    server = serve(
-        {
-            "name": "echo-llm",
-            "handler": str(ROOT / "handlers" / "echo_llm.py"),
-            "model": {"backend": "python"},
-            "api": {"kind": "openai"},
-            "devices": {"accelerator": "cpu"},
-        }
-    )
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
-    messages = [{"role": "user", "content": "hello there general kenobi"}]
-    reply = client.chat.completions.create(model="echo-llm", messages=messages)
-    assert reply.choices[0].message.content == "You said: hello there general kenobi"
-    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens == 6
-    pieces = [
-        c.choices[0].delta.content
-        for c in client.chat.completions.create(model="echo-llm", messages=messages, stream=True)
-        if c.choices and c.choices[0].delta.content
-    ]
-    assert pieces == ["You", " said:", " hello", " there", " general", " kenobi"]
-    short = client.chat.completions.create(model="echo-llm", messages=messages, max_tokens=3, stop=["zzz"])
-    assert short.choices[0].message.content == "You said: hello" and short.choices[0].finish_reason == "length"
-    cut = client.completions.create(model="echo-llm", prompt="one two three four", stop=[" three"])
-    assert cut.choices[0].text == "one two" and cut.choices[0].finish_reason == "stop"
-    vectors = client.embeddings.create(model="echo-llm", input=["a", "b"]).data
-    assert len(vectors) == 2 and len(vectors[0].embedding) == 32

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
+from servectl.backends.generate import Sampling, generate_steps
 from servectl.handler import InvalidInput, Many
 from servectl.spec import Spec
 
@@ -117,7 +118,7 @@ class TextClassification(TextRunner):
 
 
 class TextGeneration(TextRunner):
-    """Continues a prompt; items with the same generation parameters are generated together."""
+    """Continues a prompt; a batch generates together, each item with its own parameters."""
 
     example: ClassVar[Any] = {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8}}
     allowed_parameters = frozenset({"max_new_tokens", "temperature", "top_p", "do_sample", "seed", "return_full_text"})
@@ -134,37 +135,25 @@ class TextGeneration(TextRunner):
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def predict(self, batch: list[Item]) -> list[dict[str, str]]:
-        groups: dict[str, list[int]] = {}
-        for i, (_, params) in enumerate(batch):
-            groups.setdefault(repr(sorted(params.items())), []).append(i)
-        out: list[dict[str, str]] = [{} for _ in batch]
-        for idx in groups.values():
-            params = batch[idx[0]][1]
-            texts = self._generate([batch[i][0] for i in idx], params)
-            for i, text in zip(idx, texts, strict=True):
-                out[i] = {"generated_text": text}
-        return out
+        """One token loop for the batch (the same one the OpenAI routes use), each row with
+        its own parameters."""
+        settings = [self._sampling(params) for _, params in batch]
+        prompts = [text for text, _ in batch]
+        *_, last = generate_steps(self.model, self.tokenizer, prompts, settings, self.spec.model.max_length)
+        states = [state for _, state in last]  # every step holds the rows' states; the last is final
+        return [
+            {"generated_text": (prompt if params.get("return_full_text", True) else "") + state.text}
+            for prompt, (_, params), state in zip(prompts, batch, states, strict=True)
+        ]
 
-    def _generate(self, prompts: list[str], params: dict[str, Any]) -> list[str]:
-        torch = self.torch
-        tokens = self.tokenize(prompts)
+    def _sampling(self, params: dict[str, Any]) -> Sampling:
         sample = bool(params.get("do_sample", float(params.get("temperature", 0)) > 0))
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(params.get("max_new_tokens", self.spec.model.max_new_tokens)),
-            "do_sample": sample,
-            "pad_token_id": self.tokenizer.pad_token_id,
-        }
-        if sample:
-            kwargs["temperature"] = float(params.get("temperature", 1.0))
-            kwargs["top_p"] = float(params.get("top_p", 1.0))
-        if "seed" in params:
-            torch.manual_seed(int(params["seed"]))
-        with torch.inference_mode():
-            generated = self.model.generate(**tokens, **kwargs)
-        new = self.tokenizer.batch_decode(generated[:, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
-        if params.get("return_full_text", True):
-            return [p + n for p, n in zip(prompts, new, strict=True)]
-        return list(new)
+        return Sampling(
+            max_tokens=int(params.get("max_new_tokens", self.spec.model.max_new_tokens)),
+            temperature=float(params.get("temperature", 1.0)) if sample else 0.0,
+            top_p=float(params.get("top_p", 1.0)),
+            seed=int(params["seed"]) if "seed" in params else None,
+        )
 
 
 RUNNERS: dict[str, type[TextRunner]] = {

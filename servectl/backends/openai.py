@@ -120,7 +120,7 @@ class _Generation:
                 if request.stream:
                     entries[i] = self._chunks(ids[i], created, deltas[i], finished, request, states[i], tokens)
                 elif finished:
-                    entries[i] = Final(self._whole(ids[i], created, states[i], request), tokens)
+                    entries[i] = Final(self._whole(ids[i], created, states[i]), tokens)
                 if finished:
                     done[i] = True
             yield entries
@@ -174,8 +174,23 @@ class _Generation:
     def delta_choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _whole(self, cid: str, created: int, states: list[RowState], request: _Sampling) -> dict[str, Any]:
+    def whole_choice(self, index: int, state: RowState) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _whole(self, cid: str, created: int, states: list[RowState]) -> dict[str, Any]:
+        """The non-streamed answer: every choice, and usage."""
+        choices = [
+            {**self.whole_choice(i, s), "finish_reason": s.finish_reason, "logprobs": None}
+            for i, s in enumerate(states)
+        ]
+        return {
+            "id": cid,
+            "object": self.kind,
+            "created": created,
+            "model": self.model_name,
+            "choices": choices,
+            "usage": self._usage(states),
+        }
 
 
 class ChatCompletions(_Generation):
@@ -191,24 +206,8 @@ class ChatCompletions(_Generation):
         delta = {"role": "assistant", "content": text} if text else {}
         return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
 
-    def _whole(self, cid: str, created: int, states: list[RowState], request: _Sampling) -> dict[str, Any]:
-        choices = [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": s.text},
-                "finish_reason": s.finish_reason,
-                "logprobs": None,
-            }
-            for i, s in enumerate(states)
-        ]
-        return {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": self.model_name,
-            "choices": choices,
-            "usage": self._usage(states),
-        }
+    def whole_choice(self, index: int, state: RowState) -> dict[str, Any]:
+        return {"index": index, "message": {"role": "assistant", "content": state.text}}
 
 
 class Completions(_Generation):
@@ -223,19 +222,8 @@ class Completions(_Generation):
     def delta_choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
         return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
 
-    def _whole(self, cid: str, created: int, states: list[RowState], request: _Sampling) -> dict[str, Any]:
-        choices = [
-            {"index": i, "text": s.text, "finish_reason": s.finish_reason, "logprobs": None}
-            for i, s in enumerate(states)
-        ]
-        return {
-            "id": cid,
-            "object": "text_completion",
-            "created": created,
-            "model": self.model_name,
-            "choices": choices,
-            "usage": self._usage(states),
-        }
+    def whole_choice(self, index: int, state: RowState) -> dict[str, Any]:
+        return {"index": index, "text": state.text}
 
 
 class Embeddings:

@@ -91,7 +91,6 @@ class Scheduler:
         self.metrics = metrics
         self.queue: OrderedDict[int, Pending] = OrderedDict()
         self.workers: list[WorkerPort] = []
-        self.accepting = True
         self.no_workers_reason: str | None = None
         self._keys = itertools.count()
         self._batch_ids = itertools.count()
