@@ -153,3 +153,32 @@ def test_embeddings_equal_in_process_and_batched(serve) -> None:
     before = server.metric("servectl_batch_size_count")
     asyncio.run(many())
     assert server.metric("servectl_batch_size_count") - before < 24, "concurrent embedding requests were batched"
+
+
+def test_custom_handler_serves_the_openai_routes(serve) -> None:
+    server = serve(
+        {
+            "name": "echo-llm",
+            "handler": str(ROOT / "handlers" / "echo_llm.py"),
+            "model": {"backend": "python"},
+            "api": {"kind": "openai"},
+            "devices": {"accelerator": "cpu"},
+        }
+    )
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    messages = [{"role": "user", "content": "hello there general kenobi"}]
+    reply = client.chat.completions.create(model="echo-llm", messages=messages)
+    assert reply.choices[0].message.content == "You said: hello there general kenobi"
+    assert reply.choices[0].finish_reason == "stop" and reply.usage.completion_tokens == 6
+    pieces = [
+        c.choices[0].delta.content
+        for c in client.chat.completions.create(model="echo-llm", messages=messages, stream=True)
+        if c.choices and c.choices[0].delta.content
+    ]
+    assert pieces == ["You", " said:", " hello", " there", " general", " kenobi"]
+    short = client.chat.completions.create(model="echo-llm", messages=messages, max_tokens=3, stop=["zzz"])
+    assert short.choices[0].message.content == "You said: hello" and short.choices[0].finish_reason == "length"
+    cut = client.completions.create(model="echo-llm", prompt="one two three four", stop=[" three"])
+    assert cut.choices[0].text == "one two" and cut.choices[0].finish_reason == "stop"
+    vectors = client.embeddings.create(model="echo-llm", input=["a", "b"]).data
+    assert len(vectors) == 2 and len(vectors[0].embedding) == 32
