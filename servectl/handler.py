@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -80,7 +80,9 @@ class HandlerInfo:
     example: Any = None
     defs: dict[str, Any] = field(default_factory=dict)
     streams: bool = False
+    chunk_schema: dict[str, Any] | None = None  # one streamed chunk, when the handler declares it
     metadata: dict[str, Any] | None = None  # V2 model metadata, for api.kind v2
+    routes: dict[str, HandlerInfo] = field(default_factory=dict)  # api.kind's protocol adapters, by route
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:
@@ -213,15 +215,24 @@ class Handler:
         return _model_type(hints[params[0]]) if params else None
 
     def _response_type(self) -> type[BaseModel] | None:
+        declared = _model_type(getattr(self.obj, "response_model", None))  # for hooks that build dicts
         fn = self.hooks.get("encode")
-        return _model_type(_hints(fn).get("return")) if fn else None
+        return declared or (_model_type(_hints(fn).get("return")) if fn else None)
+
+    def _chunk_type(self) -> type[BaseModel] | None:
+        """A streamed chunk's type: `chunk_model`, or X from encode's `-> Iterator[X]`."""
+        declared = _model_type(getattr(self.obj, "chunk_model", None))
+        fn = self.hooks.get("encode")
+        args = get_args(_hints(fn).get("return")) if fn and self.streams else ()
+        return declared or (_model_type(args[0]) if len(args) == 1 else None)
 
     def info(self) -> HandlerInfo:
+        """Hooks and JSON schemas (their `$defs` gathered apart, for OpenAPI's components)."""
         ref = "#/components/schemas/{model}"
-        req = self.request_type.model_json_schema(ref_template=ref) if self.request_type else None
-        resp = self.response_type.model_json_schema(ref_template=ref) if self.response_type else None
+        types = (self.request_type, self.response_type, self._chunk_type())
+        req, resp, chunk = (t.model_json_schema(ref_template=ref) if t else None for t in types)
         defs: dict[str, Any] = {}
-        for schema in (req, resp):
+        for schema in (req, resp, chunk):
             if schema:
                 defs.update(schema.pop("$defs", {}))
         return HandlerInfo(
@@ -232,6 +243,7 @@ class Handler:
             example=getattr(self.obj, "example", None),
             defs=defs,
             streams=self.streams,
+            chunk_schema=chunk,
         )
 
     @property

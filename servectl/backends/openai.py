@@ -12,52 +12,22 @@ import struct
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from servectl.backends.generate import RowState, Sampling
+from servectl.backends.openai_types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequest,
+    Completion,
+    CompletionRequest,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    GenerationRequest,
+)
 from servectl.handler import END, Chunks, Final, InvalidInput, Many
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # unknown OpenAI fields are accepted and ignored
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-
-
-class ChatRequest(_Sampling):
-    messages: list[Message] = Field(min_length=1)
-
-
-class CompletionRequest(_Sampling):
-    prompt: str
-
-
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    model: str
-    input: str | list[str]
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -70,10 +40,15 @@ class _Generation:
     """What chat and completions share: the request item, the step loop, the answers."""
 
     kind = "text_completion"
+    response_model: type[BaseModel] = Completion  # documented answer types (OpenAPI, clients)
+    chunk_model: type[BaseModel] = Completion
 
     def __init__(self, lm: Any, model_name: str) -> None:
         self.lm = lm  # a TransformersLM or a HandlerLM (servectl.backends.lm)
         self.model_name = model_name
+        self.example = {"model": model_name, **self.example_body, "max_tokens": 16}
+
+    example_body: ClassVar[dict[str, Any]] = {"prompt": "Once upon a time"}
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
@@ -84,7 +59,7 @@ class _Generation:
     def prompt(self, request: Any) -> str:
         raise NotImplementedError
 
-    def decode_request(self, request: _Sampling) -> tuple[str, Sampling, _Sampling]:
+    def decode_request(self, request: GenerationRequest) -> tuple[str, Sampling, GenerationRequest]:
         self.check_model(request.model)
         limit = request.max_completion_tokens or request.max_tokens or self.lm.max_new_tokens
         stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
@@ -93,7 +68,7 @@ class _Generation:
         )
         return self.prompt(request), sampling, request
 
-    def predict(self, batch: list[tuple[str, Sampling, _Sampling]]) -> Iterator[list[Any]]:
+    def predict(self, batch: list[tuple[str, Sampling, GenerationRequest]]) -> Iterator[list[Any]]:
         prompts, settings, owners = [], [], []
         for i, (prompt, sampling, request) in enumerate(batch):
             for choice in range(request.n):
@@ -141,7 +116,7 @@ class _Generation:
         created: int,
         deltas: list[tuple[int, str, RowState]],
         finished: bool,
-        request: _Sampling,
+        request: GenerationRequest,
         states: list[RowState],
         tokens: int,
     ) -> Any:
@@ -195,8 +170,11 @@ class _Generation:
 
 class ChatCompletions(_Generation):
     kind = "chat.completion"
+    response_model = ChatCompletion
+    chunk_model = ChatCompletionChunk
+    example_body: ClassVar[dict[str, Any]] = {"messages": [{"role": "user", "content": "Say hello."}]}
 
-    def decode(self, request: ChatRequest) -> tuple[str, Sampling, _Sampling]:
+    def decode(self, request: ChatRequest) -> tuple[str, Sampling, GenerationRequest]:
         return self.decode_request(request)
 
     def prompt(self, request: ChatRequest) -> str:
@@ -213,7 +191,7 @@ class ChatCompletions(_Generation):
 class Completions(_Generation):
     kind = "text_completion"
 
-    def decode(self, request: CompletionRequest) -> tuple[str, Sampling, _Sampling]:
+    def decode(self, request: CompletionRequest) -> tuple[str, Sampling, GenerationRequest]:
         return self.decode_request(request)
 
     def prompt(self, request: CompletionRequest) -> str:
@@ -229,9 +207,12 @@ class Completions(_Generation):
 class Embeddings:
     """`/v1/embeddings`: each input string is one item, batched with other requests' items."""
 
+    response_model = EmbeddingResponse
+
     def __init__(self, lm: Any, model_name: str) -> None:
         self.lm = lm
         self.model_name = model_name
+        self.example = {"model": model_name, "input": ["servectl serves models.", "One YAML file."]}
 
     def decode(self, request: EmbeddingRequest) -> Many:
         if request.model != self.model_name:

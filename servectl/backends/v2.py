@@ -138,6 +138,19 @@ class V2Adapter:
             )
         return InferResponse(model_name=self.model_name, id=request_id, outputs=tensors)
 
+    @property
+    def example(self) -> dict[str, Any] | None:
+        """One zero-filled row per input (None before the runner's setup knows its inputs)."""
+        if not self.runner.inputs:
+            return None
+        tensors = []
+        for s in self.runner.inputs:
+            shape = [1] + [d or 1 for d in (s.shape or (None, 1))[1:]]
+            zero: Any = "" if s.dtype.kind in "OSU" else (False if s.dtype.kind == "b" else 0)
+            size = int(np.prod(shape))
+            tensors.append({"name": s.name, "shape": shape, "datatype": v2_datatype(s.dtype), "data": [zero] * size})
+        return {"inputs": tensors}
+
     def metadata(self) -> dict[str, Any]:
         """`GET /v2/models/{name}`'s body."""
         outputs = getattr(self.runner, "output_specs", [])

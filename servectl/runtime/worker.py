@@ -7,7 +7,6 @@ error answer for the requests it touches; the worker itself keeps running.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from servectl.backends import build_handler
+from servectl.backends import build_adapters, build_handler, describe
 from servectl.errors import error_body
 from servectl.handler import Handler, HandlerError, InvalidInput, Many
 from servectl.logs import configure
@@ -158,35 +157,13 @@ def _route(handler: Handler, spec: Spec, conn: Connection, streamers: list[Strea
 
 
 def build_routes(
-    spec: Spec, handler: Handler, conn: Connection, streamers: list[StreamRunner]
-) -> tuple[dict[str, Route], dict[str, Any] | None]:
-    """The handler behind each API route (the spec's own, and the protocol adapters of its
-    api.kind), and the V2 model metadata when there is one."""
+    spec: Spec, handler: Handler, adapters: dict[str, Handler], conn: Connection, streamers: list[StreamRunner]
+) -> dict[str, Route]:
+    """The handler behind each API route: the spec's own, and the adapters of its api.kind."""
     routes = {"predict": _route(handler, spec, conn, streamers)}
-    inner = getattr(handler.obj, "_runner", handler.obj)  # a built-in runner, under any user pre/post hooks
-    adapters: dict[str, Any] = {}
-    if spec.api.kind == "v2":
-        from servectl.backends.v2 import V2Adapter  # numpy: only tensor deployments need it
-
-        adapters["v2"] = V2Adapter(inner, spec.name)
-    elif spec.api.kind == "openai":
-        from servectl.backends import lm, openai
-
-        if spec.model.backend == "python":  # the custom contract: complete / embed hooks
-            model: Any = lm.HandlerLM(handler.obj, spec.model.max_new_tokens)
-            generates, embeds = hasattr(handler.obj, "complete"), hasattr(handler.obj, "embed")
-        else:
-            model = lm.TransformersLM(inner)
-            generates = spec.model.task == "text-generation"
-            embeds = not generates
-        if generates:
-            adapters["chat"] = openai.ChatCompletions(model, spec.name)
-            adapters["completions"] = openai.Completions(model, spec.name)
-        if embeds:
-            adapters["embeddings"] = openai.Embeddings(model, spec.name)
     for name, adapter in adapters.items():
-        routes[name] = _route(Handler(adapter, f"{name}:{handler.name}"), spec, conn, streamers)
-    return routes, adapters["v2"].metadata() if "v2" in adapters else None
+        routes[name] = _route(adapter, spec, conn, streamers)
+    return routes
 
 
 def _run_by_route(routes: dict[str, Route], batch_id: int, items: list[p.Item]) -> list[p.Result]:
@@ -213,8 +190,9 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
     try:
         handler = build_handler(spec)
         handler.setup(slot.device, spec)
-        routes, metadata = build_routes(spec, handler, conn, streamers)
-        info = dataclasses.replace(handler.info(), metadata=metadata)
+        adapters = build_adapters(spec, handler)
+        routes = build_routes(spec, handler, adapters, conn, streamers)
+        info = describe(handler, adapters)
     except BaseException as exc:
         log.debug("setup failed\n%s", traceback.format_exc())
         conn.send((p.SETUP_FAILED, _short(exc)))

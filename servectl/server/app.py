@@ -2,45 +2,54 @@
 
 Model routes are served by the lean ASGI path in `gateway.py`; they are declared here too
 so that `/docs` and `/openapi.json` describe them with the schemas workers report.
+Operation ids are the method names of generated clients.
 """
 
 from __future__ import annotations
 
 import time
+from enum import Enum
 from typing import Any
 
 from fastapi import Body, FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from servectl import __version__
 from servectl.deployment import Deployment
+from servectl.routes import model_routes
+from servectl.server.openapi import complete_schema
 
-_ERROR_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "message": {"type": "string"},
-                "request_id": {"type": "string"},
-                "detail": {},
-            },
-            "required": ["type", "message", "request_id"],
-        }
-    },
-    "required": ["error"],
-}
-_ERRORS = {
-    "400": "Malformed JSON",
-    "401": "Missing or wrong API key",
-    "413": "Body larger than limits.max_body_mb",
-    "422": "Request failed validation",
-    "500": "Handler error for this request",
-    "503": "Overloaded or no worker available (see Retry-After)",
-    "504": "Not answered within limits.timeout_s",
-}
+# a probe that answers 503 still answers: generated clients return these bodies, not raise
+ANSWERS_503 = {"x-servectl-answers": [200, 503]}
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    workers: int
+    workers_ready: int
+    problems: list[str] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelCard]
+
+
+async def _served_by_gateway(body: Any = Body(...)) -> Any:  # pragma: no cover - never reached
+    raise RuntimeError("model routes are served by the gateway")
 
 
 def build_app(deployment: Deployment) -> FastAPI:
@@ -48,11 +57,20 @@ def build_app(deployment: Deployment) -> FastAPI:
     app = FastAPI(title=f"servectl: {spec.name}", version=__version__)
     supervisor = deployment.supervisor
 
-    @app.get("/health", summary="Liveness: the API process is up")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/health", summary="Liveness: the API process is up", operation_id="health")
+    async def health() -> Health:
+        return Health(status="ok")
 
-    @app.get("/ready", summary="Readiness: every worker finished setup")
+    ready_doc = {"model": Readiness, "description": "Not ready yet (see problems)"}
+
+    @app.get(
+        "/ready",
+        summary="Readiness: every worker finished setup",
+        operation_id="ready",
+        response_model=Readiness,
+        responses={503: ready_doc},
+        openapi_extra=ANSWERS_503,
+    )
     async def ready() -> JSONResponse:
         body: dict[str, Any] = {
             "ready": supervisor.all_ready,
@@ -63,17 +81,13 @@ def build_app(deployment: Deployment) -> FastAPI:
             body["problems"] = [supervisor.problems[i] for i in sorted(supervisor.problems)]
         return JSONResponse(body, status_code=200 if supervisor.all_ready else 503)
 
-    @app.get("/info", summary="What is deployed, and how")
-    async def info() -> dict[str, object]:
+    @app.get("/info", summary="What is deployed, and how", operation_id="info")
+    async def info() -> dict[str, Any]:
         return deployment.info()
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response, operation_id="metrics")
     async def metrics() -> Response:
         return Response(deployment.metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.post(spec.api.path, summary=f"Run {spec.name}", operation_id="predict")
-    async def predict(request: Any = Body(...)) -> Any:  # pragma: no cover - served by gateway
-        raise RuntimeError("model routes are served by the gateway")
 
     if spec.api.kind == "v2":
         from servectl.server.v2 import add_v2_routes
@@ -82,46 +96,32 @@ def build_app(deployment: Deployment) -> FastAPI:
     elif spec.api.kind == "openai":
         started = int(time.time())
 
-        @app.get("/v1/models", summary="OpenAI: the served model", tags=["openai"])
-        async def models() -> dict[str, Any]:
-            model = {"id": spec.name, "object": "model", "created": started, "owned_by": "servectl"}
-            return {"object": "list", "data": [model]}
+        @app.get("/v1/models", summary="OpenAI: the served model", tags=["openai"], operation_id="models")
+        async def models() -> ModelList:
+            return ModelList(
+                object="list", data=[ModelCard(id=spec.name, object="model", created=started, owned_by="servectl")]
+            )
 
-        paths = (
-            ["/v1/chat/completions", "/v1/completions"] if spec.model.task == "text-generation" else ["/v1/embeddings"]
+    for route in model_routes(spec):  # documented here, served by the gateway
+        tags: list[str | Enum] | None = None if route.errors == "servectl" else [route.errors]
+        summary = f"Run {spec.name}" if route.name == "predict" else f"{route.errors}: {route.path}"
+        app.add_api_route(
+            route.path,
+            _served_by_gateway,
+            methods=["POST"],
+            operation_id=route.operation_id,
+            summary=summary,
+            tags=tags,
         )
-        for path in paths:  # documented here, served by the gateway
-            app.add_api_route(path, predict, methods=["POST"], tags=["openai"], summary=f"OpenAI {path}")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        handler = supervisor.handler_info
-        operation = schema["paths"][spec.api.path]["post"]
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components["Error"] = _ERROR_SCHEMA
-        responses: dict[str, Any] = {"200": {"description": "The handler's output"}}
-        operation["responses"] = responses
-        for code, text in _ERRORS.items():
-            ref = {"$ref": "#/components/schemas/Error"}
-            responses[code] = {"description": text, "content": {"application/json": {"schema": ref}}}
-        if handler is not None:
-            components.update(handler.defs)
-            request_schema = handler.request_schema or {}
-            content: dict[str, Any] = {"schema": request_schema}
-            if handler.example is not None:
-                content["example"] = handler.example
-            operation["requestBody"] = {"required": True, "content": {"application/json": content}}
-            if handler.response_schema:
-                responses["200"]["content"] = {"application/json": {"schema": handler.response_schema}}
+        info = supervisor.handler_info
+        complete_schema(schema, spec, info)
+        if info is not None:
             app.openapi_schema = schema  # complete: cache it
-        if spec.auth.api_keys:
-            schema["components"]["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            }
-            operation["security"] = [{"bearer": []}, {"apiKey": []}]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from servectl.deployment import Deployment
 from servectl.errors import error_body
 from servectl.logs import log_request
+from servectl.routes import model_routes
 from servectl.server.asgi import Message, Receive, Scope, Send, header_map, request_id_from, send_bytes
 from servectl.server.auth import APIKeyAuth
 from servectl.server.predict import PredictEndpoint
@@ -28,20 +29,10 @@ class Gateway:
         self.deployment = deployment
         self.app = app
         self.auth = APIKeyAuth(spec.auth)
-        self.model_routes = {spec.api.path: PredictEndpoint(spec, deployment.scheduler)}
-        if spec.api.kind == "v2":
-            infer = PredictEndpoint(spec, deployment.scheduler, route="v2", errors="v2")
-            self.model_routes[f"/v2/models/{spec.name}/infer"] = infer
-        elif spec.api.kind == "openai":
-            paths = {"chat": "/v1/chat/completions", "completions": "/v1/completions", "embeddings": "/v1/embeddings"}
-            names = {"text-generation": ["chat", "completions"], "feature-extraction": ["embeddings"]}.get(
-                spec.model.task or "",
-                list(paths),  # a custom handler: its worker answers what it serves
-            )
-            for name in names:
-                self.model_routes[paths[name]] = PredictEndpoint(
-                    spec, deployment.scheduler, route=name, errors="openai"
-                )
+        self.model_routes = {
+            r.path: PredictEndpoint(spec, deployment.scheduler, route=r.name, errors=r.errors)
+            for r in model_routes(spec)
+        }
         self.metrics = deployment.metrics
         self.access_log = spec.server.access_log
 

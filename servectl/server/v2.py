@@ -6,13 +6,46 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from servectl import __version__
 from servectl.deployment import Deployment
+from servectl.server.app import ANSWERS_503
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
 
 
 def _not_found(name: str) -> JSONResponse:
@@ -22,19 +55,33 @@ def _not_found(name: str) -> JSONResponse:
 def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
     spec, supervisor = deployment.spec, deployment.supervisor
 
-    @app.get("/v2", summary="V2 server metadata", tags=["v2"])
-    async def server_metadata() -> dict[str, Any]:
-        return {"name": "servectl", "version": __version__, "extensions": []}
+    @app.get("/v2", summary="V2 server metadata", tags=["v2"], operation_id="server_metadata")
+    async def server_metadata() -> ServerMetadata:
+        return ServerMetadata(name="servectl", version=__version__, extensions=[])
 
-    @app.get("/v2/health/live", summary="V2 liveness", tags=["v2"])
-    async def live() -> dict[str, bool]:
-        return {"live": True}
+    @app.get("/v2/health/live", summary="V2 liveness", tags=["v2"], operation_id="server_live")
+    async def live() -> Live:
+        return Live(live=True)
 
-    @app.get("/v2/health/ready", summary="V2 readiness", tags=["v2"])
+    @app.get(
+        "/v2/health/ready",
+        summary="V2 readiness",
+        tags=["v2"],
+        operation_id="server_ready",
+        response_model=Ready,
+        responses={503: {"model": Ready}},
+        openapi_extra=ANSWERS_503,
+    )
     async def ready() -> JSONResponse:
         return JSONResponse({"ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503)
 
-    @app.get("/v2/models/{name}", summary="V2 model metadata", tags=["v2"])
+    @app.get(
+        "/v2/models/{name}",
+        summary="V2 model metadata",
+        tags=["v2"],
+        operation_id="model_metadata",
+        response_model=ModelMetadata,
+    )
     async def model_metadata(name: str) -> JSONResponse:
         info = supervisor.handler_info
         if name != spec.name:
@@ -43,7 +90,15 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
             return JSONResponse({"error": "the model is still loading"}, status_code=503)
         return JSONResponse(info.metadata)
 
-    @app.get("/v2/models/{name}/ready", summary="V2 model readiness", tags=["v2"])
+    @app.get(
+        "/v2/models/{name}/ready",
+        summary="V2 model readiness",
+        tags=["v2"],
+        operation_id="model_ready",
+        response_model=ModelReady,
+        responses={503: {"model": ModelReady}},
+        openapi_extra=ANSWERS_503,
+    )
     async def model_ready(name: str) -> JSONResponse:
         if name != spec.name:
             return _not_found(name)
@@ -51,6 +106,6 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
             {"name": name, "ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503
         )
 
-    @app.post("/v2/models/{name}/infer", summary="V2 inference", tags=["v2"])
+    @app.post("/v2/models/{name}/infer", include_in_schema=False)
     async def infer(name: str) -> JSONResponse:  # the served model's path never reaches here
         return _not_found(name)
