@@ -154,6 +154,44 @@ def bench(
     raise typer.Exit(run_bench(target, options, console, json_out, plot, compare, _load))
 
 
+@app.command("client-gen")
+def client_gen(
+    target: Annotated[str, typer.Argument(help="A spec (read in-process, no model load) or a running server's URL.")],
+    lang: Annotated[str, typer.Option(help="python, typescript (or ts), or curl.")] = "python",
+    out: Annotated[
+        Path | None, typer.Option(help="File to write (default: client.py, client.ts or CLIENT.md); - for stdout.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="SERVECTL_API_KEY", help="API key to read a protected server's schema.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Spec override (dotlist), repeatable: --set server.port=9000.")
+    ] = None,
+) -> None:
+    """Generate a typed client of a deployment from its OpenAPI schema."""
+    from servectl.clientgen import ClientGenError, from_spec, from_url, generate
+    from servectl.handler import HandlerError
+
+    lang = "typescript" if lang == "ts" else lang
+    try:
+        if target.startswith(("http://", "https://")):
+            source, url = from_url(target, api_key), target.rstrip("/").removesuffix("/openapi.json")
+        else:
+            spec = _load(Path(target), overrides)
+            host = "127.0.0.1" if spec.server.host in ("0.0.0.0", "::") else spec.server.host
+            source, url = from_spec(spec, target), f"http://{host}:{spec.server.port}"
+        text = generate(source, lang, url)
+    except (ClientGenError, HandlerError) as exc:
+        console.print(f"[bold red]client-gen:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    path = out or Path({"python": "client.py", "typescript": "client.ts", "curl": "CLIENT.md"}.get(lang, "client"))
+    if str(path) == "-":
+        typer.echo(text, nl=False)
+        return
+    path.write_text(text)
+    console.print(f"[green]wrote[/] {path} ({lang} client of {source.origin})", highlight=False)
+
+
 @app.command()
 def version() -> None:
     """Print servectl's version."""

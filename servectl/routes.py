@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from servectl.spec import Spec
 
 _OPENAI = {
-    "chat": ("/v1/chat/completions", "chat_completions"),
-    "completions": ("/v1/completions", "completions"),
-    "embeddings": ("/v1/embeddings", "embeddings"),
+    "chat": ("/v1/chat/completions", "chat_completions", "OpenAI chat completion"),
+    "completions": ("/v1/completions", "completions", "OpenAI text completion"),
+    "embeddings": ("/v1/embeddings", "embeddings", "OpenAI embeddings"),
 }
 _OPENAI_BY_TASK = {"text-generation": ("chat", "completions"), "feature-extraction": ("embeddings",)}
 
@@ -22,6 +22,7 @@ class ModelRoute:
     name: str  # the route key workers dispatch on
     path: str
     operation_id: str  # OpenAPI's, and so the generated client's method name
+    summary: str
     errors: str = "servectl"  # the error shape its clients expect: servectl's, "v2" or "openai"
     stream_flag: str | None = None  # a body field that asks for a stream (OpenAI's `stream`)
 
@@ -29,15 +30,15 @@ class ModelRoute:
 def model_routes(spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
     """Every model route of `spec`. A custom handler behind `api.kind: openai` may serve any
     of the three OpenAI routes; `served` (the route names its workers reported) narrows them."""
-    routes = [ModelRoute("predict", spec.api.path, "predict")]
+    routes = [ModelRoute("predict", spec.api.path, "predict", f"Run {spec.name}")]
     if spec.api.kind == "v2":
-        routes.append(ModelRoute("v2", f"/v2/models/{spec.name}/infer", "infer", "v2"))
+        routes.append(ModelRoute("v2", f"/v2/models/{spec.name}/infer", "infer", f"V2 inference on {spec.name}", "v2"))
     elif spec.api.kind == "openai":
         names = _OPENAI_BY_TASK.get(spec.model.task or "", tuple(_OPENAI))
         if served is not None:
             names = tuple(n for n in names if n in served)
         for name in names:
-            path, operation = _OPENAI[name]
+            path, operation, summary = _OPENAI[name]
             flag = None if name == "embeddings" else "stream"
-            routes.append(ModelRoute(name, path, operation, "openai", flag))
+            routes.append(ModelRoute(name, path, operation, summary, "openai", flag))
     return routes

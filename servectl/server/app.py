@@ -104,13 +104,12 @@ def build_app(deployment: Deployment) -> FastAPI:
 
     for route in model_routes(spec):  # documented here, served by the gateway
         tags: list[str | Enum] | None = None if route.errors == "servectl" else [route.errors]
-        summary = f"Run {spec.name}" if route.name == "predict" else f"{route.errors}: {route.path}"
         app.add_api_route(
             route.path,
             _served_by_gateway,
             methods=["POST"],
             operation_id=route.operation_id,
-            summary=summary,
+            summary=route.summary,
             tags=tags,
         )
 

@@ -1,0 +1,229 @@
+"""The Python client: pydantic models by datamodel-code-generator, then the runtime in
+`pyruntime.py`, then a sync and an async class with one typed method per operation."""
+
+from __future__ import annotations
+
+import ast
+import json
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from servectl.clientgen.operations import Operation, read_operations, ref_name
+from servectl.clientgen.source import ClientGenError, Source
+
+_RUNTIME_MARKER = "# --- client runtime: copied into generated clients from here ---\n"
+_CLIENT_IMPORTS = "from collections.abc import AsyncIterator, Iterator, Mapping\nfrom typing import Any\n"
+_THIRD_PARTY = frozenset({"httpx", "pydantic"})
+
+
+def _fold_nullable(node: Any) -> Any:
+    """`anyOf: [X, null]` (pydantic's `X | None`) as `type: [X, "null"]`: the generator then
+    writes `X | None` with X's constraints instead of a root model per constrained field."""
+    if isinstance(node, list):
+        return [_fold_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _fold_nullable(v) for k, v in node.items()}
+    options = node.get("anyOf")
+    if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+        other = next(o for o in options if o != {"type": "null"})
+        if isinstance(other.get("type"), str) and not other.keys() & {"$ref", "const", "enum"}:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            return {**other, **rest, "type": [other["type"], "null"]}
+    return node
+
+
+def _models(schema: dict[str, Any]) -> str:
+    """The component schemas as pydantic v2 models (datamodel-code-generator's output)."""
+    try:
+        from datamodel_code_generator import InputFileType, LiteralType, generate
+        from datamodel_code_generator.format import Formatter
+    except ImportError:
+        raise ClientGenError(
+            "--lang python needs datamodel-code-generator: pip install 'servectl[clientgen]'"
+        ) from None
+    components = _fold_nullable(schema.get("components", {}).get("schemas", {}))
+    document = {"openapi": "3.1.0", "info": {"title": "models", "version": "1"}, "paths": {}}
+    document["components"] = {"schemas": components}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = generate(
+            json.dumps(document),
+            input_file_type=InputFileType.OpenAPI,
+            disable_timestamp=True,
+            field_constraints=True,
+            use_annotated=True,
+            strict_nullable=True,
+            enum_field_as_literal=LiteralType.All,
+            use_schema_description=True,
+            use_field_description=True,
+            formatters=[Formatter.BUILTIN],
+        )
+    if not isinstance(code, str):
+        raise ClientGenError("datamodel-code-generator returned several modules; expected one")
+    return code
+
+
+def _split_imports(code: str) -> tuple[list[ast.stmt], str]:
+    """A module's leading import statements (parsed) and the code after them."""
+    tree = ast.parse(code)
+    imports: list[ast.stmt] = []
+    end_line = 0
+    for node in tree.body:
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            break
+        imports.append(node)
+        end_line = node.end_lineno or node.lineno
+    return imports, "\n".join(code.splitlines()[end_line:]).strip("\n")
+
+
+def _merge_imports(groups: list[list[ast.stmt]]) -> str:
+    """One sorted import block from several, each name once; `__future__` first."""
+    plain: set[str] = set()
+    names: dict[str, set[str]] = {}
+    for group in groups:
+        for node in group:
+            if isinstance(node, ast.Import):
+                plain.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.setdefault(node.module, set()).update(alias.name for alias in node.names)
+    future = names.pop("__future__", set())
+    lines = [f"from __future__ import {', '.join(sorted(future))}", ""] if future else []
+    for third_party in (False, True):
+        lines += [f"import {m}" for m in sorted(plain) if (m in _THIRD_PARTY) == third_party]
+        lines += [
+            f"from {m} import {', '.join(sorted(n))}"
+            for m, n in sorted(names.items())
+            if (m.split(".")[0] in _THIRD_PARTY) == third_party
+        ]
+        lines.append("")
+    return "\n".join(lines).strip()
+
+
+class _Types:
+    """Python types for schemas: named components are the generated models."""
+
+    def __init__(self, models: str) -> None:
+        self.classes = {n.name for n in ast.parse(models).body if isinstance(n, ast.ClassDef)}
+
+    def of(self, schema: dict[str, Any] | None) -> str:
+        schema = schema or {}
+        name = ref_name(schema)
+        if name is not None:
+            if name not in self.classes:
+                raise ClientGenError(f"component {name!r} has no generated model")
+            return name
+        if schema.get("type") == "array":
+            item = self.of(schema.get("items"))
+            return f"list[{item}]" if item in self.classes else "list[Any]"
+        return "Any"
+
+    def parse(self, type_: str, value: str) -> str:
+        """Code that turns parsed JSON `value` into `type_`."""
+        if type_ in self.classes:
+            return f"{type_}.model_validate({value})"
+        if type_.startswith("list[") and type_[5:-1] in self.classes:
+            return f"[{type_[5:-1]}.model_validate(item) for item in {value}]"
+        return value
+
+    def body(self, schema: dict[str, Any] | None) -> str:
+        model = self.of(schema)
+        return f"{model} | Mapping[str, Any]" if model in self.classes else "Any"
+
+
+def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
+    """One client method (two for a route that streams on request: `name` and `name_stream`)."""
+    params = [f"{p}: str" for p in op.params]
+    if op.body is not None:
+        params.append(f"body: {types.body(op.body)}")
+    signature = ", ".join(["self", *params])
+    path = op.path
+    if op.params:
+        path = "f" + json.dumps(op.path).replace("{", "{quote(").replace("}", ", safe='')}")
+    else:
+        path = json.dumps(path)
+    body = ", dump(body)" if op.body is not None else ""
+    await_, def_, iter_, for_ = (
+        ("await ", "async def", "AsyncIterator", "async for") if is_async else ("", "def", "Iterator", "for")
+    )
+    doc = f'        """{op.summary or op.name} ({op.method} {op.path})."""'
+    methods: list[list[str]] = []
+    if op.stream is None or op.stream.flag is not None:
+        returns = types.of(op.response) if op.response is not None else "str"
+        answers = f", answers={op.answers!r}" if op.answers else ""
+        result = types.parse(returns, "response.json()") if op.response is not None else "response.text"
+        methods.append(
+            [
+                f"    {def_} {op.name}({signature}) -> {returns}:",
+                doc,
+                f'        response = {await_}self.request("{op.method}", {path}{body}{answers})',
+                f"        return {result}",
+            ]
+        )
+    if op.stream is not None:
+        s = op.stream
+        chunk = types.of(s.chunk)
+        name = f"{op.name}_stream" if s.flag else op.name
+        stream_body = f"dump(body, {json.dumps(s.flag)})" if s.flag and op.body is not None else "dump(body)"
+        call = f'self.stream("{op.method}", {path}, {stream_body}, {json.dumps(s.format)}, {json.dumps(s.done)})'
+        methods.append(
+            [
+                f"    {def_} {name}({signature}) -> {iter_}[{chunk}]:",
+                f'        """{op.summary or op.name}, streamed: chunks as they arrive ({op.method} {op.path})."""',
+                f"        {for_} chunk in {call}:",
+                f"            yield {types.parse(chunk, 'chunk')}",
+            ]
+        )
+    return [line for m in methods for line in [*m, ""]]
+
+
+def _client_class(name: str, base: str, ops: list[Operation], types: _Types, is_async: bool, title: str) -> str:
+    kind = "Asynchronous" if is_async else "Synchronous"
+    lines = [f"class {name}({base}):", f'    """{kind} client of {title}."""', ""]
+    for op in ops:
+        lines += _method(op, types, is_async)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def generate_python(source: Source, default_url: str) -> str:
+    schema = source.schema
+    meta = schema.get("x-servectl", {})
+    operations = read_operations(schema)
+    models = _models(schema)
+    types = _Types(models)
+    runtime_source = (Path(__file__).parent / "pyruntime.py").read_text()
+    runtime = runtime_source[runtime_source.index(_RUNTIME_MARKER) + len(_RUNTIME_MARKER) :]
+    runtime = runtime.replace('DEFAULT_URL = "http://127.0.0.1:8000"', f"DEFAULT_URL = {json.dumps(default_url)}")
+    model_imports, model_code = _split_imports(models)
+    runtime_imports, runtime_code = _split_imports(runtime)
+    client_imports, _ = _split_imports(_CLIENT_IMPORTS)
+    if any(op.params for op in operations):
+        client_imports += _split_imports("from urllib.parse import quote\n")[0]
+    title = f"the servectl deployment {meta.get('name', '?')!r}"
+    header = [
+        f'"""Client of {title} (api.kind {meta.get("kind", "?")}).',
+        "",
+        f"Generated by servectl {meta.get('version', '?')} `client-gen` from {source.origin};",
+        f"models by datamodel-code-generator {version('datamodel-code-generator')}. Do not edit: regenerate.",
+        "",
+        "    with Client(api_key=...) as client:  # base URL: $SERVECTL_URL, else the deployment's",
+        "        ...",
+        "",
+        "Errors raise APIError (status, request_id, body); 429 and 503 are retried, honouring Retry-After.",
+        '"""',
+        "",
+    ]
+    parts = [
+        "\n".join(header),
+        _merge_imports([model_imports, runtime_imports, client_imports]),
+        "# --- models ---",
+        model_code,
+        "# --- runtime ---",
+        runtime_code,
+        "# --- clients ---",
+        _client_class("Client", "SyncClientBase", operations, types, False, title),
+        _client_class("AsyncClient", "AsyncClientBase", operations, types, True, title),
+    ]
+    return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"
