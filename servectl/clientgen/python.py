@@ -133,6 +133,10 @@ class _Types:
         return f"{model} | Mapping[str, Any]" if model in self.classes else "Any"
 
 
+def _literal(value: str | None) -> str:
+    return "None" if value is None else json.dumps(value)
+
+
 def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
     """One client method (two for a route that streams on request: `name` and `name_stream`)."""
     params = [f"{p}: str" for p in op.params]
@@ -167,7 +171,7 @@ def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
         chunk = types.of(s.chunk)
         name = f"{op.name}_stream" if s.flag else op.name
         stream_body = f"dump(body, {json.dumps(s.flag)})" if s.flag and op.body is not None else "dump(body)"
-        call = f'self.stream("{op.method}", {path}, {stream_body}, {json.dumps(s.format)}, {json.dumps(s.done)})'
+        call = f'self.stream("{op.method}", {path}, {stream_body}, {json.dumps(s.format)}, {_literal(s.done)})'
         methods.append(
             [
                 f"    {def_} {name}({signature}) -> {iter_}[{chunk}]:",

@@ -29,7 +29,8 @@ def _types(source: Source) -> str:
         schema.write_text(json.dumps(source.schema))
         try:
             done = subprocess.run(
-                [npx, "--yes", OPENAPI_TYPESCRIPT, str(schema), "-o", str(out)],
+                # fields with defaults stay optional in requests
+                [npx, "--yes", OPENAPI_TYPESCRIPT, str(schema), "-o", str(out), "--default-non-nullable=false"],
                 capture_output=True,
                 text=True,
                 timeout=300,

@@ -13,6 +13,7 @@ from typing import Any
 from servectl import __version__
 from servectl.handler import HandlerInfo
 from servectl.routes import ModelRoute, model_routes
+from servectl.server.auth import APIKeyAuth
 from servectl.spec import Spec
 
 _ERROR_SCHEMAS: dict[str, Any] = {
@@ -132,8 +133,6 @@ def document_route(
     for code, text in _ERRORS.items():
         responses[code] = {"description": text, "content": {"application/json": {"schema": error}}}
     operation["responses"] = responses
-    if spec.auth.api_keys:
-        operation["security"] = [{"bearer": []}, {"apiKey": []}]
     if info is None:
         return
     components.update(info.defs)
@@ -153,8 +152,13 @@ def complete_schema(schema: dict[str, Any], spec: Spec, info: HandlerInfo | None
     for route in model_routes(spec, None if info is None else info.routes):
         route_info = info if info is None or route.name == "predict" else info.routes.get(route.name)
         document_route(schema["paths"][route.path]["post"], route, route_info, spec, components)
-    if spec.auth.api_keys:
+    auth = APIKeyAuth(spec.auth)
+    if auth.enabled:
         schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+        for path, item in schema["paths"].items():
+            for operation in item.values():
+                if auth.required(path):
+                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
     schema["x-servectl"] = {"version": __version__, "name": spec.name, "kind": spec.api.kind, "complete": bool(info)}
     schema["components"]["schemas"] = _used_components(schema)
     return schema
