@@ -165,3 +165,9 @@ def minilm_reference(path: Path, texts: list[str]) -> list[list[float]]:
             hidden = model(**tokens).last_hidden_state
         out.append(torch.nn.functional.normalize(hidden.mean(1), dim=1)[0].tolist())
     return out
+
+
+def resolved(document: dict, node: dict) -> dict:
+    """An OpenAPI schema with its `$ref` to a component followed."""
+    ref = node.get("$ref")
+    return document["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else node

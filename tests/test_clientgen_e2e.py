@@ -30,13 +30,20 @@ STREAMER = ROOT / "tests" / "handlers" / "streamer.py"
 TYPESCRIPT = "typescript@7.0.2"
 
 
-def client_gen(target: str | Path, lang: str, out: Path, *extra: str, models: Path | None = None) -> Path:
+def start_client_gen(target: str | Path, lang: str, out: Path, *extra: str) -> subprocess.Popen[str]:
     """The real CLI, as a user runs it."""
     cmd = [sys.executable, "-m", "servectl", "client-gen", str(target), "--lang", lang, "--out", str(out), *extra]
-    env = {**os.environ, "SERVECTL_MODELS": str(models)} if models else None
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+
+def finish(run: subprocess.Popen[str], out: Path) -> Path:
+    output, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, output
     return out
+
+
+def client_gen(target: str | Path, lang: str, out: Path, *extra: str) -> Path:
+    return finish(start_client_gen(target, lang, out, *extra), out)
 
 
 def load_module(path: Path) -> ModuleType:
@@ -98,9 +105,10 @@ def openai_server() -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def python_clients(specs: dict[str, Path], models: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def python_clients(specs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Python clients of a custom typed handler, a streaming handler, the built-in embeddings
-    runner, the OpenAI kind and the V2 kind, generated from their specs (no model loaded)."""
+    runner, the OpenAI kind and the V2 kind, generated from their specs: no model is loaded
+    (the V2 spec's model file need not even exist)."""
     out = tmp_path_factory.mktemp("clients")
     targets = {
         "typed": specs["typed"],
@@ -109,7 +117,9 @@ def python_clients(specs: dict[str, Path], models: Path, tmp_path_factory: pytes
         "openai": ROOT / "configs" / "openai_custom.yaml",
         "v2": ROOT / "configs" / "v2_onnx.yaml",
     }
-    return {name: client_gen(t, "python", out / f"{name}_client.py", models=models) for name, t in targets.items()}
+    paths = {name: out / f"{name}_client.py" for name in targets}
+    runs = {name: start_client_gen(target, "python", paths[name]) for name, target in targets.items()}
+    return {name: finish(run, paths[name]) for name, run in runs.items()}
 
 
 def test_python_clients_are_typed_deterministic_and_pass_mypy_strict(python_clients: dict[str, Path]) -> None:
@@ -322,7 +332,8 @@ try {
   if (error instanceof APIError) status = error.status;
 }
 const ready = await client.ready();
-console.log(JSON.stringify({ whole: whole.choices[0].message.content, streamed, count: vectors.data.length, status, ready: ready.ready }));
+const result = { whole: whole.choices[0].message.content, streamed, count: vectors.data.length, status };
+console.log(JSON.stringify({ ...result, ready: ready.ready }));
 """
 
 

@@ -12,12 +12,14 @@ import pytest
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, minilm_reference  # noqa: E402
+from conftest import ROOT, Server, minilm_reference, write_spec  # noqa: E402
 
 
-@pytest.fixture
-def gpt2(serve, models: Path):  # type: ignore[no-untyped-def]
-    server = serve(
+@pytest.fixture(scope="module")
+def gpt2(models: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One tiny GPT-2 server for this module's tests (in file order: token counts add up)."""
+    spec = write_spec(
+        tmp_path_factory.mktemp("gpt2"),
         {
             "name": "tiny-gpt2",
             "model": {
@@ -30,9 +32,14 @@ def gpt2(serve, models: Path):  # type: ignore[no-untyped-def]
             "auth": {"api_keys": ["sk-test"]},
             "devices": {"accelerator": "cpu"},
             "batching": {"max_batch_size": 8},
-        }
+        },
     )
-    return server, openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
+    server = Server(spec)
+    try:
+        server.wait_ready(120)
+        yield server, openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
+    finally:
+        server.stop()
 
 
 def reference(models: Path, prompt: str, max_new: int) -> tuple[str, int, int]:
