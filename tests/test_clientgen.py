@@ -85,3 +85,13 @@ def test_cli_errors_are_clear(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert no_node.exit_code == 1 and "needs Node.js" in no_node.output
     bad = runner.invoke(app, ["client-gen", spec, "--lang", "cobol", "--out", str(tmp_path / "c")])
     assert bad.exit_code == 1 and "--lang must be one of python, typescript, curl" in bad.output
+
+
+def test_openapi_lists_only_the_openai_routes_a_custom_handler_implements(tmp_path: Path) -> None:
+    handler = tmp_path / "only_complete.py"
+    handler.write_text("def complete(prompt, sampling):\n    yield prompt\n")
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(f"name: lm\nmodel: {{backend: python}}\nhandler: {handler}\napi: {{kind: openai}}\n")
+    paths = from_spec(load_spec(spec_path), "x").schema["paths"]
+    assert "/v1/chat/completions" in paths and "/v1/completions" in paths
+    assert "/v1/embeddings" not in paths

@@ -7,13 +7,12 @@ import ast
 import json
 import warnings
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
+from servectl.clientgen import copied_runtime
 from servectl.clientgen.operations import Operation, read_operations, ref_name
 from servectl.clientgen.source import ClientGenError, Source
 
-_RUNTIME_MARKER = "# --- client runtime: copied into generated clients from here ---\n"
 _CLIENT_IMPORTS = "from collections.abc import AsyncIterator, Iterator, Mapping\nfrom typing import Any\n"
 _THIRD_PARTY = frozenset({"httpx", "pydantic"})
 
@@ -197,9 +196,7 @@ def generate_python(source: Source, default_url: str) -> str:
     operations = read_operations(schema)
     models = _models(schema)
     types = _Types(models)
-    runtime_source = (Path(__file__).parent / "pyruntime.py").read_text()
-    runtime = runtime_source[runtime_source.index(_RUNTIME_MARKER) + len(_RUNTIME_MARKER) :]
-    runtime = runtime.replace('DEFAULT_URL = "http://127.0.0.1:8000"', f"DEFAULT_URL = {json.dumps(default_url)}")
+    runtime = copied_runtime("pyruntime.py", default_url)
     model_imports, model_code = _split_imports(models)
     runtime_imports, runtime_code = _split_imports(runtime)
     client_imports, _ = _split_imports(_CLIENT_IMPORTS)

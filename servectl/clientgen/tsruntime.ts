@@ -1,4 +1,4 @@
-// --- client runtime (servectl): copied into generated clients from here ---
+// --- client runtime: copied into generated clients from here ---
 const DEFAULT_URL = "http://127.0.0.1:8000";
 const RETRY_STATUSES = [429, 503];
 

@@ -10,11 +10,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from servectl.clientgen import copied_runtime
 from servectl.clientgen.operations import Operation, read_operations
 from servectl.clientgen.source import ClientGenError, Source
 
 OPENAPI_TYPESCRIPT = "openapi-typescript@7.13.0"  # pinned: the same schema gives the same file
-_RUNTIME_MARKER = "// --- client runtime (servectl): copied into generated clients from here ---\n"
 
 
 def _types(source: Source) -> str:
@@ -95,11 +95,7 @@ def _method(op: Operation) -> list[str]:
 def generate_typescript(source: Source, default_url: str) -> str:
     meta = source.schema.get("x-servectl", {})
     types = _types(source)
-    runtime_source = (Path(__file__).parent / "tsruntime.ts").read_text()
-    runtime = runtime_source[runtime_source.index(_RUNTIME_MARKER) + len(_RUNTIME_MARKER) :]
-    runtime = runtime.replace(
-        'const DEFAULT_URL = "http://127.0.0.1:8000";', f"const DEFAULT_URL = {json.dumps(default_url)};"
-    )
+    runtime = copied_runtime("tsruntime.ts", default_url)
     title = f"the servectl deployment {json.dumps(meta.get('name', '?'))}"
     header = [
         f"// Client of {title} (api.kind {meta.get('kind', '?')}).",

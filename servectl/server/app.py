@@ -21,8 +21,15 @@ from servectl.deployment import Deployment
 from servectl.routes import model_routes
 from servectl.server.openapi import complete_schema
 
-# a probe that answers 503 still answers: generated clients return these bodies, not raise
-ANSWERS_503 = {"x-servectl-answers": [200, 503]}
+
+def probe_answer(model: type[BaseModel]) -> dict[str, Any]:
+    """Route options for a probe whose 503 is an answer with the same body as its 200 (not
+    ready yet): generated clients return it rather than raise."""
+    return {
+        "response_model": model,
+        "responses": {503: {"model": model, "description": "Not ready yet"}},
+        "openapi_extra": {"x-servectl-answers": [200, 503]},
+    }
 
 
 class Health(BaseModel):
@@ -61,15 +68,8 @@ def build_app(deployment: Deployment) -> FastAPI:
     async def health() -> Health:
         return Health(status="ok")
 
-    ready_doc = {"model": Readiness, "description": "Not ready yet (see problems)"}
-
     @app.get(
-        "/ready",
-        summary="Readiness: every worker finished setup",
-        operation_id="ready",
-        response_model=Readiness,
-        responses={503: ready_doc},
-        openapi_extra=ANSWERS_503,
+        "/ready", summary="Readiness: every worker finished setup", operation_id="ready", **probe_answer(Readiness)
     )
     async def ready() -> JSONResponse:
         body: dict[str, Any] = {

@@ -149,7 +149,11 @@ def complete_schema(schema: dict[str, Any], spec: Spec, info: HandlerInfo | None
     """FastAPI's document with the model routes described from the handler's `info`."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(_ERROR_SCHEMAS)
-    for route in model_routes(spec, None if info is None else info.routes):
+    served = model_routes(spec, None if info is None else {"predict", *info.routes})
+    for route in model_routes(spec):
+        if route not in served:  # an OpenAI route the custom handler does not implement
+            del schema["paths"][route.path]
+            continue
         route_info = info if info is None or route.name == "predict" else info.routes.get(route.name)
         document_route(schema["paths"][route.path]["post"], route, route_info, spec, components)
     auth = APIKeyAuth(spec.auth)

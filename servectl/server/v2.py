@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from servectl import __version__
 from servectl.deployment import Deployment
-from servectl.server.app import ANSWERS_503
+from servectl.server.app import probe_answer
 
 
 class ServerMetadata(BaseModel):
@@ -68,9 +68,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         summary="V2 readiness",
         tags=["v2"],
         operation_id="server_ready",
-        response_model=Ready,
-        responses={503: {"model": Ready}},
-        openapi_extra=ANSWERS_503,
+        **probe_answer(Ready),
     )
     async def ready() -> JSONResponse:
         return JSONResponse({"ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503)
@@ -95,9 +93,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         summary="V2 model readiness",
         tags=["v2"],
         operation_id="model_ready",
-        response_model=ModelReady,
-        responses={503: {"model": ModelReady}},
-        openapi_extra=ANSWERS_503,
+        **probe_answer(ModelReady),
     )
     async def model_ready(name: str) -> JSONResponse:
         if name != spec.name:
