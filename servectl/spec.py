@@ -155,6 +155,16 @@ class ServerSpec(_Section):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = Field(True, description="One log line per request.")
     cors_origins: list[str] = Field(default_factory=list, description="Empty: CORS off.")
+    max_header_kb: int = Field(
+        64, ge=1, le=16_384, description="Request line plus headers, in KiB; beyond, 431 before auth."
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="Open client connections; beyond, new ones get a fast 503 with Retry-After."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="Longest a client may take to send a request's line and headers."
+    )
+    keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Idle keep-alive connections are closed after this.")
 
 
 class SupervisorSpec(_Section):
@@ -163,6 +173,12 @@ class SupervisorSpec(_Section):
     )
     restart_window_s: float = Field(60.0, gt=0)
     setup_timeout_s: float = Field(600.0, gt=0, description="Longest a worker may spend in setup.")
+    hang_grace_s: float = Field(
+        10.0,
+        gt=0,
+        description="A batch still running this long after its newest request's deadline: the worker is hung "
+        "and is replaced.",
+    )
 
 
 class Spec(_Section):
