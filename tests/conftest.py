@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ class Server:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = (log_dir or spec_path.parent) / (spec_path.stem + ".log")
+        self.log_path = (log_dir or Path(tempfile.mkdtemp(prefix="servectl-test-"))) / (spec_path.stem + ".log")
         self._log = open(self.log_path, "wb")
         full_env = dict(os.environ)
         full_env.pop("SERVECTL_API_KEYS", None)
