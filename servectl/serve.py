@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from servectl.deployment import Deployment
@@ -20,6 +21,8 @@ from servectl.logs import configure
 from servectl.runtime.devices import plan_slots
 from servectl.server.app import build_app
 from servectl.server.gateway import Gateway
+from servectl.server.listen import ListenError, bind, raise_fd_limit
+from servectl.server.protocol import ConnectionLimits, protocol_class
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
@@ -76,6 +79,12 @@ def summary(spec: Spec, deployment: Deployment, url: str) -> Table:
 def serve(spec: Spec, console: Console) -> int:
     """Serve a spec until SIGTERM/SIGINT; the exit code (1 when workers cannot start)."""
     configure(spec.server.log_level, spec.server.log_format)
+    try:  # before any worker loads a model: a port in use is found in milliseconds
+        sockets = bind(spec.server.host, spec.server.port)
+    except ListenError as exc:
+        console.print(f"[bold red]servectl could not start:[/] {escape(str(exc))}", highlight=False)
+        return 1
+    raise_fd_limit(spec.server.max_connections)
     slots, note = plan_slots(spec.devices)
     deployment = Deployment(spec, slots, note)
     app: Any = Gateway(deployment, build_app(deployment))
@@ -93,12 +102,14 @@ def serve(spec: Spec, console: Console) -> int:
         timeout_graceful_shutdown=math.ceil(spec.limits.drain_s),
         server_header=False,
         proxy_headers=False,
+        http=protocol_class(ConnectionLimits.from_spec(spec.server)),
+        timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
     server = _Server(config, deployment)
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
     host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
     console.print(summary(spec, deployment, f"http://{host}:{spec.server.port}"))
-    server.run()
+    server.run(sockets=sockets)
     if deployment.fatal_error:
         console.print(f"[bold red]servectl could not start:[/] {deployment.fatal_error}")
         return 1

@@ -14,7 +14,7 @@ from servectl.logs import log_request
 from servectl.routes import model_routes
 from servectl.server.asgi import Message, Receive, Scope, Send, header_map, request_id_from, send_bytes
 from servectl.server.auth import APIKeyAuth
-from servectl.server.predict import PredictEndpoint
+from servectl.server.predict import PredictEndpoint, reshape_error
 
 log = logging.getLogger("servectl")
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
@@ -55,7 +55,11 @@ class Gateway:
             await send_bytes(send, 401, error_body(msg, rid, "unauthorized"), rid, _UNAUTHORIZED)
             status = 401
         elif route is not None and scope["method"] == "POST":
-            status = await route(receive, send, headers, rid, started)
+            content_type = headers.get(b"content-type")
+            if content_type and not is_json(content_type):
+                status = await self._unsupported_type(send, route, content_type, rid)
+            else:
+                status = await route(receive, send, headers, rid, started)
         else:
             status = await self._framework(scope, receive, send, rid)
         elapsed = time.perf_counter() - started
@@ -63,6 +67,15 @@ class Gateway:
         self.metrics.observe_request(label, status, elapsed)
         if self.access_log:
             log_request(scope["method"], path, status, elapsed * 1000, rid)
+
+    async def _unsupported_type(self, send: Send, route: PredictEndpoint, content_type: bytes, rid: str) -> int:
+        """415 for a body that is not JSON: a form or text/plain POST is a "simple" request a
+        browser sends from any web page without a CORS preflight; JSON needs one."""
+        name = content_type.decode("latin-1")[:100]
+        msg = f"unsupported Content-Type {name!r}: send application/json (or no Content-Type)"
+        body = reshape_error(error_body(msg, rid, "unsupported_media_type"), route.errors, 415)
+        await send_bytes(send, 415, body, rid)
+        return 415
 
     async def _framework(self, scope: Scope, receive: Receive, send: Send, rid: str) -> int:
         """Hand a non-model request to FastAPI, adding the request id to its answer."""
@@ -93,3 +106,9 @@ class Gateway:
                 await self.deployment.supervisor.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def is_json(content_type: bytes) -> bool:
+    """`application/json` or `application/*+json`, parameters (charset) allowed."""
+    mime = content_type.split(b";", 1)[0].strip().lower()
+    return mime == b"application/json" or (mime.startswith(b"application/") and mime.endswith(b"+json"))

@@ -1,0 +1,195 @@
+"""uvicorn's httptools protocol with the connection limits a public server needs.
+
+uvicorn 0.54's httptools protocol bounds neither the size of a request head nor the time
+a client may take to send it: httptools joins a header's pieces until the header ends, so
+one 30 MB header costs 30 MB and more, and a client that dribbles bytes keeps its
+connection (and a file descriptor) for ever. Its `limit_concurrency` answers text/plain
+and counts tasks as well as connections. These limits are decided here, per connection,
+before anything reaches the ASGI app (auth included), and answered in servectl's JSON
+error shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from servectl.errors import error_body
+from servectl.server.asgi import request_id_from
+from servectl.spec import ServerSpec
+
+log = logging.getLogger("servectl")
+
+LINGER_S = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
+WARN_EVERY_S = 10.0  # refusals are logged at most this often: a flood must not flood the log
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int = 64 * 1024
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    max_connections: int = 1000
+
+    @classmethod
+    def from_spec(cls, server: ServerSpec) -> ConnectionLimits:
+        return cls(server.max_header_kb * 1024, server.header_timeout_s, server.keep_alive_s, server.max_connections)
+
+
+class _Refusals:
+    """Counts refused connections and logs a summary now and then."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.logged_at = 0.0
+
+    def add(self, status: int, why: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+        now = time.monotonic()
+        if now - self.logged_at >= WARN_EVERY_S:
+            self.logged_at = now
+            total = sum(self.counts.values())
+            log.warning("refused a connection (%d %s); %d refused since start", status, why, total)
+
+
+refusals = _Refusals()
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """One client connection: uvicorn's, plus a cap on open connections, a cap on the bytes
+    of a request line and headers, a deadline for them, and a float keep-alive timeout.
+
+    `_head_bytes` counts bytes received since the connection opened or the last request
+    ended (None while a body is read): bytes are counted before the parser sees them, so
+    a request head never costs more than `max_head_bytes` (plus at most one read when
+    requests are pipelined) however it is sent.
+    """
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]  # call_later takes a float
+        self._head_bytes: int | None = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self.transport = transport  # never added to the connections: it is not served
+            msg = f"server busy: {self.limits.max_connections} connections open (server.max_connections)"
+            self._refuse(503, msg, "overloaded", ((b"retry-after", b"1"),))
+            return
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:  # answered and closing: drop what still arrives
+            return
+        if self._head_bytes is None:  # a body: uvicorn's flow control bounds it
+            super().data_received(data)
+            return
+        if self._head_timer is None:  # the first bytes of a new request on a kept-alive connection
+            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+        room = self.limits.max_head_bytes - self._head_bytes
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            super().data_received(data)
+            return
+        self._head_bytes += room
+        super().data_received(data[:room])
+        if self.transport.is_closing():  # uvicorn answered 400
+            return
+        if self._head_bytes is not None:  # still no end of headers
+            kb = self.limits.max_head_bytes // 1024
+            msg = f"request line and headers larger than server.max_header_kb ({kb} KiB)"
+            self._refuse(431, msg, "headers_too_large")
+            return
+        self.data_received(data[room:])
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0
+
+    def _head_timeout(self) -> None:
+        """The request head did not arrive in time: close, with a 408 if any of it came."""
+        self._head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False  # a pipelined request is late: finish this answer, then close
+            return
+        if self._head_bytes:
+            limit = self.limits.header_timeout_s
+            msg = f"request line and headers not received within server.header_timeout_s={limit:g}s"
+            self._refuse(408, msg, "request_timeout")
+        else:
+            self.transport.close()
+
+    def _refuse(self, status: int, msg: str, kind: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        """Answer before (or instead of) any app, then close once the client stops sending.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy
+        the answer before the client reads it; so the input is drained for up to LINGER_S.
+        """
+        refusals.add(status, kind)
+        if self.cycle is not None and not self.cycle.response_complete:  # an answer is being sent
+            self.transport.close()
+            return
+        rid = request_id_from(None)
+        body = error_body(msg, rid, kind)
+        head = [STATUS_LINE[status]]
+        for name, value in [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", rid.encode()),
+            (b"connection", b"close"),
+            *extra,
+        ]:
+            head += [name, b": ", value, b"\r\n"]
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        self._refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """`GuardedProtocol` bound to one server's limits, for `uvicorn.Config(http=...)`."""
+
+    class Protocol(GuardedProtocol):
+        pass
+
+    Protocol.limits = limits
+    return Protocol
