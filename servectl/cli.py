@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -59,10 +60,15 @@ def serve(spec: SpecArg = None, overrides: Overrides = None) -> None:
     from servectl.serve import serve as run
 
     loaded = _load(spec, overrides)
+    json_logs = loaded.server.log_format == "json"
+    # with JSON logs stderr holds JSON lines only: what is said to a person goes to stdout
+    out = Console(soft_wrap=True) if json_logs else console
     try:
-        code = run(loaded, console)
+        code = run(loaded, out)
     except DeviceError as exc:
-        console.print(f"[bold red]devices:[/] {exc}")
+        if json_logs:
+            logging.getLogger("servectl").error("devices: %s", exc)
+        out.print(f"[bold red]devices:[/] {escape(str(exc))}", highlight=False)
         code = 1
     raise typer.Exit(code)
 

@@ -1,17 +1,43 @@
-"""Logging set-up: text or JSON lines, one access line per request with its request id."""
+"""Logging set-up: text or JSON lines, one access line per request with its request id.
+
+The access log is buffered: a request only appends a tuple; lines are formatted and
+written in batches at most `FLUSH_S` later, and on shutdown. Request-derived text
+(method, path) has its control characters escaped, so a request cannot forge log lines
+or send terminal escapes to whoever reads the log.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import sys
 import time
-from typing import Any
+from collections import deque
+from typing import Any, Final
 
 import orjson
 
 access_log = logging.getLogger("servectl.access")
 
+FLUSH_S: Final = 0.1
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_DROPPED = {"color_message"}  # uvicorn's ANSI-coloured copy of its message
+_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def escape_control(text: str) -> str:
+    """`text` with every control or other non-printable character (\\n, \\r, ESC, C1, DEL,
+    U+2028...) written as a visible escape: one log entry stays one line, with no terminal codes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in text)
+
+
+def _iso(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
 
 class JSONFormatter(logging.Formatter):
@@ -19,39 +45,109 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": _iso(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and k not in _DROPPED})
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
 def configure(level: str, fmt: str) -> None:
+    """Route every log record (uvicorn's and `warnings` included) to stderr in one format.
+
+    With JSON, progress bars are turned off for this process and the workers it starts
+    (they inherit the environment): stderr must hold JSON lines only.
+    """
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "py.warnings"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    logging.captureWarnings(True)
+    if fmt == "json":
+        for key, value in _QUIET_ENV.items():
+            os.environ.setdefault(key, value)
 
 
-def log_request(method: str, path: str, status: int, ms: float, request_id: str) -> None:
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info(
-            "%s %s %d %.1fms rid=%s",
-            method,
-            path,
-            status,
-            ms,
-            request_id,
-            extra={"method": method, "path": path, "status": status, "ms": round(ms, 2), "request_id": request_id},
-        )
+Entry = tuple[float, str, str, int, float, str]
+
+
+class AccessLog:
+    """Access lines, buffered on the event loop and written in batches.
+
+    `add` is all a request pays: one tuple appended to a deque. The first entry of a batch
+    schedules a flush `FLUSH_S` later on the running loop, so an idle server runs no timer.
+    The same fields as a logging call (method, path, status, ms, request_id), in the same
+    text or JSON shape, on the root handler's stream (stderr).
+    """
+
+    def __init__(self, fmt: str) -> None:
+        self.json = fmt == "json"
+        self._pending: deque[Entry] = deque()
+        self._closed = False
+        self._second = -1
+        self._stamp = ""  # the current second, formatted once
+        atexit.register(self.flush)
+
+    def add(self, method: str, path: str, status: int, ms: float, request_id: str) -> None:
+        pending = self._pending
+        pending.append((time.time(), method, path, status, ms, request_id))
+        if len(pending) == 1:
+            if self._closed:
+                self.flush()
+                return
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # called with no loop running: write it now
+                self.flush()
+
+    def close(self) -> None:
+        """Write what is left; later entries are written as they come."""
+        self._closed = True
+        self.flush()
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        lines = [self._line(pending.popleft()) for _ in range(len(pending))]
+        stream = _stream()
+        try:
+            stream.write("".join(lines))
+            stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: nowhere left to write
+            pass
+
+    def _line(self, entry: Entry) -> str:
+        created, method, path, status, ms, rid = entry
+        method, path = escape_control(method), escape_control(path)
+        message = f"{method} {path} {status} {ms:.1f}ms rid={rid}"
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._stamp = (
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                if self.json
+                else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))  # logging's asctime
+            )
+        millis = int(created % 1 * 1000)
+        if self.json:
+            fields: dict[str, Any] = {"ts": f"{self._stamp}.{millis:03d}Z", "level": "info", "logger": access_log.name}
+            fields.update(message=message, method=method, path=path, status=status, ms=round(ms, 2), request_id=rid)
+            return orjson.dumps(fields).decode() + "\n"
+        return f"{self._stamp},{millis:03d} INFO    {access_log.name}: {message}\n"
+
+
+def _stream() -> Any:
+    """The root handler's stream, where every other log line goes."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            return handler.stream
+    return sys.stderr

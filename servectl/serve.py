@@ -54,10 +54,7 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def summary(spec: Spec, deployment: Deployment, url: str) -> Table:
-    table = Table(title=f"servectl: {spec.name}", show_header=False, title_justify="left")
-    table.add_column(style="bold cyan")
-    table.add_column()
+def summary_rows(spec: Spec, deployment: Deployment, url: str) -> list[tuple[str, str]]:
     b, lim = spec.batching, spec.limits
     rows = [
         ("spec", spec.source),
@@ -71,9 +68,27 @@ def summary(spec: Spec, deployment: Deployment, url: str) -> Table:
         ("url", f"{url}{spec.api.path}"),
         ("docs", f"{url}/docs"),
     ]
-    for k, v in rows:
+    return rows
+
+
+def summary(spec: Spec, deployment: Deployment, url: str) -> Table:
+    table = Table(title=f"servectl: {spec.name}", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan")
+    table.add_column()
+    for k, v in summary_rows(spec, deployment, url):
         table.add_row(k, v)
     return table
+
+
+def announce(spec: Spec, deployment: Deployment, url: str, console: Console) -> None:
+    """The start-up summary: a table on the console; with JSON logs, one JSON line on stderr
+    instead, and the table only for a person at a terminal (the console is stdout then)."""
+    if spec.server.log_format != "json":
+        console.print(summary(spec, deployment, url))
+        return
+    log.info("serving %s at %s", spec.name, url, extra={"summary": dict(summary_rows(spec, deployment, url))})
+    if console.is_terminal:
+        console.print(summary(spec, deployment, url))
 
 
 def serve(spec: Spec, console: Console) -> int:
@@ -108,9 +123,11 @@ def serve(spec: Spec, console: Console) -> int:
     server = _Server(config, deployment)
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
     host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
-    console.print(summary(spec, deployment, f"http://{host}:{spec.server.port}"))
+    announce(spec, deployment, f"http://{host}:{spec.server.port}", console)
     server.run(sockets=sockets)
     if deployment.fatal_error:
+        if spec.server.log_format == "json":
+            log.error("servectl could not start: %s", deployment.fatal_error)
         console.print(f"[bold red]servectl could not start:[/] {deployment.fatal_error}")
         return 1
     return 0

@@ -121,11 +121,15 @@ class AuthSpec(_Section):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: Any) -> Any:
+        """Keys that resolve to nothing ("", ",", []: say an empty ${oc.env:...}) fail closed:
+        only null turns auth off, so a missing secret never opens the API."""
         if isinstance(v, str):
             v = [k for k in (part.strip() for part in v.split(",")) if k]
-            return v or None
         if isinstance(v, list) and not v:
-            return None
+            raise ValueError(
+                "resolved to no keys (an empty string, only commas or an empty list): "
+                "give at least one key, or null to turn auth off"
+            )
         return v
 
     @field_validator("api_keys")
@@ -347,10 +351,15 @@ def load_spec(path: str | Path | None = None, overrides: list[str] | None = None
         text = spec_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError([SpecIssue(source, None, None, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError:  # a model file or archive given by mistake
+        raise SpecError([SpecIssue(source, None, None, "", "cannot read: not a text (UTF-8) YAML file")]) from None
     try:
         locator = _Locator(source, text, overrides)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        if isinstance(exc, yaml.reader.ReaderError):  # UTF-8, but with NUL or other control bytes
+            msg = f"cannot read: not a text YAML file (control character #x{exc.character:04x})"
+            raise SpecError([SpecIssue(source, None, None, "", msg)]) from None
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = getattr(exc, "problem", None) or str(exc)

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from servectl.deployment import Deployment
 from servectl.errors import error_body
-from servectl.logs import log_request
+from servectl.logs import AccessLog, access_log
 from servectl.routes import model_routes
 from servectl.server.asgi import Message, Receive, Scope, Send, header_map, request_id_from, send_bytes
 from servectl.server.auth import APIKeyAuth
@@ -34,7 +34,8 @@ class Gateway:
             for r in model_routes(spec)
         }
         self.metrics = deployment.metrics
-        self.access_log = spec.server.access_log
+        on = spec.server.access_log and access_log.isEnabledFor(logging.INFO)
+        self.access_log = AccessLog(spec.server.log_format) if on else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -65,8 +66,8 @@ class Gateway:
         elapsed = time.perf_counter() - started
         label = path if route is not None or path in _KNOWN else "<other>"
         self.metrics.observe_request(label, status, elapsed)
-        if self.access_log:
-            log_request(scope["method"], path, status, elapsed * 1000, rid)
+        if self.access_log is not None:
+            self.access_log.add(scope["method"], path, status, elapsed * 1000, rid)
 
     async def _unsupported_type(self, send: Send, route: PredictEndpoint, content_type: bytes, rid: str) -> int:
         """415 for a body that is not JSON: a form or text/plain POST is a "simple" request a
@@ -104,6 +105,8 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.deployment.supervisor.stop()
+                if self.access_log is not None:
+                    self.access_log.close()  # uvicorn has answered every request by now
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
