@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -30,6 +31,7 @@ class Deployment:
         self.metrics.gauge("servectl_workers_ready", "Workers that finished setup", self._ready)
         self.fatal_error: str | None = None
         self.on_fatal: Callable[[str], None] | None = None
+        self.draining = False
 
     def _queue_depth(self) -> dict[str, float]:
         return {"": len(self.scheduler.queue)}
@@ -46,6 +48,24 @@ class Deployment:
             log.error("cannot serve: %s", message)
             if self.on_fatal is not None:
                 self.on_fatal(message)
+
+    def begin_drain(self) -> None:
+        """The first stop signal: in-flight work may finish within `limits.drain_s`, no worker
+        is restarted from now on, and whatever is still open after that gets a 503."""
+        if self.draining:
+            return
+        self.draining = True
+        self.supervisor.begin_stopping()
+        asyncio.get_running_loop().call_later(self.spec.limits.drain_s, self._drain_ran_out)
+
+    def _drain_ran_out(self) -> None:
+        limit = self.spec.limits.drain_s
+        open_ = len(self.scheduler.queue) + sum(len(w.inflight) for w in self.supervisor.workers.values())
+        if open_:
+            log.warning("limits.drain_s=%gs ran out: answering %d open request(s) with 503", limit, open_)
+            self.metrics.dropped.labels("shutting_down").inc(open_)
+        msg = f"the server is shutting down and limits.drain_s={limit:g}s ran out before this request was answered"
+        self.scheduler.abandon(msg, "shutting_down")
 
     def info(self) -> dict[str, object]:
         """`GET /info`: what is deployed and how; never secrets."""

@@ -53,14 +53,21 @@ class Metrics:
         self.first_chunk = FastHistogram(LATENCY_BUCKETS)
         self.chunks = 0
         self.tokens = 0
-        self.restarts = Counter("servectl_worker_restarts", "Workers restarted", registry=self.registry)
+        self.restarts = Counter(
+            "servectl_worker_restarts",
+            "Workers restarted, by why: crashed, hung (the watchdog), retry (a given-up slot tried again)",
+            ["reason"],
+            registry=self.registry,
+        )
+        for why in ("crashed", "hung", "retry"):
+            self.restarts.labels(why)
         self.dropped = Counter(
             "servectl_requests_dropped",
             "Requests whose work was dropped before reaching a worker",
             ["reason"],
             registry=self.registry,
         )
-        for reason in ("timeout", "disconnected"):
+        for reason in ("timeout", "disconnected", "slow_reader", "shutting_down"):
             self.dropped.labels(reason)
         self.gauges: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {}
         self.registry.register(self)  # a custom collector

@@ -40,8 +40,8 @@ class FakeWorker:
     def idle(self) -> bool:
         return self.ready and not self.inflight
 
-    def send_batch(self, batch_id: int, items: list[tuple[int, str, bytes, str]]) -> None:
-        self.sent.append(items)
+    def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
+        self.sent.append([(p.key, p.request_id, p.body, p.route) for p in batch])
 
     def send_cancel(self, keys: list[int]) -> None:
         pass
@@ -102,7 +102,7 @@ async def _queue_limit_drop_and_lost_worker() -> None:
     assert scheduler.drop(b, "timeout") is False  # already running
     scheduler.remove_worker(worker, lambda p: (503, b"lost"))
     assert await b.future == (503, b"lost")
-    scheduler.fail_all_queued("gone for good")
+    scheduler.refuse("gone for good")
     with pytest.raises(NoWorkers):
         scheduler.submit("d", b"")
 
@@ -111,13 +111,13 @@ def test_queue_limit_drop_and_lost_worker() -> None:
     asyncio.run(_queue_limit_drop_and_lost_worker())
 
 
-async def _fail_all_queued_answers_waiting_requests() -> None:
+async def _refuse_answers_waiting_requests() -> None:
     scheduler = Scheduler(SPEC, 10, Metrics())
     waiting = scheduler.submit("a", b"")
-    scheduler.fail_all_queued("worker 0 gave up")
+    scheduler.refuse("worker 0 gave up")
     status, body = await waiting.future
     assert status == 503 and orjson.loads(body)["error"]["message"] == "worker 0 gave up"
 
 
-def test_fail_all_queued_answers_waiting_requests() -> None:
-    asyncio.run(_fail_all_queued_answers_waiting_requests())
+def test_refuse_answers_waiting_requests() -> None:
+    asyncio.run(_refuse_answers_waiting_requests())

@@ -1,11 +1,23 @@
-"""Turning handler outputs into JSON bytes, in workers (orjson; numpy, torch and pydantic aware)."""
+"""JSON in workers: request bodies in, handler outputs out (numpy, torch and pydantic aware).
+
+Integers stay exact at any size: orjson would read one beyond 64 bits as a float (and cannot
+write one), so bodies are parsed by pydantic-core's parser (as fast, exact big integers) and
+an output holding such an integer is written by pydantic-core.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
+import pydantic_core
 from pydantic import BaseModel
+
+
+def parse(body: bytes) -> Any:
+    """A request body as Python values; ValueError (with line and column) when it is not JSON.
+    NaN and Infinity are not JSON and are refused."""
+    return pydantic_core.from_json(body, allow_inf_nan=False)
 
 
 def _to_json(value: Any) -> Any:
@@ -18,4 +30,9 @@ def _to_json(value: Any) -> Any:
 
 
 def serialize(value: Any) -> bytes:
-    return orjson.dumps(value, default=_to_json, option=orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        return orjson.dumps(value, default=_to_json, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        return pydantic_core.to_json(value, fallback=_to_json)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from servectl.errors import error_body
 from servectl.metrics import Metrics
@@ -22,6 +23,8 @@ from servectl.spec import BatchingSpec
 
 Answer = tuple[int, bytes]  # HTTP status, body
 STREAMING: Answer = (0, b"")  # the future's answer once a stream's first chunk arrives
+STREAM_BUFFER_BYTES = 16 * 2**20  # streamed bytes held for one slow client before its generation is stopped
+CUT_AFTER_S = 1.0  # a stream's client past its deadline (or the drain's) has this long to take the error event
 
 
 class QueueFull(Exception):
@@ -29,16 +32,42 @@ class QueueFull(Exception):
 
 
 class NoWorkers(Exception):
-    """Every worker slot has failed for good: nothing will ever take the request."""
+    """Nothing will take the request: every worker slot has given up, or the server is stopping."""
+
+    def __init__(self, message: str, kind: str = "unavailable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Pending:
     """One request from the moment it is queued until it is answered."""
 
-    __slots__ = ("body", "future", "key", "queued_at", "request_id", "route", "stream", "timer", "watcher", "worker")
+    __slots__ = (
+        "body",
+        "buffered",
+        "deadline",
+        "future",
+        "hang_at",
+        "key",
+        "queued_at",
+        "reader",
+        "request_id",
+        "route",
+        "sending",
+        "stream",
+        "timer",
+        "watcher",
+        "worker",
+    )
 
     def __init__(
-        self, key: int, request_id: str, body: bytes, future: asyncio.Future[Answer], route: str = "predict"
+        self,
+        key: int,
+        request_id: str,
+        body: bytes,
+        future: asyncio.Future[Answer],
+        route: str = "predict",
+        deadline: float = math.inf,
     ) -> None:
         self.key = key
         self.request_id = request_id
@@ -46,6 +75,11 @@ class Pending:
         self.route = route
         self.future = future
         self.queued_at = time.perf_counter()
+        self.deadline = deadline  # perf_counter time of its 504
+        self.hang_at = math.inf  # perf_counter time past which its worker counts as hung
+        self.buffered = 0  # bytes of streamed chunks not yet handed to the client's connection
+        self.sending: asyncio.Timeout | None = None  # bounds a stream's write to a slow client
+        self.reader: asyncio.Task[Any] | None = None  # the task reading its body, until it is read
         self.timer: asyncio.TimerHandle | None = None  # the deadline, or when to start watching
         self.watcher: asyncio.Task[None] | None = None  # waits for the client to disconnect
         self.worker: WorkerPort | None = None  # who holds it, once sent
@@ -69,7 +103,7 @@ class WorkerPort(Protocol):
     @property
     def idle(self) -> bool: ...
 
-    def send_batch(self, batch_id: int, items: list[p.Item]) -> None: ...
+    def send_batch(self, batch_id: int, batch: list[Pending]) -> None: ...
 
     def send_cancel(self, keys: list[int]) -> None: ...
 
@@ -91,7 +125,7 @@ class Scheduler:
         self.metrics = metrics
         self.queue: OrderedDict[int, Pending] = OrderedDict()
         self.workers: list[WorkerPort] = []
-        self.no_workers_reason: str | None = None
+        self.refusal: NoWorkers | None = None  # set while nothing can take new requests
         self._keys = itertools.count()
         self._batch_ids = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
@@ -100,15 +134,26 @@ class Scheduler:
 
     # --- requests -----------------------------------------------------------------
 
-    def submit(self, request_id: str, body: bytes, route: str = "predict") -> Pending:
-        if self.no_workers_reason is not None:
-            raise NoWorkers(self.no_workers_reason)
+    def open(self, request_id: str, route: str = "predict", deadline: float = math.inf) -> Pending:
+        """A request that has started (its body may still be arriving), not queued yet."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        return Pending(next(self._keys), request_id, b"", future, route, deadline)
+
+    def enqueue(self, pending: Pending, body: bytes) -> None:
+        """Queue a request with its body for the next idle worker."""
+        if self.refusal is not None:
+            raise self.refusal
         if len(self.queue) >= self.max_queue:
             raise QueueFull
-        loop = asyncio.get_running_loop()
-        pending = Pending(next(self._keys), request_id, body, loop.create_future(), route)
+        pending.body = body
+        pending.queued_at = time.perf_counter()
         self.queue[pending.key] = pending
         self.dispatch()
+
+    def submit(self, request_id: str, body: bytes, route: str = "predict", deadline: float = math.inf) -> Pending:
+        """open + enqueue, for callers that have the whole body."""
+        pending = self.open(request_id, route, deadline)
+        self.enqueue(pending, body)
         return pending
 
     def drop(self, pending: Pending, reason: str) -> bool:
@@ -132,13 +177,29 @@ class Scheduler:
         for pending in held.values():
             pending.finish(answer(pending))
 
-    def fail_all_queued(self, reason: str) -> None:
-        """No worker will ever come: answer the queue with 503 and refuse new work."""
-        self.no_workers_reason = reason
+    def refuse(self, reason: str, kind: str = "unavailable") -> None:
+        """No worker will take work for now: answer the queue with 503 and refuse new requests."""
+        self.refusal = NoWorkers(reason, kind)
         while self.queue:
             _, pending = self.queue.popitem(last=False)
-            if not pending.future.done():
-                pending.future.set_result((503, error_body(reason, pending.request_id, "unavailable")))
+            pending.finish((503, error_body(reason, pending.request_id, kind)))
+
+    def accept(self) -> None:
+        """A worker is back after every slot had given up: take requests again."""
+        if self.refusal is not None and self.refusal.kind == "unavailable":
+            self.refusal = None
+
+    def abandon(self, reason: str, kind: str) -> None:
+        """Answer every request still open, queued or held by a worker (the drain ran out):
+        each gets a 503; a stream gets it as its final error event, and a stream stuck
+        writing to a slow client is cut now."""
+        self.refuse(reason, kind)
+        for worker in self.workers:
+            for pending in list(worker.inflight.values()):
+                pending.finish((503, error_body(reason, pending.request_id, kind)))
+                if pending.sending is not None:  # a slow client gets CUT_AFTER_S more to take it
+                    when = asyncio.get_running_loop().time() + CUT_AFTER_S
+                    pending.sending.reschedule(min(when, pending.sending.when() or when))
 
     def on_results(self, worker: WorkerPort, results: list[p.Result], predict_s: float | None) -> None:
         for key, status, body in results:
@@ -151,7 +212,7 @@ class Scheduler:
 
     def on_chunk(self, worker: WorkerPort, key: int, body: bytes) -> None:
         pending = worker.inflight.get(key)
-        if pending is None:
+        if pending is None or pending.buffered < 0:  # unknown, or already cut off
             return
         if pending.stream is None:
             pending.stream = asyncio.Queue()
@@ -159,10 +220,28 @@ class Scheduler:
             if not pending.future.done():
                 pending.future.set_result(STREAMING)
         self.metrics.chunks += 1
+        pending.buffered += len(body)
         pending.stream.put_nowait(body)
+        if pending.buffered > STREAM_BUFFER_BYTES:
+            self._cut_slow_reader(pending)
 
-    def cancel_stream(self, pending: Pending) -> None:
-        """Tell the worker streaming to a request to stop: its client is gone or late."""
+    def _cut_slow_reader(self, pending: Pending) -> None:
+        """A client reads a stream slower than it is generated: stop generating for it, so the
+        API process holds at most STREAM_BUFFER_BYTES for it; what is buffered is still sent
+        until its deadline, then the error event."""
+        assert pending.stream is not None
+        self.cancel(pending)
+        pending.buffered = -1
+        msg = (
+            f"the client read this stream too slowly: over {STREAM_BUFFER_BYTES // 2**20} MiB waited to be sent; "
+            "generation stopped"
+        )
+        pending.stream.put_nowait((503, error_body(msg, pending.request_id, "slow_reader")))
+        self.metrics.dropped.labels("slow_reader").inc()
+
+    def cancel(self, pending: Pending) -> None:
+        """Tell the worker holding a request to stop working on it (client gone, deadline passed),
+        whether or not it has streamed anything yet."""
         if pending.worker is not None and pending.key in pending.worker.inflight:
             pending.worker.send_cancel([pending.key])
 
@@ -193,14 +272,14 @@ class Scheduler:
 
     def _send(self, worker: WorkerPort, now: float) -> None:
         size = min(self.batching.max_batch_size, len(self.queue))
-        items: list[p.Item] = []
+        batch: list[Pending] = []
         for _ in range(size):
             _, pending = self.queue.popitem(last=False)
             worker.inflight[pending.key] = pending
             pending.worker = worker
-            items.append((pending.key, pending.request_id, pending.body, pending.route))
+            batch.append(pending)
             self.metrics.queue_time.observe(now - pending.queued_at)
         self.metrics.batch_size.observe(size)
         self.batches_sent += 1
         self.items_sent += size
-        worker.send_batch(next(self._batch_ids), items)
+        worker.send_batch(next(self._batch_ids), batch)

@@ -4,13 +4,21 @@ Workers are watched without threads or polling: each worker's pipe is an asyncio
 (`transport.WorkerChannel`), and its process sentinel (readable once the process has
 exited) is watched with `add_reader`. A worker counts as gone once it has exited and its
 pipe is drained, so answers it sent just before dying still reach their clients.
+
+A watchdog timer per worker replaces a worker whose batch is still running
+`supervisor.hang_grace_s` after the deadline of the batch's newest request. Each worker
+runs in a process group of its own, and the whole group is ended with it. A slot that gave
+up (too many restarts in `restart_window_s`) is tried again once that window has passed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing as mp
+import os
+import signal
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -33,7 +41,7 @@ log = logging.getLogger("servectl.supervisor")
 class WorkerHandle:
     """The API process's view of one worker process."""
 
-    def __init__(self, slot: WorkerSlot, process: BaseProcess) -> None:
+    def __init__(self, slot: WorkerSlot, process: BaseProcess, on_watchdog: Callable[[WorkerHandle], None]) -> None:
         self.slot = slot
         self.index = slot.index
         self.process = process
@@ -42,16 +50,50 @@ class WorkerHandle:
         self.drained = False
         self.gone = False
         self.ready = False
+        self.hung = False
         self.inflight: dict[int, Pending] = {}
         self.started_at = time.monotonic()
+        self.hang_grace_s = math.inf
+        self.watchdog: asyncio.TimerHandle | None = None
+        self._on_watchdog = on_watchdog
 
     @property
     def idle(self) -> bool:
         return self.ready and not self.inflight
 
-    def send_batch(self, batch_id: int, items: list[p.Item]) -> None:
+    def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         assert self.channel is not None  # ready implies attached
+        hang_at = max(pending.deadline for pending in batch) + self.hang_grace_s
+        items: list[p.Item] = []
+        for pending in batch:
+            pending.hang_at = hang_at
+            items.append((pending.key, pending.request_id, pending.body, pending.route))
         self.channel.send((p.BATCH, batch_id, items))
+        if self.watchdog is None:
+            self.arm_watchdog(hang_at)
+
+    def arm_watchdog(self, at: float) -> None:
+        """Check for a hung batch at perf_counter time `at` (one timer per worker, re-armed
+        from its own callback: nothing per request)."""
+        if at != math.inf:
+            delay = max(at - time.perf_counter(), 0.0)
+            self.watchdog = asyncio.get_running_loop().call_later(delay, self._on_watchdog, self)
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+
+    def kill(self) -> None:
+        """End the worker and every process it started (its own process group)."""
+        pid = self.process.pid
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # not in a group of its own (yet)
+            if self.process.exitcode is None:
+                self.process.kill()
 
     def send_cancel(self, keys: list[int]) -> None:
         if self.channel is not None:
@@ -80,6 +122,8 @@ class Supervisor:
         self.problems: dict[int, str] = {}
         self.restart_count = 0
         self.started_once: set[int] = set()
+        self.given_up: set[int] = set()  # slots waiting out restart_window_s before one more try
+        self.half_open: set[int] = set()  # slots on that one more try: a crash gives up again
         self.stopping = False
         self._ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -94,6 +138,11 @@ class Supervisor:
     def ready_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.ready)
 
+    @property
+    def all_given_up(self) -> bool:
+        """Every slot has given up: the process can no longer serve (liveness fails)."""
+        return len(self.given_up) == len(self.slots)
+
     # --- lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
@@ -107,11 +156,15 @@ class Supervisor:
             return
         parent, child = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=worker_main, args=(child, self.spec, slot), name=f"servectl-worker-{slot.index}", daemon=True
+            target=worker_main,
+            args=(child, self.spec, slot, os.getpid()),
+            name=f"servectl-worker-{slot.index}",
+            daemon=True,
         )
         process.start()
         child.close()
-        worker = self.workers[slot.index] = WorkerHandle(slot, process)
+        worker = self.workers[slot.index] = WorkerHandle(slot, process, self._check_hung)
+        worker.hang_grace_s = self.spec.supervisor.hang_grace_s
         task = self._loop.create_task(self._attach(worker, parent))
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)
@@ -130,7 +183,11 @@ class Supervisor:
             worker.channel = await WorkerChannel.attach(conn, lambda msg: self._handle(worker, msg), on_lost)
         except OSError as exc:
             log.error("worker %d: cannot attach its pipe (%s); ending it", worker.index, exc)
-            worker.process.kill()
+            worker.kill()
+
+    def begin_stopping(self) -> None:
+        """The server is draining: workers finish what they hold, and none is started again."""
+        self.stopping = True
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Ask every worker to stop, then end the ones that do not in time."""
@@ -141,6 +198,7 @@ class Supervisor:
         workers = list(self.workers.values())
         self.workers.clear()
         for worker in workers:
+            worker.stop_watchdog()
             if self._loop is not None:
                 self._loop.remove_reader(worker.process.sentinel)
             if worker.channel is not None:
@@ -148,13 +206,12 @@ class Supervisor:
                 worker.channel.close()  # after the STOP is flushed
             self.scheduler.remove_worker(worker, self._answer_lost)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _join_all, [w.process for w in workers], timeout)
+        await loop.run_in_executor(None, _join_all, workers, timeout)
 
     def kill_all(self) -> None:
-        """Last resort on a forced exit: end every worker process now."""
+        """Last resort on a forced exit: end every worker process (and its children) now."""
         for worker in self.workers.values():
-            if worker.process.is_alive():
-                worker.process.kill()
+            worker.kill()
 
     # --- events -------------------------------------------------------------------
 
@@ -165,7 +222,10 @@ class Supervisor:
         elif kind == p.TOKENS:
             self.metrics.tokens += msg[1]
         elif kind == p.RESULTS:
+            self.half_open.discard(worker.index)  # it served: the slot is healthy again
             self.scheduler.on_results(worker, msg[2], msg[3])
+            if not worker.inflight:
+                worker.stop_watchdog()
         elif kind == p.READY:
             self._on_ready(worker, msg[1])
         elif kind == p.SETUP_FAILED:
@@ -180,6 +240,7 @@ class Supervisor:
         self.started_once.add(worker.index)
         self.problems.pop(worker.index, None)
         log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
+        self.scheduler.accept()
         self.scheduler.add_worker(worker)
 
     def _on_setup_failed(self, worker: WorkerHandle, message: str) -> None:
@@ -192,7 +253,28 @@ class Supervisor:
         self._setup_timers.pop(worker.index, None)
         limit = self.spec.supervisor.setup_timeout_s
         self._on_setup_failed(worker, f"setup took longer than supervisor.setup_timeout_s={limit}")
-        worker.process.kill()
+        worker.kill()
+
+    def _check_hung(self, worker: WorkerHandle) -> None:
+        """The watchdog: replace a worker whose batch outlived its deadline by hang_grace_s."""
+        worker.watchdog = None
+        if worker.gone or not worker.inflight:
+            return
+        now = time.perf_counter()
+        due = min(pending.hang_at for pending in worker.inflight.values())
+        if due > now:
+            worker.arm_watchdog(due)
+            return
+        grace = self.spec.supervisor.hang_grace_s
+        self.problems[worker.index] = (
+            f"worker hung: a batch was still running {grace:g}s (supervisor.hang_grace_s) after its deadline; "
+            "replacing it"
+        )
+        log.error("worker %d (pid %s) hung: %s", worker.index, worker.process.pid, self.problems[worker.index])
+        worker.hung = True
+        worker.ready = False
+        self.scheduler.remove_worker(worker, self._answer_lost)  # its requests are answered now
+        worker.kill()
 
     def _on_exit(self, worker: WorkerHandle) -> None:
         assert self._loop is not None
@@ -216,9 +298,11 @@ class Supervisor:
         if not (worker.exited and worker.drained) or worker.gone:
             return
         worker.gone = True
+        worker.stop_watchdog()
         if worker.channel is not None:
             worker.channel.close()
         worker.process.join(0.1)
+        worker.kill()  # whatever it started is ended with it
         code = worker.process.exitcode
         timer = self._setup_timers.pop(worker.index, None)
         if timer:
@@ -232,43 +316,68 @@ class Supervisor:
             if worker.index not in self.problems:
                 self.on_fatal(f"worker {worker.index} exited with code {code} during setup")
             return
-        self.problems.setdefault(worker.index, f"worker exited with code {code}")
-        log.error("worker %d (pid %s) exited with code %s", worker.index, worker.process.pid, code)
-        self._schedule_restart(worker.slot)
+        if not worker.hung:
+            self.problems.setdefault(worker.index, f"worker exited with code {code}")
+            log.error("worker %d (pid %s) exited with code %s", worker.index, worker.process.pid, code)
+        self._schedule_restart(worker.slot, "hung" if worker.hung else "crashed")
 
-    def _schedule_restart(self, slot: WorkerSlot) -> None:
+    def _schedule_restart(self, slot: WorkerSlot, reason: str) -> None:
         assert self._loop is not None
         now = time.monotonic()
         window = self.spec.supervisor.restart_window_s
         recent = [t for t in self.restarts[slot.index] if now - t < window]
-        if len(recent) >= self.spec.supervisor.max_restarts:
-            reason = (
-                f"worker {slot.index} gave up after {len(recent)} restarts in {window:g}s: "
-                f"{self.problems.get(slot.index, 'unknown')}"
-            )
-            self.problems[slot.index] = reason
-            log.error(reason)
-            if all(i in self.problems and "gave up" in self.problems[i] for i in self.restarts):
-                self.scheduler.fail_all_queued("no inference worker is available: " + reason)
+        if slot.index in self.half_open or len(recent) >= self.spec.supervisor.max_restarts:
+            self._give_up(slot, len(recent))
             return
         recent.append(now)
         self.restarts[slot.index] = recent
         self.restart_count += 1
-        self.metrics.restarts.inc()
+        self.metrics.restarts.labels(reason).inc()
         delay = min(0.1 * 2 ** (len(recent) - 1), 5.0)
         self._loop.call_later(delay, self._spawn, slot)
 
+    def _give_up(self, slot: WorkerSlot, restarts: int) -> None:
+        """Stop restarting a slot for restart_window_s, then try it once more (half-open)."""
+        assert self._loop is not None
+        window = self.spec.supervisor.restart_window_s
+        cause = self.problems.get(slot.index, "unknown")
+        if slot.index in self.half_open:
+            reason = f"worker {slot.index} gave up again: it failed on its retry after giving up: {cause}"
+        else:
+            reason = f"worker {slot.index} gave up after {restarts} restarts in {window:g}s: {cause}"
+        self.problems[slot.index] = f"{reason}; next try in {window:g}s"
+        log.error("%s; next try in %gs", reason, window)
+        self.half_open.discard(slot.index)
+        self.given_up.add(slot.index)
+        if self.all_given_up:
+            self.scheduler.refuse("no inference worker is available: " + reason)
+        self._loop.call_later(window, self._retry, slot)
+
+    def _retry(self, slot: WorkerSlot) -> None:
+        if self.stopping:
+            return
+        self.given_up.discard(slot.index)
+        self.half_open.add(slot.index)
+        self.restarts[slot.index] = []
+        self.restart_count += 1
+        self.metrics.restarts.labels("retry").inc()
+        log.info("worker %d: trying again after giving up", slot.index)
+        self._spawn(slot)
+
     @staticmethod
     def _answer_lost(pending: Pending) -> tuple[int, bytes]:
+        worker = pending.worker
+        if isinstance(worker, WorkerHandle) and worker.hung:
+            msg = "the inference worker holding this request hung and was replaced; it was not completed"
+            return 503, error_body(msg, pending.request_id, "worker_hung")
         msg = "the inference worker holding this request crashed; it was not completed"
         return 503, error_body(msg, pending.request_id, "worker_crashed")
 
 
-def _join_all(processes: list[BaseProcess], timeout: float) -> None:
+def _join_all(workers: list[WorkerHandle], timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join(1.0)
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+    for worker in workers:
+        worker.kill()  # a worker that did not stop in time, and whatever any worker left running
+        worker.process.join(1.0)

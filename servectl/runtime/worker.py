@@ -7,16 +7,19 @@ error answer for the requests it touches; the worker itself keeps running.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from servectl.backends import build_adapters, build_handler, describe
@@ -24,12 +27,42 @@ from servectl.errors import error_body
 from servectl.handler import Handler, HandlerError, InvalidInput, Many
 from servectl.logs import configure
 from servectl.runtime import protocol as p
-from servectl.runtime.codec import serialize
+from servectl.runtime.codec import parse, serialize
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.streaming import StreamRunner
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.worker")
+_PR_SET_PDEATHSIG = 1
+
+
+def detach_from_terminal_signals(parent_pid: int) -> None:
+    """Only the API process decides when a worker stops, and a worker never outlives it.
+
+    A worker leads a process group of its own (the supervisor ends the whole group, so
+    processes a handler starts go with it), ignores SIGINT, SIGTERM and SIGHUP (a signal
+    to the API's group, as `timeout`, systemd or a shell send, must not cut a batch
+    short: the API process drains), and dies when the API process dies, even inside a
+    hung predict: PR_SET_PDEATHSIG on Linux, and a thread that watches the parent's pid
+    everywhere (it also covers a parent that died before the prctl).
+    """
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), name="servectl-parent-watch", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(every_s)
+    if os.getpgid(0) == os.getpid():  # our own group: us and what we started
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)
+    os._exit(1)
 
 
 def _short(exc: BaseException) -> str:
@@ -75,8 +108,8 @@ class BatchRunner:
         ready: list[tuple[int, str, Any]] = []
         for key, rid, body, _ in items:
             try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
+                payload = parse(body)
+            except ValueError as exc:
                 results.append(self._fail(key, rid, 400, f"malformed JSON: {exc}", "bad_request"))
                 continue
             try:
@@ -180,9 +213,9 @@ def _run_by_route(routes: dict[str, Route], batch_id: int, items: list[p.Item]) 
     return results
 
 
-def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot) -> None:
+def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides when we stop
+    detach_from_terminal_signals(parent_pid)
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)

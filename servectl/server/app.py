@@ -34,6 +34,7 @@ def probe_answer(model: type[BaseModel]) -> dict[str, Any]:
 
 class Health(BaseModel):
     status: str
+    problems: list[str] | None = None
 
 
 class Readiness(BaseModel):
@@ -64,9 +65,17 @@ def build_app(deployment: Deployment) -> FastAPI:
     app = FastAPI(title=f"servectl: {spec.name}", version=__version__)
     supervisor = deployment.supervisor
 
-    @app.get("/health", summary="Liveness: the API process is up", operation_id="health")
-    async def health() -> Health:
-        return Health(status="ok")
+    @app.get(
+        "/health",
+        summary="Liveness: the process can serve (fails while every worker slot has given up)",
+        operation_id="health",
+        **probe_answer(Health),
+    )
+    async def health() -> JSONResponse:
+        if supervisor.all_given_up:  # a liveness probe restarts what no longer heals itself
+            problems = [supervisor.problems[i] for i in sorted(supervisor.problems)]
+            return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get(
         "/ready", summary="Readiness: every worker finished setup", operation_id="ready", **probe_answer(Readiness)

@@ -12,18 +12,24 @@ import time
 import orjson
 
 from servectl.errors import error_body
-from servectl.runtime.scheduler import STREAMING, Answer, NoWorkers, Pending, QueueFull, Scheduler
+from servectl.runtime.scheduler import STREAMING, NoWorkers, Pending, QueueFull, Scheduler
 from servectl.server.asgi import BodyTooLarge, Receive, Send, read_body, send_bytes
 from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
 
 RETRY_AFTER = [(b"retry-after", b"1")]
+_CLOSE = [(b"connection", b"close")]  # the rest of an unread body is not worth reading
 CLIENT_GONE = 499  # nginx's code: logged and counted, never sent
 WATCH_AFTER_S = 0.02
 
 
 class PredictEndpoint:
-    """`POST {api.path}`: one request through the scheduler to a worker and back."""
+    """`POST {api.path}`: one request through the scheduler to a worker and back.
+
+    The deadline (`limits.timeout_s`) counts from the request's start, so reading the body
+    counts too: a body still arriving at the deadline gets its 504 and never reaches a
+    worker. One timer per request drives it all (see `_tick`).
+    """
 
     def __init__(self, spec: Spec, scheduler: Scheduler, route: str = "predict", errors: str = "servectl") -> None:
         self.scheduler = scheduler
@@ -40,32 +46,46 @@ class PredictEndpoint:
     ) -> int:
         """Answer one request; return the status (for logs and metrics)."""
         declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            return await self._too_large(send, rid)
+        pending = self.scheduler.open(rid, self.route, started + self.timeout_s)
+        pending.reader = asyncio.current_task()
+        pending.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._tick, pending, receive)
         try:
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-                raise BodyTooLarge
-            body = await read_body(receive, self.max_body)
-        except BodyTooLarge:
-            msg = f"request body larger than limits.max_body_mb ({self.max_body} bytes)"
-            return await self._error(send, 413, msg, rid, "payload_too_large")
-        if body is None:
-            return CLIENT_GONE
-        try:
-            pending = self.scheduler.submit(rid, body, self.route)
-        except QueueFull:
-            msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
-            return await self._error(send, 503, msg, rid, "overloaded")
-        except NoWorkers as exc:
-            return await self._error(send, 503, str(exc), rid, "unavailable")
-        try:
-            status, payload = await self._wait(pending, receive, started)
+            try:
+                body = await read_body(receive, self.max_body)
+            except BodyTooLarge:
+                return await self._too_large(send, rid)
+            except asyncio.CancelledError:
+                if not pending.future.done() or pending.reader is None or pending.reader.uncancel():
+                    raise  # not our deadline's cancel
+                return await self._late_body(send, rid)
+            pending.reader = None
+            if body is None:
+                return CLIENT_GONE
+            now = time.perf_counter()
+            if now - started >= WATCH_AFTER_S:  # a slow body: its timer was re-armed for the body
+                pending.timer.cancel()
+                if now >= pending.deadline:
+                    return await self._late_body(send, rid)
+                self._tick(pending, receive)
+            try:
+                self.scheduler.enqueue(pending, body)
+            except QueueFull:
+                msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
+                return await self._error(send, 503, msg, rid, "overloaded")
+            except NoWorkers as exc:
+                return await self._error(send, 503, str(exc), rid, exc.kind)
+            status, payload = await pending.future
             if (status, payload) == STREAMING or (status == 200 and not payload):  # chunks, or an empty stream
                 if pending.stream is None:
                     pending.stream = asyncio.Queue()
                     pending.stream.put_nowait((200, b""))
                 if self.openai:
-                    return await send_stream(send, pending, rid, SSE, done=True, error_shape=_openai_error)
+                    return await send_stream(send, pending, rid, SSE, self.scheduler.cancel, True, _openai_error)
                 if self.stream:
-                    return await send_stream(send, pending, rid, pick_format(headers.get(b"accept"), self.format))
+                    fmt = pick_format(headers.get(b"accept"), self.format)
+                    return await send_stream(send, pending, rid, fmt, self.scheduler.cancel)
                 status, payload = await collect(pending)
             if status != CLIENT_GONE:
                 if status >= 400:
@@ -73,41 +93,45 @@ class PredictEndpoint:
                 await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
             return status
         finally:
-            if pending.timer is not None:
-                pending.timer.cancel()
+            pending.timer.cancel()
             if pending.watcher is not None:
                 pending.watcher.cancel()
 
-    async def _wait(self, pending: Pending, receive: Receive, started: float) -> Answer:
-        """The worker's answer (or STREAMING), a 504 at the deadline, or CLIENT_GONE.
-
-        Watching for a disconnect costs a task per request, so it starts only once a request
-        has waited WATCH_AFTER_S: quick answers never pay for it, slow ones are watched.
-        The deadline and the watch stay armed while a stream is sent.
-        """
+    def _tick(self, pending: Pending, receive: Receive) -> None:
+        """The request's one timer. While its body is read: the body's deadline. Once it
+        waits for a worker (WATCH_AFTER_S after its start, so quick answers never pay for
+        it): watch for the client leaving, and expire at the deadline. The deadline and
+        the watch stay armed while a stream is sent."""
         loop = asyncio.get_running_loop()
-        remaining = max(self.timeout_s - (time.perf_counter() - started), 0.0)
-        if remaining > WATCH_AFTER_S:
-            pending.timer = loop.call_later(WATCH_AFTER_S, self._watch, pending, receive, remaining - WATCH_AFTER_S)
-        else:
-            pending.timer = loop.call_later(remaining, self._expire, pending)
-        return await pending.future
-
-    def _watch(self, pending: Pending, receive: Receive, remaining: float) -> None:
-        loop = asyncio.get_running_loop()
+        remaining = pending.deadline - time.perf_counter()
+        if pending.reader is not None:  # still reading the body
+            if remaining > 0:
+                pending.timer = loop.call_later(remaining, self._tick, pending, receive)
+                return
+            pending.future.set_result((504, b""))  # marks the cancel below as the deadline's
+            pending.reader.cancel()
+            return
+        if pending.future.done() and pending.stream is None:
+            return
+        if remaining <= 0:
+            self._expire(pending)
+            return
         pending.timer = loop.call_later(remaining, self._expire, pending)
-        pending.watcher = loop.create_task(self._until_disconnect(pending, receive))
+        if pending.watcher is None:
+            pending.watcher = loop.create_task(self._until_disconnect(pending, receive))
 
     def _expire(self, pending: Pending) -> None:
         msg = f"not answered within limits.timeout_s={self.timeout_s:g}s"
         if pending.stream is not None:  # mid-stream: stop the generation, end with an error event
-            self.scheduler.cancel_stream(pending)
+            self.scheduler.cancel(pending)
             pending.stream.put_nowait((504, error_body(msg + " (was streaming)", pending.request_id, "timeout")))
             return
         if pending.future.done():
             return
-        where = "queued" if self.scheduler.drop(pending, "timeout") else "running"
-        msg = f"{msg} (was {where})"
+        queued = self.scheduler.drop(pending, "timeout")
+        if not queued:  # running: stop a generation the worker may have started
+            self.scheduler.cancel(pending)
+        msg = f"{msg} (was {'queued' if queued else 'running'})"
         pending.future.set_result((504, error_body(msg, pending.request_id, "timeout")))
 
     async def _until_disconnect(self, pending: Pending, receive: Receive) -> None:
@@ -116,14 +140,27 @@ class PredictEndpoint:
             if message["type"] == "http.disconnect":
                 break
         if pending.stream is not None:  # mid-stream: stop generating for this client
-            self.scheduler.cancel_stream(pending)
+            self.scheduler.cancel(pending)
             pending.stream.put_nowait((CLIENT_GONE, b""))
         elif not pending.future.done():
-            self.scheduler.drop(pending, "disconnected")
+            if not self.scheduler.drop(pending, "disconnected"):
+                self.scheduler.cancel(pending)  # running: stop it, streamed or not
             pending.future.set_result((CLIENT_GONE, b""))
 
-    async def _error(self, send: Send, status: int, msg: str, rid: str, kind: str) -> int:
-        extra = RETRY_AFTER if status == 503 else None
+    async def _late_body(self, send: Send, rid: str) -> int:
+        """504 for a body still arriving at the deadline; the connection closes (the rest of
+        the body is not read), and nothing reached a worker."""
+        msg = f"request body not received within limits.timeout_s={self.timeout_s:g}s"
+        return await self._error(send, 504, msg, rid, "timeout", _CLOSE)
+
+    async def _too_large(self, send: Send, rid: str) -> int:
+        msg = f"request body larger than limits.max_body_mb ({self.max_body} bytes)"
+        return await self._error(send, 413, msg, rid, "payload_too_large")
+
+    async def _error(
+        self, send: Send, status: int, msg: str, rid: str, kind: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> int:
+        extra = RETRY_AFTER if status == 503 else extra
         await send_bytes(send, status, reshape_error(error_body(msg, rid, kind), self.errors, status), rid, extra)
         return status
 

@@ -3,11 +3,16 @@ error event (the status line has gone by then), then a clean close."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
+import time
 from collections.abc import Callable
 
-from servectl.runtime.scheduler import Pending
+from servectl.runtime.scheduler import CUT_AFTER_S, Pending
 from servectl.server.asgi import Send
 
+log = logging.getLogger("servectl")
 NDJSON = b"application/x-ndjson"
 SSE = b"text/event-stream"
 
@@ -33,26 +38,49 @@ async def send_stream(
     pending: Pending,
     rid: str,
     fmt: bytes,
+    cancel: Callable[[Pending], None],
     done: bool = False,
     error_shape: Callable[[bytes], bytes] | None = None,
 ) -> int:
     """Relay a started stream until its end; the status to log (200, or the error's).
-    `done` ends a clean SSE stream with `data: [DONE]` (OpenAI's convention)."""
+    `done` ends a clean SSE stream with `data: [DONE]` (OpenAI's convention).
+
+    A client that reads slower than its stream is made to wait in `send` (the transport
+    pushes back). It may lag until its deadline (plus CUT_AFTER_S for the error event to
+    go out); then, or when a drain runs out, it is cut off: its generation is cancelled
+    and the connection closed without the rest.
+    """
     assert pending.stream is not None
     headers = [(b"content-type", fmt), (b"cache-control", b"no-cache"), (b"x-request-id", rid.encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
     status = 200
-    while True:
-        item = await pending.stream.get()
-        if isinstance(item, bytes):
-            await send({"type": "http.response.body", "body": frame(fmt, item), "more_body": True})
-            continue
-        status, body = item
-        if status >= 400 and body and error_shape is not None:
-            body = error_shape(body)
-        tail = frame(fmt, body, error=True) if status >= 400 and body else (b"data: [DONE]\n\n" if done else b"")
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
-        return status
+    budget = pending.deadline - time.perf_counter() + CUT_AFTER_S
+    try:
+        async with asyncio.timeout(budget if budget != math.inf else None) as pending.sending:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            while True:
+                item = await pending.stream.get()
+                if isinstance(item, bytes):
+                    pending.buffered -= len(item)
+                    await send({"type": "http.response.body", "body": frame(fmt, item), "more_body": True})
+                    continue
+                status, body = item
+                if status >= 400 and body and error_shape is not None:
+                    body = error_shape(body)
+                tail = (
+                    frame(fmt, body, error=True) if status >= 400 and body else (b"data: [DONE]\n\n" if done else b"")
+                )
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
+                return status
+    except TimeoutError:
+        cancel(pending)
+        while status == 200 and not pending.stream.empty():  # the end it could not take, if one came
+            item = pending.stream.get_nowait()
+            if not isinstance(item, bytes):
+                status = item[0]
+        log.warning("request %s: stream cut off: its client did not read it in time", rid)
+        return status if status != 200 else 504
+    finally:
+        pending.sending = None
 
 
 async def collect(pending: Pending) -> tuple[int, bytes]:
