@@ -84,6 +84,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]  # call_later takes a float
         self._head_bytes: int | None = 0
+        self._heads = 0  # request heads completed on this connection
         self._head_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._refused = False
@@ -117,10 +118,11 @@ class GuardedProtocol(HttpToolsProtocol):
             super().data_received(data)
             return
         self._head_bytes += room
+        heads = self._heads
         super().data_received(data[:room])
         if self.transport.is_closing():  # uvicorn answered 400
             return
-        if self._head_bytes is not None:  # still no end of headers
+        if self._heads == heads:  # all those bytes, and still no end of headers
             kb = self.limits.max_head_bytes // 1024
             msg = f"request line and headers larger than server.max_header_kb ({kb} KiB)"
             self._refuse(431, msg, "headers_too_large")
@@ -129,6 +131,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
+        self._heads += 1
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
