@@ -36,6 +36,21 @@ def escape_control(text: str) -> str:
     return "".join(c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}") for c in text)
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, one entry per line start: control characters in a message are escaped
+    and its further lines (a traceback, an exception text with newlines) are indented, so no
+    text a request or a handler chooses can pass for a log line of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if text.isprintable():
+            return text
+        return "\n    ".join(escape_control(line.replace("\t", "    ")) for line in text.split("\n"))
+
+
 def _iso(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created % 1 * 1000):03d}Z"
 
@@ -63,7 +78,7 @@ def configure(level: str, fmt: str) -> None:
     (they inherit the environment): stderr must hold JSON lines only.
     """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
