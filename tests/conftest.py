@@ -40,6 +40,7 @@ class Server:
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=ROOT,
+            start_new_session=True,  # its own process group: a test may signal the whole group
         )
 
     def wait_live(self, timeout: float = 30) -> None:

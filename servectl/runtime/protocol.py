@@ -28,3 +28,9 @@ RESULTS = "results"
 # one request inside a batch message, and its answer
 Item = tuple[int, str, bytes, str]  # route: which API decodes it ("predict" or "v2")
 Result = tuple[int, int, bytes]
+
+
+class PipeClosed(BaseException):
+    """The API process closed a worker's pipe (it stops, or is gone): the worker ends quietly.
+    A BaseException, so that no `except Exception` around handler code takes it for a
+    handler error."""

@@ -195,6 +195,8 @@ class Scheduler:
         writing to a slow client is cut now."""
         self.refuse(reason, kind)
         for worker in self.workers:
+            if worker.inflight:
+                worker.send_cancel(list(worker.inflight))  # stop generations: nobody waits for them
             for pending in list(worker.inflight.values()):
                 pending.finish((503, error_body(reason, pending.request_id, kind)))
                 if pending.sending is not None:  # a slow client gets CUT_AFTER_S more to take it

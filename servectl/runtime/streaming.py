@@ -34,10 +34,21 @@ class StreamRunner:
         self.stop_requested = False
         self._batch_id = 0
 
+    def _send(self, message: object) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:
+            raise p.PipeClosed from None
+
     def _cancelled(self) -> set[int]:
         keys: set[int] = set()
-        while self.conn.poll(0):
-            msg = self.conn.recv()
+        while True:
+            try:
+                if not self.conn.poll(0):
+                    break
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                raise p.PipeClosed from None
             if msg[0] == p.CANCEL:
                 keys.update(msg[1])
             elif msg[0] == p.STOP:
@@ -45,21 +56,21 @@ class StreamRunner:
         return keys
 
     def _end_now(self, result: p.Result) -> None:
-        self.conn.send((p.RESULTS, self._batch_id, [result], None))
+        self._send((p.RESULTS, self._batch_id, [result], None))
 
     def run(self, batch_id: int, items: list[p.Item]) -> list[p.Result]:
         """Stream a batch; the answers not sent yet (the caller sends them with the timing)."""
         self._batch_id = batch_id
         results, ready = self.runner.decode_all(items)
         if results:  # bad requests are answered before the stream starts
-            self.conn.send((p.RESULTS, batch_id, results, None))
+            self._send((p.RESULTS, batch_id, results, None))
         if not ready:
             return []
         many = [(key, rid) for key, rid, decoded in ready if isinstance(decoded, Many)]
         if many:
             error = HandlerError(f"{self.handler.name}: a streamed request carries one item, not a list of items")
             failed = [self.runner.handler_failed(k, r, "decode", error) for k, r in many]
-            self.conn.send((p.RESULTS, batch_id, failed, None))
+            self._send((p.RESULTS, batch_id, failed, None))
             ready = [item for item in ready if not isinstance(item[2], Many)]
         return self._stream(ready) if ready else []
 
@@ -112,7 +123,7 @@ class StreamRunner:
         key, rid = open_[i]
         tokens = getattr(entry, "tokens", 0)
         if tokens:
-            self.conn.send((p.TOKENS, tokens))
+            self._send((p.TOKENS, tokens))
         for chunk in entry if isinstance(entry, Chunks) else [entry]:
             if chunk is END:
                 del open_[i]
@@ -127,7 +138,7 @@ class StreamRunner:
                 del open_[i]
                 self._end_now(result)
                 return
-            self.conn.send((p.CHUNK, key, result[2]))
+            self._send((p.CHUNK, key, result[2]))
 
     def _encode(self, key: int, rid: str, chunk: Any) -> p.Result:
         if isinstance(chunk, _Raw):  # already encoded by a streaming encode

@@ -228,20 +228,21 @@ def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int)
         info = describe(handler, adapters)
     except BaseException as exc:
         log.debug("setup failed\n%s", traceback.format_exc())
-        conn.send((p.SETUP_FAILED, _short(exc)))
+        with contextlib.suppress(OSError):
+            conn.send((p.SETUP_FAILED, _short(exc)))
         return
-    conn.send((p.READY, info))
-    while True:
-        try:
+    try:
+        conn.send((p.READY, info))
+        while True:
             msg = conn.recv()
-        except (EOFError, OSError):
-            return  # the API process is gone
-        if msg[0] == p.STOP:
-            return
-        if msg[0] != p.BATCH:
-            continue  # a late CANCEL for a stream that already ended
-        t0 = time.perf_counter()
-        results = _run_by_route(routes, msg[1], msg[2])
-        conn.send((p.RESULTS, msg[1], results, time.perf_counter() - t0))
-        if any(s.stop_requested for s in streamers):
-            return
+            if msg[0] == p.STOP:
+                return
+            if msg[0] != p.BATCH:
+                continue  # a late CANCEL for a stream that already ended
+            t0 = time.perf_counter()
+            results = _run_by_route(routes, msg[1], msg[2])
+            conn.send((p.RESULTS, msg[1], results, time.perf_counter() - t0))
+            if any(s.stop_requested for s in streamers):
+                return
+    except (EOFError, OSError, p.PipeClosed):
+        return  # the API process closed the pipe: it is stopping, or gone

@@ -6,10 +6,12 @@ Imports torch at the top on purpose: the API process must still never load it.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import BaseModel
@@ -26,6 +28,9 @@ class Request(BaseModel):
     crash: bool = False
     wrong_length: bool = False
     unserializable: bool = False
+    hang: bool = False  # never returns (until the process is killed)
+    spawn_child: str | None = None  # start a `sleep` child, write its pid to this file, then crash
+    echo: Any = None  # returned as parsed (e.g. integers beyond 64 bits)
 
 
 class Unpicklable(Exception):
@@ -51,8 +56,15 @@ def decode(request: Request) -> Request:
 def predict(batch: list[Request]) -> list[object]:
     _seen["batches"] += 1
     _seen["items"] += len(batch)
+    for r in batch:
+        if r.spawn_child:
+            child = subprocess.Popen(["sleep", "60"])
+            Path(r.spawn_child).write_text(str(child.pid))
+            os._exit(9)
     if any(r.crash for r in batch):
         os._exit(9)
+    if any(r.hang for r in batch):
+        threading.Event().wait()
     pause = max(r.sleep for r in batch)
     if pause:
         time.sleep(pause)
@@ -72,6 +84,7 @@ def predict(batch: list[Request]) -> list[object]:
             "pid": os.getpid(),
             "items_seen": _seen["items"],
             "torch_in_worker": "torch" in sys.modules,
+            **({"echo": r.echo} if r.echo is not None else {}),
         }
         for r, v in zip(batch, t.tolist(), strict=True)
     ]
