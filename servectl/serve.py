@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -19,6 +20,7 @@ from rich.table import Table
 from servectl.deployment import Deployment
 from servectl.logs import configure
 from servectl.runtime.devices import plan_slots
+from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
 from servectl.server.gateway import Gateway
 from servectl.server.listen import ListenError, bind, raise_fd_limit
@@ -28,8 +30,13 @@ from servectl.spec import Spec
 log = logging.getLogger("servectl")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class _Server(uvicorn.Server):
-    """uvicorn with servectl's signal policy: first SIGTERM/SIGINT drains, second exits now."""
+    """uvicorn with servectl's signal policy: the first SIGTERM, SIGINT or SIGHUP drains
+    (in-flight work finishes within limits.drain_s, then what is left gets a 503), a second
+    one exits now. Workers ignore these signals: only this process decides when they stop."""
 
     def __init__(self, config: uvicorn.Config, deployment: Deployment) -> None:
         super().__init__(config)
@@ -37,7 +44,7 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         try:
             yield
         finally:
@@ -50,8 +57,10 @@ class _Server(uvicorn.Server):
             log.warning("second %s: exiting now", name)
             self.deployment.supervisor.kill_all()
             os._exit(1)
-        log.info("%s: draining for up to %gs, then stopping", name, self.config.timeout_graceful_shutdown)
+        log.info("%s: draining for up to %gs, then stopping", name, self.deployment.spec.limits.drain_s)
         self.should_exit = True
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing is in flight
+            asyncio.get_running_loop().call_soon_threadsafe(self.deployment.begin_drain)
 
 
 def summary_rows(spec: Spec, deployment: Deployment, url: str) -> list[tuple[str, str]]:
@@ -114,7 +123,8 @@ def serve(spec: Spec, console: Console) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=math.ceil(spec.limits.drain_s),
+        # past drain_s the deployment answers what is left; uvicorn waits for those answers
+        timeout_graceful_shutdown=math.ceil(spec.limits.drain_s + CUT_AFTER_S) + 2,
         server_header=False,
         proxy_headers=False,
         http=protocol_class(ConnectionLimits.from_spec(spec.server)),
