@@ -211,6 +211,22 @@ def test_keep_alive_idle_timeout_and_head_deadline_per_request(serve) -> None:
     assert status == 408 and 0.7 < time.monotonic() - t0 < 4
     sock.close()
 
+    # the rest of a body already answered (415 here) gets no more time than a head
+    sock = connect(server)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n")
+    sock.sendall(b"Content-Length: 10000000\r\n\r\nx")
+    assert read_response(sock)[0] == 415
+    t0 = time.monotonic()
+    closed = False
+    while not closed and time.monotonic() - t0 < 6:
+        try:
+            sock.sendall(b"x" * 100)
+        except OSError:
+            break
+        closed = closed_by_server(sock, 0.3)[0]
+    assert time.monotonic() - t0 < 4
+    sock.close()
+
     # bytes that start no request (blank lines) keep no connection open for ever
     sock = connect(server)
     sock.sendall(HEAD + b"\r\n")

@@ -44,7 +44,7 @@ class ConnectionLimits:
 
 
 class _Refusals:
-    """Counts refused connections and logs a summary now and then."""
+    """Counts connections turned away (503, 408, 431) and logs a line now and then."""
 
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
@@ -56,7 +56,7 @@ class _Refusals:
         if now - self.logged_at >= WARN_EVERY_S:
             self.logged_at = now
             total = sum(self.counts.values())
-            log.warning("refused a connection (%d %s); %d refused since start", status, why, total)
+            log.warning("turned a connection away (%d %s); %d turned away since start", status, why, total)
 
 
 refusals = _Refusals()
@@ -108,6 +108,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._refused:  # answered and closing: drop what still arrives
             return
         if self._head_bytes is None:  # a body: uvicorn's flow control bounds it
+            if self._head_timer is None and self.cycle is not None and self.cycle.response_complete:
+                # the rest of a body already answered (413, 415...): it gets header_timeout_s too
+                self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
             super().data_received(data)
             return
         if self._head_timer is None:  # the first bytes of a new request on a kept-alive connection
@@ -140,6 +143,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_bytes = 0
+        if self._head_timer is not None:  # it was timing an answered body's rest
+            self._head_timer.cancel()
+            self._head_timer = None
 
     def _head_timeout(self) -> None:
         """The request head did not arrive in time: close, with a 408 if any of it came."""
