@@ -28,6 +28,7 @@ from servectl.spec import ServerSpec
 log = logging.getLogger("servectl")
 
 LINGER_S = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
+BUSY_LINGER_S = 0.5  # shorter for a connection over max_connections: its descriptor is over budget
 WARN_EVERY_S = 10.0  # refusals are logged at most this often: a flood must not flood the log
 
 
@@ -88,10 +89,12 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._busy = False  # over max_connections: closed as soon as its request head is in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
             self.transport = transport  # never added to the connections: it is not served
+            self._busy = True
             msg = f"server busy: {self.limits.max_connections} connections open (server.max_connections)"
             self._refuse(503, msg, "overloaded", ((b"retry-after", b"1"),))
             return
@@ -106,6 +109,8 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:  # answered and closing: drop what still arrives
+            if self._busy and b"\r\n\r\n" in data:
+                self.transport.close()
             return
         if self._head_bytes is None:  # a body: uvicorn's flow control bounds it
             if self._head_timer is None and self.cycle is not None and self.cycle.response_complete:
@@ -191,7 +196,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        self._linger_timer = self.loop.call_later(BUSY_LINGER_S if self._busy else LINGER_S, self.transport.close)
 
 
 def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
