@@ -25,6 +25,7 @@ from servectl.server.app import build_app
 from servectl.server.gateway import Gateway
 from servectl.server.listen import ListenError, bind, raise_fd_limit
 from servectl.server.protocol import ConnectionLimits, protocol_class
+from servectl.server.streams import CutStreamsAreExpected
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
@@ -103,6 +104,7 @@ def announce(spec: Spec, deployment: Deployment, url: str, console: Console) -> 
 def serve(spec: Spec, console: Console) -> int:
     """Serve a spec until SIGTERM/SIGINT; the exit code (1 when workers cannot start)."""
     configure(spec.server.log_level, spec.server.log_format)
+    logging.getLogger("uvicorn.error").addFilter(CutStreamsAreExpected())
     try:  # before any worker loads a model: a port in use is found in milliseconds
         sockets = bind(spec.server.host, spec.server.port)
     except ListenError as exc:

@@ -17,6 +17,15 @@ NDJSON = b"application/x-ndjson"
 SSE = b"text/event-stream"
 
 
+class CutStreamsAreExpected(logging.Filter):
+    """uvicorn logs an error when an app returns before its response is complete. For a stream
+    cut off from a client that stopped reading, that is the intent (logged by us as a warning):
+    install this on uvicorn's error logger to drop that one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "ASGI callable returned without completing response."
+
+
 def pick_format(accept: bytes | None, default: str) -> bytes:
     """The client's Accept decides between SSE and NDJSON; else the spec's default."""
     if accept:
