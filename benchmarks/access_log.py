@@ -5,7 +5,7 @@ to a file as a log collector would read it, `wrk -t1 -c64` with `apps/post.lua`.
 alternate within each round; the table shows medians and the on/off throughput ratio.
 
     python benchmarks/access_log.py --runs 3 --duration 5 --formats text,json
-    python benchmarks/access_log.py --root /tmp/old-main   # serve another checkout's servectl
+    python benchmarks/access_log.py --before /tmp/old-main   # also the old code, in the same rounds
 """
 
 from __future__ import annotations
@@ -74,6 +74,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
+def bench_spec(fmt: str, on: bool) -> dict[str, object]:
+    return {
+        "name": "bench",
+        "handler": str(HERE / "apps" / "square.py"),
+        "devices": {"accelerator": "cpu", "workers_per_device": 1},
+        "batching": {"max_batch_size": 64, "max_wait_ms": 1},
+        "limits": {"max_queue": 4096},
+        "auth": {"api_keys": API_KEY},
+        "server": {"access_log": on, "log_format": fmt},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -81,25 +93,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--formats", default="text", help="log formats to measure: text, json or text,json")
     parser.add_argument("--root", type=Path, default=HERE.parent, help="checkout whose servectl is served")
+    parser.add_argument("--before", type=Path, help="another checkout (the old code), measured in the same rounds")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    settings = [("off", "text", False)] + [(f"on/{fmt}", fmt, True) for fmt in args.formats.split(",")]
+    roots = [("", args.root)] + ([("before ", args.before)] if args.before else [])
+    formats = [("off", "text", False)] + [(f"on/{fmt}", fmt, True) for fmt in args.formats.split(",")]
+    settings = [(prefix + label, root, fmt, on) for prefix, root in roots for label, fmt, on in formats]
+    off_of = {prefix + label: prefix + "off" for prefix, _ in roots for label, _, _ in formats}
     results: dict[str, list[dict[str, float]]] = {}
     lines: dict[str, int] = {}
     for _ in range(args.runs):
-        for label, fmt, on in settings:
+        for label, root, fmt, on in settings:
             with tempfile.TemporaryDirectory() as folder:
-                spec = {
-                    "name": "bench",
-                    "handler": str(HERE / "apps" / "square.py"),
-                    "devices": {"accelerator": "cpu", "workers_per_device": 1},
-                    "batching": {"max_batch_size": 64, "max_wait_ms": 1},
-                    "limits": {"max_queue": 4096},
-                    "auth": {"api_keys": API_KEY},
-                    "server": {"access_log": on, "log_format": fmt},
-                }
-                proc, app, log_path = start(args.root, spec, Path(folder))
+                proc, app, log_path = start(root, bench_spec(fmt, on), Path(folder))
                 try:
                     cpu = cpu_seconds(proc.pid)
                     result = run_wrk(app, args.concurrency, args.duration)
@@ -108,16 +115,18 @@ def main() -> None:
                     stop(proc)
                 results.setdefault(label, []).append(result)
                 lines[label] = lines.get(label, 0) + log_path.read_bytes().count(b"servectl.access")
-                print(f"{label:8} {result['rps']:9.0f} rps {result['cpu_us']:6.1f} us/req", flush=True)
-    base = statistics.median(r["rps"] for r in results["off"])
-    print(f"\n{'setting':8} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'x off':>6} {'api us/req':>10} {'lines':>8}")
+                print(f"{label:15} {result['rps']:9.0f} rps {result['cpu_us']:6.1f} us/req", flush=True)
+    print(f"\n{'setting':15} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'x off':>6} {'api us/req':>10} {'lines':>8}")
     for label, runs in results.items():
+        off = results[off_of[label]]
+        ratio = statistics.median(r["rps"] / o["rps"] for r, o in zip(runs, off, strict=True))  # same round
         rps = statistics.median(r["rps"] for r in runs)
         p50 = statistics.median(r["p50_ms"] for r in runs)
         p99 = statistics.median(r["p99_ms"] for r in runs)
         cpu = statistics.median(r["cpu_us"] for r in runs)
-        print(f"{label:8} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f} {rps / base:>6.2f} {cpu:>10.1f} {lines[label]:>8}")
-    print(f"(served from {args.root}; api us/req: CPU time of the API process per request)")
+        print(f"{label:15} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f} {ratio:>6.2f} {cpu:>10.1f} {lines[label]:>8}")
+    print(f"(served from {args.root}, before: {args.before}; x off: median of each round's ratio to the same")
+    print(" checkout's off run; api us/req: CPU time of the API process per request)")
 
 
 if __name__ == "__main__":
