@@ -130,10 +130,18 @@ class AccessLog:
         self.flush()
 
     def flush(self) -> None:
+        """Format and write every pending entry with one write (safe to call from a signal
+        handler that interrupts a flush: each entry is taken once)."""
         pending = self._pending
-        if not pending:
+        lines = []
+        while pending:
+            try:
+                entry = pending.popleft()
+            except IndexError:
+                break
+            lines.append(self._line(entry))
+        if not lines:
             return
-        lines = [self._line(pending.popleft()) for _ in range(len(pending))]
         stream = _stream()
         try:
             stream.write("".join(lines))
