@@ -39,9 +39,10 @@ class _Server(uvicorn.Server):
     (in-flight work finishes within limits.drain_s, then what is left gets a 503), a second
     one exits now. Workers ignore these signals: only this process decides when they stop."""
 
-    def __init__(self, config: uvicorn.Config, deployment: Deployment) -> None:
+    def __init__(self, config: uvicorn.Config, deployment: Deployment, gateway: Gateway) -> None:
         super().__init__(config)
         self.deployment = deployment
+        self.gateway = gateway
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -57,6 +58,8 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             log.warning("second %s: exiting now", name)
             self.deployment.supervisor.kill_all()
+            if self.gateway.access_log is not None:
+                self.gateway.access_log.flush()  # the lines of requests answered so far
             os._exit(1)
         log.info("%s: draining for up to %gs, then stopping", name, self.deployment.spec.limits.drain_s)
         self.should_exit = True
@@ -108,12 +111,15 @@ def serve(spec: Spec, console: Console) -> int:
     try:  # before any worker loads a model: a port in use is found in milliseconds
         sockets = bind(spec.server.host, spec.server.port)
     except ListenError as exc:
+        if spec.server.log_format == "json":
+            log.error("servectl could not start: %s", exc)
         console.print(f"[bold red]servectl could not start:[/] {escape(str(exc))}", highlight=False)
         return 1
     raise_fd_limit(spec.server.max_connections)
     slots, note = plan_slots(spec.devices)
     deployment = Deployment(spec, slots, note)
-    app: Any = Gateway(deployment, build_app(deployment))
+    gateway = Gateway(deployment, build_app(deployment))
+    app: Any = gateway
     if spec.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -132,7 +138,7 @@ def serve(spec: Spec, console: Console) -> int:
         http=protocol_class(ConnectionLimits.from_spec(spec.server)),
         timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
-    server = _Server(config, deployment)
+    server = _Server(config, deployment, gateway)
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
     host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
     announce(spec, deployment, f"http://{host}:{spec.server.port}", console)
