@@ -135,6 +135,7 @@ def serve(spec: Spec, console: Console) -> int:
         timeout_graceful_shutdown=math.ceil(spec.limits.drain_s + CUT_AFTER_S) + 2,
         server_header=False,
         proxy_headers=False,
+        ws="none",  # no WebSocket routes: no upgrade surface either
         http=protocol_class(ConnectionLimits.from_spec(spec.server)),
         timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
