@@ -20,6 +20,7 @@ from typing import Any, Final
 import orjson
 
 access_log = logging.getLogger("servectl.access")
+_ACCESS = access_log.name
 
 FLUSH_S: Final = 0.1
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -134,12 +135,13 @@ class AccessLog:
         handler that interrupts a flush: each entry is taken once)."""
         pending = self._pending
         lines = []
+        line = self._json_line if self.json else self._text_line
         while pending:
             try:
                 entry = pending.popleft()
             except IndexError:
                 break
-            lines.append(self._line(entry))
+            lines.append(line(*entry))
         if not lines:
             return
         stream = _stream()
@@ -149,11 +151,8 @@ class AccessLog:
         except (OSError, ValueError):  # stderr closed or gone: nowhere left to write
             pass
 
-    def _line(self, entry: Entry) -> str:
-        created, method, path, status, ms, rid = entry
-        method, path = escape_control(method), escape_control(path)
-        message = f"{method} {path} {status} {ms:.1f}ms rid={rid}"
-        second = int(created)
+    def _stamp_of(self, second: int) -> str:
+        """The current second, formatted once per second rather than once per line."""
         if second != self._second:
             self._second = second
             self._stamp = (
@@ -161,12 +160,29 @@ class AccessLog:
                 if self.json
                 else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))  # logging's asctime
             )
+        return self._stamp
+
+    def _text_line(self, created: float, method: str, path: str, status: int, ms: float, rid: str) -> str:
+        if not path.isprintable():
+            path = escape_control(path)
+        if not method.isprintable():
+            method = escape_control(method)
+        stamp = self._stamp if int(created) == self._second else self._stamp_of(int(created))
         millis = int(created % 1 * 1000)
-        if self.json:
-            fields: dict[str, Any] = {"ts": f"{self._stamp}.{millis:03d}Z", "level": "info", "logger": access_log.name}
-            fields.update(message=message, method=method, path=path, status=status, ms=round(ms, 2), request_id=rid)
-            return orjson.dumps(fields).decode() + "\n"
-        return f"{self._stamp},{millis:03d} INFO    {access_log.name}: {message}\n"
+        return f"{stamp},{millis:03d} INFO    servectl.access: {method} {path} {status} {ms:.1f}ms rid={rid}\n"
+
+    def _json_line(self, created: float, method: str, path: str, status: int, ms: float, rid: str) -> str:
+        """The JSON formatter's shape, written by hand: only the request's own strings need
+        JSON escaping (the request id is already reduced to [A-Za-z0-9._:-])."""
+        method, path = escape_control(method), escape_control(path)
+        stamp = self._stamp if int(created) == self._second else self._stamp_of(int(created))
+        message = orjson.dumps(f"{method} {path} {status} {ms:.1f}ms rid={rid}").decode()
+        quoted_method, quoted_path = orjson.dumps(method).decode(), orjson.dumps(path).decode()
+        return (
+            f'{{"ts":"{stamp}.{int(created % 1 * 1000):03d}Z","level":"info","logger":"{_ACCESS}",'
+            f'"message":{message},"method":{quoted_method},"path":{quoted_path},"status":{status},'
+            f'"ms":{round(ms, 2)},"request_id":"{rid}"}}\n'
+        )
 
 
 def _stream() -> Any:
