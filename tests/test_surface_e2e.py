@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 from hypothesis import HealthCheck, given, settings
@@ -76,6 +77,9 @@ def test_request_ids_sanitised_capped_returned_and_logged(serve) -> None:
     assert len(fresh.headers["x-request-id"]) == 16
     failing = httpx.post(server.url + "/predict", json={"fail": True}, headers={"X-Request-Id": "trace-me"})
     assert failing.status_code == 500
+    deadline = time.monotonic() + 5  # access lines are written in batches, within 100 ms
+    while "POST /predict 500" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     access = [e for e in lines if e["logger"] == "servectl.access"]
     assert {"method": "POST", "path": "/predict", "status": 200, "request_id": "abcscriptdef"}.items() <= next(

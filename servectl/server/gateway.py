@@ -60,7 +60,7 @@ class Gateway:
             if content_type and not is_json(content_type):
                 status = await self._unsupported_type(send, route, content_type, rid)
             else:
-                status = await route(receive, send, headers, rid, started)
+                status = await route(scope, receive, send, headers, rid, started)
         else:
             status = await self._framework(scope, receive, send, rid)
         elapsed = time.perf_counter() - started

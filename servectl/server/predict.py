@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import orjson
 
 from servectl.errors import error_body
 from servectl.runtime.scheduler import STREAMING, NoWorkers, Pending, QueueFull, Scheduler
-from servectl.server.asgi import BodyTooLarge, Receive, Send, read_body, send_bytes
+from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
+from servectl.server.protocol import ABORT
 from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
 
@@ -42,7 +44,7 @@ class PredictEndpoint:
         self.format = spec.api.stream_format
 
     async def __call__(
-        self, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str, started: float
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str, started: float
     ) -> int:
         """Answer one request; return the status (for logs and metrics)."""
         declared = headers.get(b"content-length")
@@ -81,11 +83,12 @@ class PredictEndpoint:
                 if pending.stream is None:
                     pending.stream = asyncio.Queue()
                     pending.stream.put_nowait((200, b""))
+                abort = scope.get("extensions", {}).get(ABORT)
                 if self.openai:
-                    return await send_stream(send, pending, rid, SSE, self.scheduler.cancel, True, _openai_error)
+                    return await send_stream(send, pending, rid, SSE, self._cut(abort), True, _openai_error)
                 if self.stream:
                     fmt = pick_format(headers.get(b"accept"), self.format)
-                    return await send_stream(send, pending, rid, fmt, self.scheduler.cancel)
+                    return await send_stream(send, pending, rid, fmt, self._cut(abort))
                 status, payload = await collect(pending)
             if status != CLIENT_GONE:
                 if status >= 400:
@@ -96,6 +99,18 @@ class PredictEndpoint:
             pending.timer.cancel()
             if pending.watcher is not None:
                 pending.watcher.cancel()
+
+    def _cut(self, abort: Callable[[], None] | None) -> Callable[[Pending], None]:
+        """What cutting off a stream's slow client does: stop its generation and drop the
+        connection at once (a graceful close would wait for the client to read what the
+        socket still holds)."""
+
+        def cut(pending: Pending) -> None:
+            self.scheduler.cancel(pending)
+            if abort is not None:
+                abort()
+
+        return cut
 
     def _tick(self, pending: Pending, receive: Receive) -> None:
         """The request's one timer. While its body is read: the body's deadline. Once it

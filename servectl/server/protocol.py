@@ -12,7 +12,10 @@ error shape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -30,6 +33,7 @@ log = logging.getLogger("servectl")
 LINGER_S = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
 BUSY_LINGER_S = 0.5  # shorter for a connection over max_connections: its descriptor is over budget
 WARN_EVERY_S = 10.0  # refusals are logged at most this often: a flood must not flood the log
+ABORT = "servectl.abort"  # scope["extensions"][ABORT](): drop the connection now, unsent bytes and all
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._linger_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._busy = False  # over max_connections: closed as soon as its request head is in
+        self._extensions: dict[str, Any] = {}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -100,6 +105,20 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         super().connection_made(transport)
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+        self._extensions = {ABORT: self._abort}
+
+    def _abort(self) -> None:
+        """Drop the connection with a reset: what the socket still holds for a client that
+        stopped reading is discarded (a plain close would send it all first)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = self._extensions
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._head_timer, self._linger_timer):

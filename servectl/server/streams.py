@@ -47,7 +47,7 @@ async def send_stream(
     pending: Pending,
     rid: str,
     fmt: bytes,
-    cancel: Callable[[Pending], None],
+    cut: Callable[[Pending], None],
     done: bool = False,
     error_shape: Callable[[bytes], bytes] | None = None,
 ) -> int:
@@ -81,7 +81,7 @@ async def send_stream(
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
                 return status
     except TimeoutError:
-        cancel(pending)
+        cut(pending)
         while status == 200 and not pending.stream.empty():  # the end it could not take, if one came
             item = pending.stream.get_nowait()
             if not isinstance(item, bytes):
