@@ -105,6 +105,23 @@ def write_spec(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:
     return path
 
 
+STREAMER = ROOT / "tests" / "handlers" / "streamer.py"
+
+
+def streamer_spec(**sections: dict) -> dict:
+    """The streaming test handler, one request per batch, streamed as NDJSON by default."""
+    spec: dict = {
+        "handler": str(STREAMER),
+        "devices": {"accelerator": "cpu"},
+        "batching": {"max_batch_size": 1},
+        "api": {"stream": True},
+        "server": {"access_log": False},
+    }
+    for key, value in sections.items():
+        spec.setdefault(key, {}).update(value)
+    return spec
+
+
 def toolbox_spec(**sections: dict) -> dict:
     spec: dict = {
         "name": "toolbox",

@@ -19,22 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, Server, toolbox_spec
-
-STREAMER = str(ROOT / "tests" / "handlers" / "streamer.py")
-
-
-def stream_spec(**sections: dict) -> dict:
-    base: dict = {
-        "handler": STREAMER,
-        "devices": {"accelerator": "cpu"},
-        "batching": {"max_batch_size": 1},
-        "api": {"stream": True},
-        "server": {"access_log": True},
-    }
-    for key, value in sections.items():
-        base.setdefault(key, {}).update(value)
-    return base
+from conftest import Server, streamer_spec, toolbox_spec
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -98,7 +83,7 @@ def test_hung_predict_is_replaced_by_the_watchdog(serve) -> None:
 
 
 def test_stream_that_stops_yielding_is_replaced(serve) -> None:
-    server = serve(stream_spec(limits={"timeout_s": 1.5}, supervisor={"hang_grace_s": 1}))
+    server = serve(streamer_spec(limits={"timeout_s": 1.5}, supervisor={"hang_grace_s": 1}))
     url = server.url + "/predict"
     with httpx.stream("POST", url, json={"n": 5, "hang_at": 2}, timeout=30) as r:
         events = [json.loads(line) for line in r.iter_lines() if line]
@@ -181,7 +166,7 @@ def test_drain_that_runs_out_answers_503_shutting_down(serve) -> None:
 
 
 def test_drain_that_runs_out_ends_a_stream_with_an_error_event(serve) -> None:
-    server = serve(stream_spec(limits={"drain_s": 1, "timeout_s": 30}))
+    server = serve(streamer_spec(limits={"drain_s": 1, "timeout_s": 30}))
     events: list[dict] = []
     with httpx.stream("POST", server.url + "/predict", json={"n": 100, "delay": 0.1}, timeout=30) as r:
         for line in r.iter_lines():
@@ -219,7 +204,7 @@ def test_workers_die_with_a_killed_api_process(serve) -> None:
 
 @pytest.mark.parametrize("why", ["client-gone", "deadline"])
 def test_generation_stops_before_its_first_chunk(serve, tmp_path: Path, why: str) -> None:
-    server = serve(stream_spec(limits={"timeout_s": 1.0 if why == "deadline" else 30}))
+    server = serve(streamer_spec(limits={"timeout_s": 1.0 if why == "deadline" else 30}))
     steps = tmp_path / "steps"
     body = {"n": 3, "silent": 200, "delay": 0.02, "log_to": str(steps)}
     if why == "deadline":
@@ -268,7 +253,7 @@ def rss_peak_mb(pid: int) -> float:
 
 
 def test_a_stream_reader_that_never_reads_is_bounded_and_cut_off(serve, tmp_path: Path) -> None:
-    server = serve(stream_spec(limits={"timeout_s": 3}))
+    server = serve(streamer_spec(limits={"timeout_s": 3}))
     steps = tmp_path / "steps"
     before = rss_peak_mb(server.proc.pid)
     body = json.dumps({"n": 300, "pad_kb": 1024, "log_to": str(steps)}).encode()

@@ -10,22 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT
+from conftest import streamer_spec
 
-STREAMER = str(ROOT / "tests" / "handlers" / "streamer.py")
-
-
-def spec(**sections: dict) -> dict:
-    base: dict = {
-        "handler": STREAMER,
-        "devices": {"accelerator": "cpu"},
-        "batching": {"max_batch_size": 1},
-        "api": {"stream": True},
-        "server": {"access_log": False},
-    }
-    for key, value in sections.items():
-        base.setdefault(key, {}).update(value)
-    return base
+spec = streamer_spec
 
 
 def test_ndjson_and_sse(serve) -> None:

@@ -36,7 +36,7 @@ log = logging.getLogger("servectl.worker")
 _PR_SET_PDEATHSIG = 1
 
 
-def detach_from_terminal_signals(parent_pid: int) -> None:
+def tie_to_parent(parent_pid: int) -> None:
     """Only the API process decides when a worker stops, and a worker never outlives it.
 
     A worker leads a process group of its own (the supervisor ends the whole group, so
@@ -215,7 +215,7 @@ def _run_by_route(routes: dict[str, Route], batch_id: int, items: list[p.Item]) 
 
 def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int) -> None:
     """Entry point of a spawned worker process."""
-    detach_from_terminal_signals(parent_pid)
+    tie_to_parent(parent_pid)
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)
