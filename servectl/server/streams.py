@@ -99,6 +99,7 @@ async def collect(pending: Pending) -> tuple[int, bytes]:
     while True:
         item = await pending.stream.get()
         if isinstance(item, bytes):
+            pending.buffered -= len(item)  # taken off the stream: only a slow reader is bounded
             chunks.append(item)
             continue
         status, body = item
