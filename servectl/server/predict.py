@@ -52,7 +52,7 @@ class PredictEndpoint:
             return await self._too_large(send, rid)
         pending = self.scheduler.open(rid, self.route, started + self.timeout_s)
         pending.reader = asyncio.current_task()
-        pending.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._tick, pending, receive)
+        first_tick = pending.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._tick, pending, receive)
         try:
             try:
                 body = await read_body(receive, self.max_body)
@@ -65,12 +65,11 @@ class PredictEndpoint:
             pending.reader = None
             if body is None:
                 return CLIENT_GONE
-            now = time.perf_counter()
-            if now - started >= WATCH_AFTER_S:  # a slow body: its timer was re-armed for the body
+            if pending.timer is not first_tick:  # it ticked while the body came: re-armed for the body
                 pending.timer.cancel()
-                if now >= pending.deadline:
+                if time.perf_counter() >= pending.deadline:
                     return await self._late_body(send, rid)
-                self._tick(pending, receive)
+                self._tick(pending, receive)  # now: watch for the client leaving, and the deadline
             try:
                 self.scheduler.enqueue(pending, body)
             except QueueFull:
