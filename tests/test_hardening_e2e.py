@@ -25,8 +25,15 @@ async def post_many(url: str, bodies: list[dict], timeout: float = 30) -> list[h
 def test_deadline_while_queued_and_while_running(serve) -> None:
     server = serve(toolbox_spec(limits={"timeout_s": 0.5}, batching={"max_batch_size": 1}))
     url = server.url + "/predict"
+
+    async def in_order() -> list[httpx.Response]:  # the slow one reaches the worker first
+        async with httpx.AsyncClient(timeout=30) as client:
+            slow = asyncio.create_task(client.post(url, json={"sleep": 1.5, "x": 1}))
+            await asyncio.sleep(0.05)
+            return list(await asyncio.gather(slow, client.post(url, json={"x": 2})))
+
     t0 = time.monotonic()
-    running, queued = asyncio.run(post_many(url, [{"sleep": 1.5, "x": 1}, {"x": 2}]))
+    running, queued = asyncio.run(in_order())
     assert time.monotonic() - t0 < 1.4, "the 504 must not wait for the slow predict"
     assert running.status_code == queued.status_code == 504
     assert "was running" in running.json()["error"]["message"]
