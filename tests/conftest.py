@@ -122,6 +122,17 @@ def streamer_spec(**sections: dict) -> dict:
     return spec
 
 
+def echo_llm_spec() -> dict:
+    """The example custom OpenAI handler (complete/render/count_tokens/embed), on the CPU."""
+    return {
+        "name": "echo-llm",
+        "handler": str(ROOT / "handlers" / "echo_llm.py"),
+        "model": {"backend": "python"},
+        "api": {"kind": "openai"},
+        "devices": {"accelerator": "cpu"},
+    }
+
+
 def toolbox_spec(**sections: dict) -> dict:
     spec: dict = {
         "name": "toolbox",

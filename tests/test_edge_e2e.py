@@ -22,7 +22,7 @@ import pytest
 
 from servectl.bench.runner import free_port
 
-from conftest import ROOT, toolbox_spec, write_spec
+from conftest import ROOT, echo_llm_spec, toolbox_spec, write_spec
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
@@ -366,15 +366,7 @@ def test_json_routes_refuse_other_content_types(serve) -> None:
 
 
 def test_openai_routes_answer_415_in_openai_shape(serve) -> None:
-    server = serve(
-        {
-            "name": "echo-llm",
-            "handler": str(ROOT / "handlers" / "echo_llm.py"),
-            "model": {"backend": "python"},
-            "api": {"kind": "openai"},
-            "devices": {"accelerator": "cpu"},
-        }
-    )
+    server = serve(echo_llm_spec())
     url = server.url + "/v1/chat/completions"
     request = {"model": "echo-llm", "messages": [{"role": "user", "content": "hi"}]}
     r = httpx.post(url, content=json.dumps(request), headers={"Content-Type": "text/plain;charset=UTF-8"})

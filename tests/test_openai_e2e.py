@@ -12,7 +12,7 @@ import pytest
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, Server, minilm_reference, write_spec  # noqa: E402
+from conftest import ROOT, Server, echo_llm_spec, minilm_reference, write_spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -163,15 +163,7 @@ def test_embeddings_equal_in_process_and_batched(serve) -> None:
 
 
 def test_custom_handler_serves_the_openai_routes(serve) -> None:
-    server = serve(
-        {
-            "name": "echo-llm",
-            "handler": str(ROOT / "handlers" / "echo_llm.py"),
-            "model": {"backend": "python"},
-            "api": {"kind": "openai"},
-            "devices": {"accelerator": "cpu"},
-        }
-    )
+    server = serve(echo_llm_spec())
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
     messages = [{"role": "user", "content": "hello there general kenobi"}]
     reply = client.chat.completions.create(model="echo-llm", messages=messages)

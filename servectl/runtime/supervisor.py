@@ -41,7 +41,13 @@ log = logging.getLogger("servectl.supervisor")
 class WorkerHandle:
     """The API process's view of one worker process."""
 
-    def __init__(self, slot: WorkerSlot, process: BaseProcess, on_watchdog: Callable[[WorkerHandle], None]) -> None:
+    def __init__(
+        self,
+        slot: WorkerSlot,
+        process: BaseProcess,
+        hang_grace_s: float,
+        on_watchdog: Callable[[WorkerHandle], None],
+    ) -> None:
         self.slot = slot
         self.index = slot.index
         self.process = process
@@ -53,7 +59,7 @@ class WorkerHandle:
         self.hung = False
         self.inflight: dict[int, Pending] = {}
         self.started_at = time.monotonic()
-        self.hang_grace_s = math.inf
+        self.hang_grace_s = hang_grace_s
         self.watchdog: asyncio.TimerHandle | None = None
         self._on_watchdog = on_watchdog
 
@@ -163,8 +169,8 @@ class Supervisor:
         )
         process.start()
         child.close()
-        worker = self.workers[slot.index] = WorkerHandle(slot, process, self._check_hung)
-        worker.hang_grace_s = self.spec.supervisor.hang_grace_s
+        grace = self.spec.supervisor.hang_grace_s
+        worker = self.workers[slot.index] = WorkerHandle(slot, process, grace, self._check_hung)
         task = self._loop.create_task(self._attach(worker, parent))
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)
