@@ -20,6 +20,11 @@ from typing import Any, get_args, get_type_hints
 
 from pydantic import BaseModel, TypeAdapter
 
+from servectl.sdk import END, Chunks, Final, InvalidInput, Many
+
+# the public names, kept importable from here for handlers written before servectl.sdk
+__all__ = ["END", "Chunks", "Final", "Handler", "HandlerError", "HandlerInfo", "InvalidInput", "Many"]
+
 HOOKS = ("setup", "decode", "predict", "encode", "batch", "unbatch")
 # how many positional arguments each hook is called with
 _ARITY = {"setup": 2, "decode": 1, "predict": 1, "encode": 1, "batch": 1, "unbatch": 1}
@@ -27,46 +32,6 @@ _ARITY = {"setup": 2, "decode": 1, "predict": 1, "encode": 1, "batch": 1, "unbat
 
 class HandlerError(Exception):
     """A handler that cannot be found, imported or called as the contract says."""
-
-
-class InvalidInput(ValueError):
-    """Raised by `decode` for input that does not fit the model: the request gets a 422
-    (or the status given, e.g. 404 for an unknown model name)."""
-
-    def __init__(self, message: str, field: str = "inputs", status: int = 422) -> None:
-        super().__init__(message)
-        self.field = field
-        self.status = status
-
-
-END: Any = type("END", (), {"__repr__": lambda self: "servectl.END"})()
-"""Yield this in a streaming `predict` step, in a request's place, to end that request's stream."""
-
-
-class Chunks(list[Any]):
-    """Several chunks for one request in one streaming step (END may close the list);
-    `tokens`: tokens generated for it, counted in /metrics."""
-
-    def __init__(self, chunks: Any = (), tokens: int = 0) -> None:
-        super().__init__(chunks)
-        self.tokens = tokens
-
-
-class Final:
-    """A streaming step's entry that answers its request with one whole (non-streamed) value."""
-
-    __slots__ = ("tokens", "value")
-
-    def __init__(self, value: Any, tokens: int = 0) -> None:
-        self.value = value
-        self.tokens = tokens
-
-
-class Many(list[Any]):
-    """What `decode` returns for a request that carries several items (e.g. a list of texts).
-
-    Each item counts toward `max_batch_size`; `encode` gets the list of their outputs.
-    """
 
 
 @dataclass(frozen=True)

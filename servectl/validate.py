@@ -19,11 +19,11 @@ def _model_file_problem(spec: Spec) -> str | None:
     if not path.exists():
         return f"{path} does not exist"
     if backend == "onnx":
-        from servectl.backends.onnx import onnx_file_problem
+        from servectl.runners.onnx import onnx_file_problem
 
         return onnx_file_problem(path)
     if backend == "pytorch" and not spec.model.factory:
-        from servectl.backends.pytorch import model_format
+        from servectl.runners.pytorch import model_format
 
         try:
             kind = model_format(path)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from servectl.backends import build_handler
-from servectl.handler import Many
+from servectl.sdk import Many
 from servectl.spec import Spec
 
 BATCH_SIZES = (1, 8, 32, 64)

@@ -14,7 +14,8 @@ from collections.abc import Generator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from servectl.handler import END, Chunks, Final, HandlerError, Many
+from servectl.handler import HandlerError
+from servectl.sdk import END, Chunks, Final, Many
 from servectl.runtime import protocol as p
 from servectl.runtime.codec import serialize
 

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 
 from servectl.backends import build_adapters, build_handler, describe
 from servectl.errors import error_body
-from servectl.handler import Handler, HandlerError, InvalidInput, Many
+from servectl.handler import Handler, HandlerError
+from servectl.sdk import InvalidInput, Many
 from servectl.logs import configure
 from servectl.runtime import protocol as p
 from servectl.runtime.codec import parse, serialize

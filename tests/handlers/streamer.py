@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from servectl.handler import END
+from servectl.sdk import END
 
 example = {"n": 3}
 

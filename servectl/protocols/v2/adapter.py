@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from servectl.backends.tensors import Row, TensorRunner, TensorSpec, check_shape
-from servectl.handler import InvalidInput, Many
+from servectl.runners.tensors import Row, TensorRunner, TensorSpec, check_shape
+from servectl.sdk import InvalidInput, Many
 
 V2_DTYPES: dict[str, Any] = {
     "BOOL": np.bool_,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from servectl.handler import InvalidInput, Many
+from servectl.sdk import InvalidInput, Many
 
 Row = dict[str, np.ndarray]
 

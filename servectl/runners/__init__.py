@@ -12,7 +12,8 @@ from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
 
-from servectl.handler import Handler, HandlerError, HandlerInfo, InvalidInput, load_handler_object
+from servectl.handler import Handler, HandlerError, HandlerInfo, load_handler_object
+from servectl.sdk import InvalidInput
 from servectl.spec import Spec
 
 EXTRAS = {"pytorch": ("torch",), "onnx": ("onnxruntime",), "transformers": ("torch", "transformers")}
@@ -69,14 +70,14 @@ def create_runner(spec: Spec) -> Any:
     if problem:
         raise HandlerError(problem)
     if backend == "pytorch":
-        from servectl.backends.pytorch import PyTorchRunner
+        from servectl.runners.pytorch import PyTorchRunner
 
         return PyTorchRunner(spec)
     if backend == "onnx":
-        from servectl.backends.onnx import OnnxRunner
+        from servectl.runners.onnx import OnnxRunner
 
         return OnnxRunner(spec)
-    from servectl.backends.hf import RUNNERS
+    from servectl.runners.transformers import RUNNERS
 
     assert spec.model.task is not None
     return RUNNERS[spec.model.task](spec)

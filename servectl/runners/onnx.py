@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from servectl.backends.tensors import Row, TensorRunner, TensorSpec
+from servectl.runners.tensors import Row, TensorRunner, TensorSpec
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.worker")

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from servectl.backends.generate import Sampling, generate_steps
-from servectl.handler import InvalidInput, Many
+from servectl.runners.generate import Sampling, generate_steps
+from servectl.sdk import InvalidInput, Many
 from servectl.spec import Spec
 
 Item = tuple[str, dict[str, Any]]  # one text and its request's parameters

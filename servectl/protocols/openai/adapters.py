@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from servectl.backends.generate import RowState, Sampling
-from servectl.backends.openai_types import (
+from servectl.runners.generate import RowState, Sampling
+from servectl.protocols.openai.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
@@ -27,7 +27,7 @@ from servectl.backends.openai_types import (
     EmbeddingResponse,
     GenerationRequest,
 )
-from servectl.handler import END, Chunks, Final, InvalidInput, Many
+from servectl.sdk import END, Chunks, Final, InvalidInput, Many
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -44,7 +44,7 @@ class _Generation:
     chunk_model: type[BaseModel] = Completion
 
     def __init__(self, lm: Any, model_name: str) -> None:
-        self.lm = lm  # a TransformersLM or a HandlerLM (servectl.backends.lm)
+        self.lm = lm  # a TransformersLM or a HandlerLM (servectl.protocols.openai.lm)
         self.model_name = model_name
         self.example = {"model": model_name, **self.example_body, "max_tokens": 16}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from servectl.backends.generate import RowState, Sampling, generate_steps
+from servectl.runners.generate import RowState, Sampling, generate_steps
 
 
 def plain_chat(messages: list[dict[str, str]]) -> str:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from servectl.backends.tensors import Row, TensorRunner, TensorSpec
-from servectl.handler import InvalidInput
+from servectl.runners.tensors import Row, TensorRunner, TensorSpec
+from servectl.sdk import InvalidInput
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.worker")

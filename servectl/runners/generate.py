@@ -11,14 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from servectl.sdk import Sampling
 
-@dataclass
-class Sampling:
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+__all__ = ["RowState", "Sampling", "generate_steps"]
 
 
 @dataclass

@@ -1,0 +1,128 @@
+"""What handler authors import: markers for streams and batches, the one error a hook may
+raise on purpose, and the hook sets as `typing.Protocol`s (for editors and type checkers;
+no base class is needed: any module, class or object with the hooks serves).
+
+Everything else in servectl is internal and may change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "END",
+    "Chunks",
+    "EmbedHandler",
+    "Final",
+    "InvalidInput",
+    "Many",
+    "OpenAIHandler",
+    "PredictHandler",
+    "Sampling",
+    "StreamingHandler",
+]
+
+
+class InvalidInput(ValueError):
+    """Raised by `decode` (or `predict`) for input that does not fit the model: the request
+    gets a 422 naming `field` (or the status given, e.g. 404 for an unknown model name)."""
+
+    def __init__(self, message: str, field: str = "inputs", status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+class _End:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "servectl.END"
+
+    def __reduce__(self) -> str:
+        return "END"  # one END per process, also after a pickle round trip
+
+
+END: Any = _End()
+"""Yield this in a streaming `predict` step, in a request's place, to end that request's stream."""
+
+
+class Chunks(list[Any]):
+    """Several chunks for one request in one streaming step (END may close the list);
+    `tokens`: tokens generated for it, counted in /metrics."""
+
+    def __init__(self, chunks: Iterable[Any] = (), tokens: int = 0) -> None:
+        super().__init__(chunks)
+        self.tokens = tokens
+
+
+class Final:
+    """A streaming step's entry that answers its request with one whole (non-streamed) value."""
+
+    __slots__ = ("tokens", "value")
+
+    def __init__(self, value: Any, tokens: int = 0) -> None:
+        self.value = value
+        self.tokens = tokens
+
+
+class Many(list[Any]):
+    """What `decode` returns for a request that carries several items (e.g. a list of texts).
+
+    Each item counts toward `max_batch_size`; `encode` gets the list of their outputs.
+    """
+
+
+@dataclass
+class Sampling:
+    """One generation's settings, as an OpenAI request gave them (defaults filled in)."""
+
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+# --- the hook sets --------------------------------------------------------------------
+# Every hook is optional; a handler defines at least one of predict, decode, encode (or, for
+# `api.kind: openai`, complete or embed). `setup` may take (device, spec), (device) or ().
+
+
+@runtime_checkable
+class PredictHandler(Protocol):
+    """The request/response contract: decode each request, predict a batch, encode each output."""
+
+    def setup(self, device: str, spec: Any) -> None: ...
+    def decode(self, request: Any) -> Any: ...
+    def batch(self, items: list[Any]) -> Any: ...
+    def predict(self, batch: Any) -> Any: ...
+    def unbatch(self, output: Any) -> Iterable[Any]: ...
+    def encode(self, output: Any) -> Any: ...
+
+
+class StreamingHandler(Protocol):
+    """A streaming `predict`: one list per step with, per request, a chunk, None (nothing
+    this step), END, `Chunks(...)` or `Final(value)`. (A generator `encode` streams too.)"""
+
+    def predict(self, batch: list[Any]) -> Iterator[list[Any]]: ...
+
+
+class OpenAIHandler(Protocol):
+    """`api.kind: openai` with your own generator: `complete` serves /v1/chat/completions and
+    /v1/completions (each piece counts as one token for `max_tokens`; stop strings are
+    applied for you); `render` makes a prompt of chat messages (default `role: text` lines,
+    then `assistant:`); `count_tokens` feeds `usage` (default: words)."""
+
+    def complete(self, prompt: str, sampling: Sampling) -> Iterable[str]: ...
+    def render(self, messages: list[dict[str, str]]) -> str: ...
+    def count_tokens(self, text: str) -> int: ...
+
+
+class EmbedHandler(Protocol):
+    """`api.kind: openai` embeddings: serves /v1/embeddings, batched across requests;
+    `dimensions` (optional) is the vector width."""
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
