@@ -3,7 +3,7 @@
 A handler is a plain module, class or object with any of `setup(device, spec)`,
 `decode(request)`, `predict(batch)`, `encode(output)`, `batch(items)`, `unbatch(out)`.
 No base class. Only worker processes import handlers: the API process learns about one
-through `HandlerInfo`, which pickles.
+through `HandlerInfo`, which workers send at start-up.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_args, get_type_hints
 
+import msgspec
 from pydantic import BaseModel, TypeAdapter
 
 from servectl.sdk import END, Chunks, Final, InvalidInput, Many
@@ -34,8 +34,7 @@ class HandlerError(Exception):
     """A handler that cannot be found, imported or called as the contract says."""
 
 
-@dataclass(frozen=True)
-class HandlerInfo:
+class HandlerInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What the API process knows about a handler: reported by workers at start-up."""
 
     name: str
@@ -43,11 +42,11 @@ class HandlerInfo:
     request_schema: dict[str, Any] | None = None
     response_schema: dict[str, Any] | None = None
     example: Any = None
-    defs: dict[str, Any] = field(default_factory=dict)
+    defs: dict[str, Any] = {}
     streams: bool = False
     chunk_schema: dict[str, Any] | None = None  # one streamed chunk, when the handler declares it
     metadata: dict[str, Any] | None = None  # V2 model metadata, for api.kind v2
-    routes: dict[str, HandlerInfo] = field(default_factory=dict)  # api.kind's protocol adapters, by route
+    routes: dict[str, HandlerInfo] = {}  # api.kind's protocol adapters, by route
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from servectl.backends import build_handler, missing_extra
+from servectl.runners import build_handler, missing_extra
 from servectl.handler import Handler, HandlerError
 from servectl.runtime.protocol import Result
 from servectl.runtime.worker import BatchRunner

@@ -229,12 +229,12 @@ def test_validate_checks_backend_fields(tmp_path: Path, models: Path) -> None:
 def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from servectl import backends
+    from servectl import runners
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
-    assert backends.missing_extra("onnx") == "backend 'onnx' needs onnxruntime: pip install 'servectl[onnx]'"
-    assert backends.missing_extra("python") is None
+    assert runners.missing_extra("onnx") == "backend 'onnx' needs onnxruntime: pip install 'servectl[onnx]'"
+    assert runners.missing_extra("python") is None
 
 
 def test_onnx_without_batch_axis_runs_item_by_item(serve, tmp_path: Path) -> None:

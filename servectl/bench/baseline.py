@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from servectl.backends import build_handler
+from servectl.runners import build_handler
 from servectl.sdk import Many
 from servectl.spec import Spec
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from servectl.backends import build_adapters, build_handler, describe
+from servectl.protocols import build_adapters, describe
+from servectl.runners import build_handler
 from servectl.errors import error_body
 from servectl.handler import Handler, HandlerError
 from servectl.sdk import InvalidInput, Many

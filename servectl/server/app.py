@@ -99,7 +99,7 @@ def build_app(deployment: Deployment) -> FastAPI:
         return Response(deployment.metrics.render(), media_type="text/plain; version=0.0.4")
 
     if spec.api.kind == "v2":
-        from servectl.server.v2 import add_v2_routes
+        from servectl.protocols.v2.routes import add_v2_routes
 
         add_v2_routes(app, deployment)
     elif spec.api.kind == "openai":

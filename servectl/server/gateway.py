@@ -14,7 +14,7 @@ from servectl.logs import AccessLog, access_log
 from servectl.routes import model_routes
 from servectl.server.asgi import Message, Receive, Scope, Send, header_map, request_id_from, send_bytes
 from servectl.server.auth import APIKeyAuth
-from servectl.server.predict import PredictEndpoint, reshape_error
+from servectl.server.endpoint import PredictEndpoint, reshape_error
 
 log = logging.getLogger("servectl")
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
