@@ -137,9 +137,10 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
 class Handler:
     """A user's handler behind the fixed calling convention the worker uses."""
 
-    def __init__(self, obj: Any, name: str) -> None:
+    def __init__(self, obj: Any, name: str, runner: Any = None) -> None:
         self.obj = obj
         self.name = name
+        self.runner = runner  # the built-in runner that predicts, under any user pre/post hooks
         self.hooks: dict[str, Callable[..., Any]] = {}
         for hook in HOOKS:
             fn = getattr(obj, hook, None)
@@ -157,7 +158,7 @@ class Handler:
             self.hooks[hook] = fn
         if not self.hooks.keys() & {"predict", "decode", "encode"} and not any(
             callable(getattr(obj, hook, None))
-            for hook in ("complete", "embed")  # the OpenAI contract
+            for hook in ("complete", "embed")  # the OpenAI contract (servectl.sdk.OpenAIHandler, EmbedHandler)
         ):
             raise HandlerError(f"{name} defines none of predict, decode, encode (or complete, embed)")
         setup_max = _positional_capacity(self.hooks["setup"])[1] if "setup" in self.hooks else 2
@@ -171,9 +172,10 @@ class Handler:
         return cls(load_handler_object(ref, base_dir), ref)
 
     def _request_type(self) -> type[BaseModel] | None:
+        declared = _model_type(getattr(self.obj, "request_model", None))
         fn = self.hooks.get("decode")
-        if fn is None:
-            return None
+        if declared is not None or fn is None:
+            return declared
         hints = _hints(fn)
         params = [p for p in inspect.signature(fn).parameters if p in hints and p != "return"]
         return _model_type(hints[params[0]]) if params else None

@@ -22,7 +22,7 @@ from servectl.logs import configure
 from servectl.runtime.devices import plan_slots
 from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
-from servectl.server.gateway import Gateway
+from servectl.server.edge import Lifespan, build_edge
 from servectl.server.listen import ListenError, bind, raise_fd_limit
 from servectl.server.protocol import ConnectionLimits, protocol_class
 from servectl.server.streams import CutStreamsAreExpected
@@ -39,10 +39,10 @@ class _Server(uvicorn.Server):
     (in-flight work finishes within limits.drain_s, then what is left gets a 503), a second
     one exits now. Workers ignore these signals: only this process decides when they stop."""
 
-    def __init__(self, config: uvicorn.Config, deployment: Deployment, gateway: Gateway) -> None:
+    def __init__(self, config: uvicorn.Config, deployment: Deployment, edge: Lifespan) -> None:
         super().__init__(config)
         self.deployment = deployment
-        self.gateway = gateway
+        self.edge = edge
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -58,8 +58,8 @@ class _Server(uvicorn.Server):
         if self.should_exit:
             log.warning("second %s: exiting now", name)
             self.deployment.supervisor.kill_all()
-            if self.gateway.access_log is not None:
-                self.gateway.access_log.flush()  # the lines of requests answered so far
+            if self.edge.access_log is not None:
+                self.edge.access_log.flush()  # the lines of requests answered so far
             os._exit(1)
         log.info("%s: draining for up to %gs, then stopping", name, self.deployment.spec.limits.drain_s)
         self.should_exit = True
@@ -118,8 +118,8 @@ def serve(spec: Spec, console: Console) -> int:
     raise_fd_limit(spec.server.max_connections)
     slots, note = plan_slots(spec.devices)
     deployment = Deployment(spec, slots, note)
-    gateway = Gateway(deployment, build_app(deployment))
-    app: Any = gateway
+    edge = build_edge(deployment, build_app(deployment))
+    app: Any = edge
     if spec.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
@@ -139,7 +139,7 @@ def serve(spec: Spec, console: Console) -> int:
         http=protocol_class(ConnectionLimits.from_spec(spec.server)),
         timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
-    server = _Server(config, deployment, gateway)
+    server = _Server(config, deployment, edge)
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
     host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
     announce(spec, deployment, f"http://{host}:{spec.server.port}", console)

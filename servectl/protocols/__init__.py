@@ -1,48 +1,90 @@
-"""API protocols: what each `api.kind` serves on top of a handler."""
+"""API protocols, chosen by `api.kind` from a registry (as uvicorn picks its protocol classes
+by name). Each is one package: its routes, adapters over a handler, error shape, OpenAPI
+fragments and open paths. Adding a protocol is adding a folder and a line here.
+
+Every deployment serves the `predict` route; `api.kind` adds its protocol's routes.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Collection
 from typing import Any
 
 import msgspec
 
 from servectl.handler import Handler, HandlerInfo
+from servectl.protocols.base import ApiProtocol, ModelRoute
 from servectl.spec import Spec
+
+__all__ = [
+    "PROTOCOLS",
+    "ApiProtocol",
+    "ModelRoute",
+    "build_adapters",
+    "describe",
+    "fixed_paths",
+    "get",
+    "model_routes",
+    "of",
+    "open_paths",
+]
+
+PROTOCOLS = {
+    "predict": "servectl.protocols.predict:PROTOCOL",
+    "openai": "servectl.protocols.openai:PROTOCOL",
+    "v2": "servectl.protocols.v2:PROTOCOL",
+}
+_loaded: dict[str, ApiProtocol] = {}
+
+
+def get(kind: str) -> ApiProtocol:
+    """The protocol registered as `kind`."""
+    protocol = _loaded.get(kind)
+    if protocol is None:
+        module, _, attr = PROTOCOLS[kind].partition(":")
+        protocol = _loaded[kind] = getattr(importlib.import_module(module), attr)
+    return protocol
+
+
+def of(spec: Spec) -> list[ApiProtocol]:
+    """The protocols a deployment serves: `predict`, and its `api.kind`'s."""
+    kinds = dict.fromkeys(("predict", spec.api.kind))
+    return [get(kind) for kind in kinds]
+
+
+def model_routes(spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
+    """Every POST route of `spec` answered by workers; `served` (the route names workers
+    reported) narrows the optional ones."""
+    return [route for protocol in of(spec) for route in protocol.model_routes(spec, served)]
 
 
 def build_adapters(spec: Spec, handler: Handler) -> dict[str, Handler]:
-    """The protocol adapters of `api.kind` around a built handler, by route name ("v2",
-    "chat", "completions", "embeddings"). They run no setup of their own: a worker builds
-    them after the handler's setup, `client-gen` without any."""
-    inner = getattr(handler.obj, "_runner", handler.obj)  # a built-in runner, under any user pre/post hooks
+    """The protocol adapters around a built handler, by route name ("v2", "chat",
+    "completions", "embeddings"). They run no setup of their own: a worker builds them after
+    the handler's setup, `client-gen` without any."""
     adapters: dict[str, Any] = {}
-    if spec.api.kind == "v2":
-        from servectl.protocols.v2.adapter import V2Adapter  # numpy: only tensor deployments need it
-
-        adapters["v2"] = V2Adapter(inner, spec.name)
-    elif spec.api.kind == "openai":
-        from servectl.protocols.openai import adapters as openai
-        from servectl.protocols.openai import lm
-
-        if spec.model.backend == "python":  # the custom contract: complete / embed hooks
-            model: Any = lm.HandlerLM(handler.obj, spec.model.max_new_tokens)
-            generates, embeds = hasattr(handler.obj, "complete"), hasattr(handler.obj, "embed")
-        else:
-            model = lm.TransformersLM(inner)
-            generates = spec.model.task == "text-generation"
-            embeds = not generates
-        if generates:
-            adapters["chat"] = openai.ChatCompletions(model, spec.name)
-            adapters["completions"] = openai.Completions(model, spec.name)
-        if embeds:
-            adapters["embeddings"] = openai.Embeddings(model, spec.name)
+    for protocol in of(spec):
+        adapters.update(protocol.adapters(spec, handler))
     return {name: Handler(adapter, f"{name}:{handler.name}") for name, adapter in adapters.items()}
 
 
 def describe(handler: Handler, adapters: dict[str, Handler]) -> HandlerInfo:
-    """What the API process is told: the handler's info with its adapters' by route, and
-    the V2 model metadata once the runner is set up."""
-    v2 = adapters.get("v2")
-    metadata = v2.obj.metadata() if v2 is not None and v2.obj.runner.inputs else None
+    """What the API process is told: the handler's info with its adapters' by route, and a
+    protocol's model metadata (V2's) once the runner is set up."""
+    metadata = None
+    for adapter in adapters.values():
+        report = getattr(adapter.obj, "metadata", None)
+        metadata = metadata or (report() if callable(report) else None)
     routes = {name: adapter.info() for name, adapter in adapters.items()}
     return msgspec.structs.replace(handler.info(), routes=routes, metadata=metadata)
+
+
+def open_paths(spec: Spec) -> frozenset[str]:
+    """Paths of the deployment's protocols that are never behind an API key (their probes)."""
+    return frozenset().union(*(protocol.open_paths for protocol in of(spec)))
+
+
+def fixed_paths(spec: Spec) -> frozenset[str]:
+    """The protocols' own GET paths (named as such in metrics)."""
+    return frozenset().union(*(protocol.fixed_paths for protocol in of(spec)))

@@ -9,6 +9,7 @@ A runner is an ordinary handler object. When the spec also names a handler, that
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from typing import Any, get_type_hints
 
 from pydantic import TypeAdapter, ValidationError
@@ -28,41 +29,47 @@ def missing_extra(backend: str) -> str | None:
     return f"backend {backend!r} needs {', '.join(missing)}: pip install 'servectl[{backend}]'"
 
 
-class _Overlay:
+class Overlay:
     """A runner with a user's pre-processing (`decode`) before it and post-processing
     (`encode`) after it: the user's decode turns a request into the runner's request shape,
-    the user's encode gets the runner's response."""
+    the user's encode gets the runner's response. The request and response types are the
+    outermost hooks' (`request_model` / `response_model`, read by `Handler`)."""
 
     def __init__(self, runner: Any, user: Any) -> None:
-        self._runner = runner
+        self.runner = runner
         for hook in ("setup", "batch", "predict", "unbatch"):
             if hasattr(runner, hook):
                 setattr(self, hook, getattr(runner, hook))
+        self._user_decode = getattr(user, "decode", None)
+        self._user_encode = getattr(user, "encode", None)
+        self._user_name = getattr(user, "__name__", "handler")
         runner_request = get_type_hints(runner.decode).get("request")
-        adapter = TypeAdapter(runner_request) if runner_request else None
-        user_decode, user_encode = getattr(user, "decode", None), getattr(user, "encode", None)
+        self._runner_request = TypeAdapter(runner_request) if runner_request else None
+        self.request_model = _first_hint(self._user_decode or runner.decode, "request")
+        self.response_model = _first_hint(self._user_encode or runner.encode, "return")
+        self.example = getattr(user, "example", None) or getattr(runner, "example", None)
 
-        def decode(request: Any) -> Any:
-            if user_decode is None:
-                return runner.decode(request)
-            pre = user_decode(request)
-            try:
-                return runner.decode(adapter.validate_python(pre) if adapter else pre)
-            except ValidationError as exc:
-                raise InvalidInput(f"{getattr(user, '__name__', 'handler')}.decode returned {exc}") from None
+    def decode(self, request: Any) -> Any:
+        if self._user_decode is None:
+            return self.runner.decode(request)
+        pre = self._user_decode(request)
+        try:
+            return self.runner.decode(self._runner_request.validate_python(pre) if self._runner_request else pre)
+        except ValidationError as exc:
+            raise InvalidInput(f"{self._user_name}.decode returned {exc}") from None
 
-        def encode(output: Any) -> Any:
-            response = runner.encode(output)
-            return user_encode(response) if user_encode else response
+    def encode(self, output: Any) -> Any:
+        response = self.runner.encode(output)
+        return self._user_encode(response) if self._user_encode else response
 
-        decode.__annotations__ = dict(get_type_hints(user_decode or runner.decode))
-        encode.__annotations__ = dict(get_type_hints(user_encode or runner.encode))
-        self.decode, self.encode = decode, encode
-        self._user_example = getattr(user, "example", None)
 
-    @property
-    def example(self) -> Any:
-        return self._user_example or getattr(self._runner, "example", None)
+def _first_hint(fn: Any, name: str) -> Any:
+    """The type hint of `fn`'s parameter `name` (its first parameter for "request"), or its return."""
+    hints = get_type_hints(fn)
+    if name == "return":
+        return hints.get("return")
+    params = [p for p in inspect.signature(fn).parameters if p in hints]
+    return hints[params[0]] if params else None
 
 
 def create_runner(spec: Spec) -> Any:
@@ -93,6 +100,6 @@ def build_handler(spec: Spec) -> Handler:
     runner = create_runner(spec)
     name = f"{spec.model.backend}:{spec.model.task or spec.model.path or spec.model.factory}"
     if spec.handler is None:
-        return Handler(runner, name)
+        return Handler(runner, name, runner=runner)
     user = load_handler_object(spec.handler, spec.base_dir)
-    return Handler(_Overlay(runner, user), f"{spec.handler} around {name}")
+    return Handler(Overlay(runner, user), f"{spec.handler} around {name}", runner=runner)

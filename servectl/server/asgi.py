@@ -12,6 +12,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+REQUEST = "servectl.request"  # the scope key of the edge's per-request record
 
 JSON = b"application/json"
 _UNSAFE_ID = re.compile(rb"[^A-Za-z0-9._:\-]")
@@ -30,11 +33,6 @@ def request_id_from(raw: bytes | None) -> str:
         if clean:
             return clean.decode("ascii")
     return f"{_ID_PREFIX}{next(_id_counter):08x}"
-
-
-def header_map(scope: Scope) -> dict[bytes, bytes]:
-    """Headers by lower-case name (ASGI servers already lower-case them)."""
-    return dict(scope["headers"])
 
 
 async def send_bytes(

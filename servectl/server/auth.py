@@ -6,7 +6,7 @@ import hmac
 
 from servectl.spec import AuthSpec
 
-ALWAYS_OPEN = frozenset({"/health", "/ready", "/v2/health/live", "/v2/health/ready"})  # probes
+ALWAYS_OPEN = frozenset({"/health", "/ready"})  # probes (protocols add theirs)
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPS = frozenset({"/metrics", "/info"})
 
@@ -14,10 +14,10 @@ OPS = frozenset({"/metrics", "/info"})
 class APIKeyAuth:
     """Decides which paths need a key and whether a request carries a valid one."""
 
-    def __init__(self, spec: AuthSpec) -> None:
+    def __init__(self, spec: AuthSpec, probes: frozenset[str] = frozenset()) -> None:
         self._keys = [k.encode() for k in spec.api_keys or []]
         self.enabled = bool(self._keys)
-        open_paths = set(ALWAYS_OPEN)
+        open_paths = set(ALWAYS_OPEN | probes)
         if not spec.protect_docs:
             open_paths |= DOCS
         if not spec.protect_metrics:

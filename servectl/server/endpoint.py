@@ -1,4 +1,5 @@
-"""The model route: raw body in, queued for a worker, raw worker answer out.
+"""A model route's endpoint: raw body in, queued for a worker, its typed outcome out in the
+route protocol's shape.
 
 This is the hot path. It stays on plain ASGI (no FastAPI request objects, no parsing:
 workers parse) and applies the deadline, back-pressure and client disconnects.
@@ -9,48 +10,49 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import orjson
-
-from servectl.errors import error_body
-from servectl.runtime.scheduler import STREAMING, NoWorkers, Pending, QueueFull, Scheduler
+from servectl.outcome import CLIENT_GONE, ENDED, GONE, Ended, Failure, Outcome, Reply, Streaming
+from servectl.protocols import ApiProtocol, ModelRoute
+from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull, Scheduler
 from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
 from servectl.server.protocol import ABORT
 from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
 
+if TYPE_CHECKING:
+    from servectl.server.edge import Request
+
 RETRY_AFTER = [(b"retry-after", b"1")]
 _CLOSE = [(b"connection", b"close")]  # the rest of an unread body is not worth reading
-CLIENT_GONE = 499  # nginx's code: logged and counted, never sent
 WATCH_AFTER_S = 0.02
+_BODY_LATE = Failure(504, "timeout", "request body not received in time")  # marks the deadline's cancel
 
 
-class PredictEndpoint:
-    """`POST {api.path}`: one request through the scheduler to a worker and back.
+class ModelEndpoint:
+    """`POST` on a model route: one request through the scheduler to a worker and back.
 
     The deadline (`limits.timeout_s`) counts from the request's start, so reading the body
     counts too: a body still arriving at the deadline gets its 504 and never reaches a
     worker. One timer per request drives it all (see `_tick`).
     """
 
-    def __init__(self, spec: Spec, scheduler: Scheduler, route: str = "predict", errors: str = "servectl") -> None:
+    def __init__(self, spec: Spec, scheduler: Scheduler, route: ModelRoute, protocol: ApiProtocol) -> None:
         self.scheduler = scheduler
         self.route = route
-        self.errors = errors  # the error shape its clients expect: servectl's, "v2" or "openai"
-        self.openai = errors == "openai"  # SSE always, ending with `data: [DONE]`
+        self.protocol = protocol  # formats its errors; OpenAI's streams are always SSE with [DONE]
         self.timeout_s = spec.limits.timeout_s
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
         self.stream = spec.api.stream
         self.format = spec.api.stream_format
 
-    async def __call__(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], rid: str, started: float
-    ) -> int:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         """Answer one request; return the status (for logs and metrics)."""
-        declared = headers.get(b"content-length")
+        rid = request.id
+        declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             return await self._too_large(send, rid)
-        pending = self.scheduler.open(rid, self.route, started + self.timeout_s)
+        pending = self.scheduler.open(rid, self.route.name, request.started + self.timeout_s)
         pending.reader = asyncio.current_task()
         first_tick = pending.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._tick, pending, receive)
         try:
@@ -74,26 +76,27 @@ class PredictEndpoint:
                 self.scheduler.enqueue(pending, body)
             except QueueFull:
                 msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
-                return await self._error(send, 503, msg, rid, "overloaded")
+                return await self._fail(send, Failure(503, "overloaded", msg), rid)
             except NoWorkers as exc:
-                return await self._error(send, 503, str(exc), rid, exc.kind)
-            status, payload = await pending.future
-            if (status, payload) == STREAMING or (status == 200 and not payload):  # chunks, or an empty stream
-                if pending.stream is None:
+                return await self._fail(send, Failure(503, exc.kind, str(exc)), rid)
+            outcome: Outcome = await pending.future
+            if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
+                if pending.stream is None:  # it ended before any chunk
                     pending.stream = asyncio.Queue()
-                    pending.stream.put_nowait((200, b""))
+                    pending.stream.put_nowait(ENDED)
                 abort = scope.get("extensions", {}).get(ABORT)
-                if self.openai:
-                    return await send_stream(send, pending, rid, SSE, self._cut(abort), True, _openai_error)
+                if self.protocol.sse_only:
+                    return await send_stream(send, pending, rid, SSE, self._cut(abort), self.protocol, done=True)
                 if self.stream:
-                    fmt = pick_format(headers.get(b"accept"), self.format)
-                    return await send_stream(send, pending, rid, fmt, self._cut(abort))
-                status, payload = await collect(pending)
-            if status != CLIENT_GONE:
-                if status >= 400:
-                    payload = reshape_error(payload, self.errors, status)
-                await send_bytes(send, status, payload, rid, RETRY_AFTER if status == 503 else None)
-            return status
+                    fmt = pick_format(request.headers.get(b"accept"), self.format)
+                    return await send_stream(send, pending, rid, fmt, self._cut(abort), self.protocol)
+                outcome = await collect(pending)
+            if isinstance(outcome, Reply):
+                await send_bytes(send, 200, outcome.body, rid)
+                return 200
+            if isinstance(outcome, Failure):
+                return await self._fail(send, outcome, rid)
+            return CLIENT_GONE
         finally:
             pending.timer.cancel()
             if pending.watcher is not None:
@@ -122,7 +125,7 @@ class PredictEndpoint:
             if remaining > 0:
                 pending.timer = loop.call_later(remaining, self._tick, pending, receive)
                 return
-            pending.future.set_result((504, b""))  # marks the cancel below as the deadline's
+            pending.future.set_result(_BODY_LATE)  # marks the cancel below as the deadline's
             pending.reader.cancel()
             return
         if pending.future.done() and pending.stream is None:
@@ -138,15 +141,14 @@ class PredictEndpoint:
         msg = f"not answered within limits.timeout_s={self.timeout_s:g}s"
         if pending.stream is not None:  # mid-stream: stop the generation, end with an error event
             self.scheduler.cancel(pending)
-            pending.stream.put_nowait((504, error_body(msg + " (was streaming)", pending.request_id, "timeout")))
+            pending.stream.put_nowait(Failure(504, "timeout", msg + " (was streaming)"))
             return
         if pending.future.done():
             return
         queued = self.scheduler.drop(pending, "timeout")
         if not queued:  # running: stop a generation the worker may have started
             self.scheduler.cancel(pending)
-        msg = f"{msg} (was {'queued' if queued else 'running'})"
-        pending.future.set_result((504, error_body(msg, pending.request_id, "timeout")))
+        pending.future.set_result(Failure(504, "timeout", f"{msg} (was {'queued' if queued else 'running'})"))
 
     async def _until_disconnect(self, pending: Pending, receive: Receive) -> None:
         while True:
@@ -155,67 +157,26 @@ class PredictEndpoint:
                 break
         if pending.stream is not None:  # mid-stream: stop generating for this client
             self.scheduler.cancel(pending)
-            pending.stream.put_nowait((CLIENT_GONE, b""))
+            pending.stream.put_nowait(GONE)
         elif not pending.future.done():
             if not self.scheduler.drop(pending, "disconnected"):
                 self.scheduler.cancel(pending)  # running: stop it, streamed or not
-            pending.future.set_result((CLIENT_GONE, b""))
+            pending.future.set_result(GONE)
 
     async def _late_body(self, send: Send, rid: str) -> int:
         """504 for a body still arriving at the deadline; the connection closes (the rest of
         the body is not read), and nothing reached a worker."""
         msg = f"request body not received within limits.timeout_s={self.timeout_s:g}s"
-        return await self._error(send, 504, msg, rid, "timeout", _CLOSE)
+        return await self._fail(send, Failure(504, "timeout", msg), rid, _CLOSE)
 
     async def _too_large(self, send: Send, rid: str) -> int:
         msg = f"request body larger than limits.max_body_mb ({self.max_body} bytes)"
-        return await self._error(send, 413, msg, rid, "payload_too_large")
+        return await self._fail(send, Failure(413, "payload_too_large", msg), rid)
 
-    async def _error(
-        self, send: Send, status: int, msg: str, rid: str, kind: str, extra: list[tuple[bytes, bytes]] | None = None
+    async def _fail(
+        self, send: Send, failure: Failure, rid: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> int:
-        extra = RETRY_AFTER if status == 503 else extra
-        await send_bytes(send, status, reshape_error(error_body(msg, rid, kind), self.errors, status), rid, extra)
-        return status
-
-
-_OPENAI_TYPES = {
-    400: "invalid_request_error",
-    404: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    503: "server_error",
-    504: "timeout",
-}
-
-
-def reshape_error(body: bytes, shape: str, status: int = 0) -> bytes:
-    """servectl's error body in the shape a protocol's clients expect (cold path: errors only):
-    V2 `{"error": "message"}`, OpenAI `{"error": {"message", "type", "param", "code"}}`."""
-    if shape == "servectl":
-        return body
-    try:
-        err = orjson.loads(body)["error"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return body
-    if shape == "v2":
-        return orjson.dumps({"error": err["message"], "request_id": err.get("request_id")})
-    detail = err.get("detail") or [{}]
-    param = ".".join(str(p) for p in detail[0].get("loc", [])) or None
-    code = "model_not_found" if err.get("type") == "not_found" else err.get("type")
-    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if err.get("type") != "handler_error" else "server_error")
-    return orjson.dumps(
-        {
-            "error": {
-                "message": err["message"],
-                "type": kind,
-                "param": param,
-                "code": code,
-                "request_id": err.get("request_id"),
-            }
-        }
-    )
-
-
-def _openai_error(body: bytes) -> bytes:
-    return reshape_error(body, "openai")
+        """Send an error in the route protocol's shape (with Retry-After when worth retrying)."""
+        extra = RETRY_AFTER if failure.retry else extra
+        await send_bytes(send, failure.status, self.protocol.error_body(failure, rid), rid, extra)
+        return failure.status

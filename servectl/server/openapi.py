@@ -10,48 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from servectl import __version__
+from servectl import __version__, protocols
 from servectl.handler import HandlerInfo
-from servectl.routes import ModelRoute, model_routes
+from servectl.protocols import ModelRoute
 from servectl.server.auth import APIKeyAuth
 from servectl.spec import Spec
 
-_ERROR_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "type": {"type": "string"},
-                    "message": {"type": "string"},
-                    "request_id": {"type": "string"},
-                    "detail": {},
-                },
-                "required": ["type", "message", "request_id"],
-            }
-        },
-        "required": ["error"],
-    },
-    "V2Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
-    "OpenAIError": {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "code": {"type": ["string", "null"]},
-                },
-                "required": ["message", "type"],
-            }
-        },
-        "required": ["error"],
-    },
-}
-_ERROR_NAMES = {"servectl": "Error", "v2": "V2Error", "openai": "OpenAIError"}
 _ERRORS = {
     "400": "Malformed JSON",
     "401": "Missing or wrong API key",
@@ -94,8 +58,7 @@ def _referenced(node: Any, found: set[str]) -> None:
 
 
 def _used_components(schema: dict[str, Any]) -> dict[str, Any]:
-    """Only the component schemas the paths reach (FastAPI's validation-error models go when
-    the placeholder routes they came from were rewritten), sorted by name."""
+    """Only the component schemas the paths reach, sorted by name."""
     components: dict[str, Any] = schema["components"]["schemas"]
     used: set[str] = set()
     _referenced(schema["paths"], used)
@@ -128,7 +91,7 @@ def document_route(
     operation: dict[str, Any], route: ModelRoute, info: HandlerInfo | None, spec: Spec, components: dict[str, Any]
 ) -> None:
     """Fill in one model route's operation; the request body stays generic until `info` is known."""
-    error = {"$ref": f"#/components/schemas/{_ERROR_NAMES[route.errors]}"}
+    error = {"$ref": f"#/components/schemas/{protocols.get(route.protocol).error_schema_name}"}
     responses: dict[str, Any] = {"200": {"description": "The model's answer"}}
     for code, text in _ERRORS.items():
         responses[code] = {"description": text, "content": {"application/json": {"schema": error}}}
@@ -146,17 +109,20 @@ def document_route(
 
 
 def complete_schema(schema: dict[str, Any], spec: Spec, info: HandlerInfo | None) -> dict[str, Any]:
-    """FastAPI's document with the model routes described from the handler's `info`."""
+    """FastAPI's document plus the model routes (served by the edge, not FastAPI), described
+    from the handler's `info`, with each protocol's error shape."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(_ERROR_SCHEMAS)
-    served = model_routes(spec, None if info is None else {"predict", *info.routes})
-    for route in model_routes(spec):
-        if route not in served:  # an OpenAI route the custom handler does not implement
-            del schema["paths"][route.path]
-            continue
+    for protocol in protocols.of(spec):
+        components[protocol.error_schema_name] = protocol.error_schema
+    served = {"predict", *info.routes} if info is not None else None
+    for route in protocols.model_routes(spec, served):
+        operation: dict[str, Any] = {"summary": route.summary, "operationId": route.operation_id}
+        if route.protocol != "predict":
+            operation["tags"] = [route.protocol]
         route_info = info if info is None or route.name == "predict" else info.routes.get(route.name)
-        document_route(schema["paths"][route.path]["post"], route, route_info, spec, components)
-    auth = APIKeyAuth(spec.auth)
+        document_route(operation, route, route_info, spec, components)
+        schema.setdefault("paths", {})[route.path] = {"post": operation}
+    auth = APIKeyAuth(spec.auth, protocols.open_paths(spec))
     if auth.enabled:
         schema["components"]["securitySchemes"] = SECURITY_SCHEMES
         for path, item in schema["paths"].items():

@@ -24,7 +24,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from servectl.errors import error_body
+from servectl.protocols.predict.errors import error_body
 from servectl.server.asgi import request_id_from
 from servectl.spec import ServerSpec
 

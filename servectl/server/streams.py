@@ -9,6 +9,8 @@ import math
 import time
 from collections.abc import Callable
 
+from servectl.outcome import Answer, Ended, Failure, Reply, status_of
+from servectl.protocols import ApiProtocol
 from servectl.runtime.scheduler import CUT_AFTER_S, Pending
 from servectl.server.asgi import Send
 
@@ -48,11 +50,12 @@ async def send_stream(
     rid: str,
     fmt: bytes,
     cut: Callable[[Pending], None],
+    protocol: ApiProtocol,
     done: bool = False,
-    error_shape: Callable[[bytes], bytes] | None = None,
 ) -> int:
     """Relay a started stream until its end; the status to log (200, or the error's).
-    `done` ends a clean SSE stream with `data: [DONE]` (OpenAI's convention).
+    An error event is in `protocol`'s shape; `done` ends a clean SSE stream with
+    `data: [DONE]` (OpenAI's convention).
 
     A client that reads slower than its stream is made to wait in `send` (the transport
     pushes back). It may lag until its deadline (plus CUT_AFTER_S for the error event to
@@ -72,12 +75,13 @@ async def send_stream(
                     pending.buffered -= len(item)
                     await send({"type": "http.response.body", "body": frame(fmt, item), "more_body": True})
                     continue
-                status, body = item
-                if status >= 400 and body and error_shape is not None:
-                    body = error_shape(body)
-                tail = (
-                    frame(fmt, body, error=True) if status >= 400 and body else (b"data: [DONE]\n\n" if done else b"")
-                )
+                status = status_of(item)
+                if isinstance(item, Failure):
+                    tail = frame(fmt, protocol.error_body(item, rid), error=True)
+                elif isinstance(item, Reply):  # a whole answer where a stream began: its last chunk
+                    tail = frame(fmt, item.body) + (b"data: [DONE]\n\n" if done else b"")
+                else:
+                    tail = b"data: [DONE]\n\n" if done and isinstance(item, Ended) else b""
                 await send({"type": "http.response.body", "body": tail, "more_body": False})
                 return status
     except TimeoutError:
@@ -85,14 +89,14 @@ async def send_stream(
         while status == 200 and not pending.stream.empty():  # the end it could not take, if one came
             item = pending.stream.get_nowait()
             if not isinstance(item, bytes):
-                status = item[0]
+                status = status_of(item)
         log.warning("request %s: stream cut off: its client did not read it in time", rid)
         return status if status != 200 else 504
     finally:
         pending.sending = None
 
 
-async def collect(pending: Pending) -> tuple[int, bytes]:
+async def collect(pending: Pending) -> Answer:
     """A stream gathered into one JSON array, for a route that does not stream."""
     assert pending.stream is not None
     chunks: list[bytes] = []
@@ -102,7 +106,6 @@ async def collect(pending: Pending) -> tuple[int, bytes]:
             pending.buffered -= len(item)  # taken off the stream: only a slow reader is bounded
             chunks.append(item)
             continue
-        status, body = item
-        if status >= 400:
-            return status, body
-        return 200, b"[" + b",".join(chunks) + b"]"
+        if isinstance(item, Ended):
+            return Reply(b"[" + b",".join(chunks) + b"]")
+        return item

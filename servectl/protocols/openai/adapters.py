@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from servectl.runners.generate import RowState, Sampling
+from servectl.protocols.openai.lm import LanguageModel
 from servectl.protocols.openai.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,6 +27,7 @@ from servectl.protocols.openai.schemas import (
     EmbeddingResponse,
     GenerationRequest,
 )
+from servectl.runners.generate import RowState, Sampling
 from servectl.sdk import END, Chunks, Final, InvalidInput, Many
 
 
@@ -43,8 +44,8 @@ class _Generation:
     response_model: type[BaseModel] = Completion  # documented answer types (OpenAPI, clients)
     chunk_model: type[BaseModel] = Completion
 
-    def __init__(self, lm: Any, model_name: str) -> None:
-        self.lm = lm  # a TransformersLM or a HandlerLM (servectl.protocols.openai.lm)
+    def __init__(self, lm: LanguageModel, model_name: str) -> None:
+        self.lm = lm
         self.model_name = model_name
         self.example = {"model": model_name, **self.example_body, "max_tokens": 16}
 
@@ -209,7 +210,7 @@ class Embeddings:
 
     response_model = EmbeddingResponse
 
-    def __init__(self, lm: Any, model_name: str) -> None:
+    def __init__(self, lm: LanguageModel, model_name: str) -> None:
         self.lm = lm
         self.model_name = model_name
         self.example = {"model": model_name, "input": ["servectl serves models.", "One YAML file."]}

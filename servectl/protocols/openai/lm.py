@@ -1,26 +1,33 @@
 """What the OpenAI routes need from a model, whoever provides it: the built-in transformers
 runners, or a user's handler with `complete` / `embed` hooks (the custom contract).
 
-Custom contract (plain functions on the handler module or class, all optional but one):
-- `complete(prompt: str, sampling: Sampling) -> Iterator[str]`: text pieces (tokens) for one
-  prompt; serves /v1/chat/completions and /v1/completions. Pieces count as tokens for
-  `max_tokens`; stop strings are applied for you.
-- `render(messages: list[dict]) -> str`: a chat prompt from messages (default: `role: text`
-  lines then `assistant:`).
-- `count_tokens(text: str) -> int`: for `usage` (default: whitespace-separated words).
-- `embed(texts: list[str]) -> list[list[float]]`: serves /v1/embeddings, batched across requests.
+The custom contract is declared in `servectl.sdk` (`OpenAIHandler`: complete, render,
+count_tokens; `EmbedHandler`: embed): all optional but one, looked up once here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from servectl.runners.generate import RowState, Sampling, generate_steps
 
 
 def plain_chat(messages: list[dict[str, str]]) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+class LanguageModel(Protocol):
+    """What the OpenAI adapters call, whoever provides the model."""
+
+    max_new_tokens: int
+
+    @property
+    def width(self) -> int: ...
+    def render(self, messages: list[dict[str, str]]) -> str: ...
+    def steps(self, prompts: list[str], settings: list[Sampling]) -> Iterator[list[tuple[str, RowState]]]: ...
+    def count(self, texts: list[str]) -> list[int]: ...
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
 class TransformersLM:
@@ -56,25 +63,33 @@ class HandlerLM:
     """A user's handler with the custom contract behind the OpenAI routes."""
 
     def __init__(self, handler: Any, max_new_tokens: int) -> None:
-        self.handler = handler
         self.max_new_tokens = max_new_tokens
-        self.width = int(getattr(handler, "dimensions", 0)) or 1 << 16
+        self._width = int(getattr(handler, "dimensions", 0)) or 1 << 16
+        self._complete = _hook(handler, "complete")
+        self._render = _hook(handler, "render")
+        self._count = _hook(handler, "count_tokens")
+        self._embed = _hook(handler, "embed")
+        self.generates = self._complete is not None
+        self.embeds = self._embed is not None
+
+    @property
+    def width(self) -> int:
+        return self._width
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        render = getattr(self.handler, "render", None)
-        return str(render(messages)) if render else plain_chat(messages)
+        return str(self._render(messages)) if self._render else plain_chat(messages)
 
     def count(self, texts: list[str]) -> list[int]:
-        counter = getattr(self.handler, "count_tokens", None)
-        return [int(counter(t)) if counter else len(t.split()) for t in texts]
+        return [int(self._count(t)) if self._count else len(t.split()) for t in texts]
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        return [list(map(float, v)) for v in self.handler.embed(texts)]
+        assert self._embed is not None  # only the embeddings adapter calls it, made when it exists
+        return [list(map(float, v)) for v in self._embed(texts)]
 
     def steps(self, prompts: list[str], settings: list[Sampling]) -> Iterator[list[tuple[str, RowState]]]:
         """Round-robin over one `complete` iterator per prompt: one piece each per step."""
         rows = [RowState(s, self.count([p])[0]) for p, s in zip(prompts, settings, strict=True)]
-        pieces = [iter(self.handler.complete(p, s)) for p, s in zip(prompts, settings, strict=True)]
+        pieces = [iter(self._complete(p, s)) for p, s in zip(prompts, settings, strict=True)]
         while True:
             step = []
             for row, it in zip(rows, pieces, strict=True):
@@ -82,6 +97,11 @@ class HandlerLM:
             yield step
             if all(row.finish_reason for row in rows):
                 return
+
+
+def _hook(handler: Any, name: str) -> Any:
+    fn = getattr(handler, name, None)
+    return fn if callable(fn) else None
 
 
 def _piece(row: RowState, pieces: Iterator[str]) -> str:

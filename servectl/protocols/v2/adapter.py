@@ -151,8 +151,10 @@ class V2Adapter:
             tensors.append({"name": s.name, "shape": shape, "datatype": v2_datatype(s.dtype), "data": [zero] * size})
         return {"inputs": tensors}
 
-    def metadata(self) -> dict[str, Any]:
-        """`GET /v2/models/{name}`'s body."""
+    def metadata(self) -> dict[str, Any] | None:
+        """`GET /v2/models/{name}`'s body (None before the runner's setup knows its inputs)."""
+        if not self.runner.inputs:
+            return None
         outputs = getattr(self.runner, "output_specs", [])
         return {
             "name": self.model_name,

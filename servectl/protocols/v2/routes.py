@@ -1,6 +1,6 @@
 """Open Inference Protocol (V2) routes: server and model metadata, health, readiness.
 
-`POST /v2/models/{name}/infer` for the deployed model is served by the gateway's lean path
+`POST /v2/models/{name}/infer` for the deployed model is served by the edge (`servectl.server.endpoint`)
 (like the predict route); the FastAPI route here answers only other model names (404).
 """
 
@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from servectl import __version__
 from servectl.deployment import Deployment
-from servectl.server.app import probe_answer
+from servectl.server.probes import probe_answer
 
 
 class ServerMetadata(BaseModel):

@@ -1,0 +1,117 @@
+"""`api.kind: openai`: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and
+`/v1/models`, over the built-in transformers runners or a handler's `complete`/`embed`
+hooks (`servectl.sdk.OpenAIHandler`, `EmbedHandler`), with OpenAI's error shape."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+from servectl.outcome import Failure
+from servectl.protocols.base import ApiProtocol, ModelRoute
+from servectl.spec import Spec
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from servectl.deployment import Deployment
+    from servectl.handler import Handler
+
+_ROUTES = {
+    "chat": ("/v1/chat/completions", "chat_completions", "OpenAI chat completion"),
+    "completions": ("/v1/completions", "completions", "OpenAI text completion"),
+    "embeddings": ("/v1/embeddings", "embeddings", "OpenAI embeddings"),
+}
+_BY_TASK = {"text-generation": ("chat", "completions"), "feature-extraction": ("embeddings",)}
+_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    503: "server_error",
+    504: "timeout",
+}
+SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+            "required": ["message", "type"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+class OpenAIProtocol(ApiProtocol):
+    kind = "openai"
+    error_schema_name = "OpenAIError"
+    error_schema: ClassVar[dict[str, Any]] = SCHEMA
+    fixed_paths = frozenset({"/v1/models"})
+    sse_only = True
+
+    def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
+        """A custom handler may serve any of the three routes; `served` narrows them to those
+        its workers reported."""
+        names = _BY_TASK.get(spec.model.task or "", tuple(_ROUTES))
+        if served is not None:
+            names = tuple(n for n in names if n in served)
+        routes = []
+        for name in names:
+            path, operation, summary = _ROUTES[name]
+            flag = None if name == "embeddings" else "stream"
+            routes.append(ModelRoute(name, path, operation, summary, self.kind, flag))
+        return routes
+
+    def adapters(self, spec: Spec, handler: Handler) -> dict[str, Any]:
+        from servectl.protocols.openai import lm
+        from servectl.protocols.openai.adapters import ChatCompletions, Completions, Embeddings
+
+        model: lm.LanguageModel
+        if handler.runner is None:  # the custom contract: complete / embed hooks
+            model = lm.HandlerLM(handler.obj, spec.model.max_new_tokens)
+            generates, embeds = model.generates, model.embeds
+        else:
+            model = lm.TransformersLM(handler.runner)
+            generates = spec.model.task == "text-generation"
+            embeds = not generates
+        adapters: dict[str, Any] = {}
+        if generates:
+            adapters["chat"] = ChatCompletions(model, spec.name)
+            adapters["completions"] = Completions(model, spec.name)
+        if embeds:
+            adapters["embeddings"] = Embeddings(model, spec.name)
+        return adapters
+
+    def add_routes(self, app: FastAPI, deployment: Deployment) -> None:
+        from servectl.protocols.openai.routes import add_openai_routes
+
+        add_openai_routes(app, deployment)
+
+    def error_body(self, failure: Failure, request_id: str) -> bytes:
+        """`{"error": {"message", "type", "param", "code"}}`: `param` names the first failing
+        field, `code` is servectl's error type (`model_not_found` for a 404)."""
+        detail = failure.detail
+        first = detail[0] if isinstance(detail, list) and detail and isinstance(detail[0], dict) else {}
+        param = ".".join(str(p) for p in first.get("loc", [])) or None
+        code = "model_not_found" if failure.kind == "not_found" else failure.kind
+        default = "server_error" if failure.kind == "handler_error" else "invalid_request_error"
+        error = {
+            "message": failure.message,
+            "type": _TYPES.get(failure.status, default),
+            "param": param,
+            "code": code,
+            "request_id": request_id,
+        }
+        return orjson.dumps({"error": error})
+
+
+PROTOCOL = OpenAIProtocol()

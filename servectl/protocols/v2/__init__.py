@@ -1,0 +1,49 @@
+"""`api.kind: v2`: the Open Inference Protocol (Triton, KServe) for tensor models: infer,
+server and model metadata, health and readiness, errors as `{"error": "message"}`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+from servectl.outcome import Failure
+from servectl.protocols.base import ApiProtocol, ModelRoute
+from servectl.spec import Spec
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from servectl.deployment import Deployment
+    from servectl.handler import Handler
+
+SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+
+
+class V2Protocol(ApiProtocol):
+    kind = "v2"
+    error_schema_name = "V2Error"
+    error_schema: ClassVar[dict[str, Any]] = SCHEMA
+    open_paths = frozenset({"/v2/health/live", "/v2/health/ready"})
+    fixed_paths = frozenset({"/v2"})
+
+    def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
+        path = f"/v2/models/{spec.name}/infer"
+        return [ModelRoute("v2", path, "infer", f"V2 inference on {spec.name}", self.kind)]
+
+    def adapters(self, spec: Spec, handler: Handler) -> dict[str, Any]:
+        from servectl.protocols.v2.adapter import V2Adapter  # numpy: only tensor deployments need it
+
+        return {"v2": V2Adapter(handler.runner or handler.obj, spec.name)}
+
+    def add_routes(self, app: FastAPI, deployment: Deployment) -> None:
+        from servectl.protocols.v2.routes import add_v2_routes
+
+        add_v2_routes(app, deployment)
+
+    def error_body(self, failure: Failure, request_id: str) -> bytes:
+        return orjson.dumps({"error": failure.message, "request_id": request_id})
+
+
+PROTOCOL = V2Protocol()
