@@ -1,7 +1,8 @@
 """A custom model behind the OpenAI routes (`api.kind: openai`, `model.backend: python`).
 
 A toy "language model" that answers by echoing the last user message word by word, and a
-hashing "embedding": enough to show the contract (servectl/backends/lm.py) with real streaming,
+hashing "embedding": enough to show the contract (`servectl.sdk.OpenAIHandler` and
+`EmbedHandler`) with real streaming,
 stop strings, usage counts and batching, and nothing to download.
 """
 
@@ -11,7 +12,8 @@ import hashlib
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+
+from servectl.sdk import Sampling
 
 dimensions = 32
 
@@ -21,7 +23,7 @@ def render(messages: list[dict[str, str]]) -> str:
     return f"You said: {last}"
 
 
-def complete(prompt: str, sampling: Any) -> Iterator[str]:
+def complete(prompt: str, sampling: Sampling) -> Iterator[str]:
     """One word at a time, as a real model yields tokens."""
     for i, word in enumerate(prompt.split()):
         time.sleep(0.005)

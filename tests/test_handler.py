@@ -11,7 +11,9 @@ import pytest
 from pydantic import BaseModel
 
 from servectl.handler import Handler, HandlerError, load_handler_object
-from servectl.runtime.worker import BatchRunner
+from servectl.outcome import Failure, Reply
+from servectl.runtime.batch import BatchRunner
+from servectl.runtime.messages import Request
 
 
 @pytest.fixture(autouse=True)
@@ -118,12 +120,21 @@ def test_pydantic_types_give_schemas() -> None:
     assert info.example == {"text": "hi"}
 
 
-def run(handler: object, *bodies: bytes) -> list[tuple[int, dict]]:
-    results = BatchRunner(Handler(handler, "h"), 16).run([(i, f"r{i}", b, "predict") for i, b in enumerate(bodies)])
-    return [(status, orjson.loads(body)) for _, status, body in sorted(results)]
+def run(handler: object, *bodies: bytes) -> list[Reply | Failure]:
+    items = [Request(i, f"r{i}", b, "predict") for i, b in enumerate(bodies)]
+    results = BatchRunner(Handler(handler, "h"), 16).run(items)
+    assert sorted(r.key for r in results) == list(range(len(bodies)))
+    answers = [r.outcome for r in sorted(results, key=lambda r: r.key)]
+    assert all(isinstance(a, Reply | Failure) for a in answers)
+    return answers  # type: ignore[return-value]
 
 
-def test_batch_runner_answers_each_request_on_its_own() -> None:
+def replied(answer: Reply | Failure) -> object:
+    assert isinstance(answer, Reply), answer
+    return orjson.loads(answer.body)
+
+
+def test_batch_runner_answers_each_request_on_its_own(caplog: pytest.LogCaptureFixture) -> None:
     answers = run(
         Typed(),
         b'{"text": "a", "n": 2}',
@@ -132,13 +143,18 @@ def test_batch_runner_answers_each_request_on_its_own() -> None:
         b'{"text": "bad"}',
         b'{"text": "unserializable"}',
     )
-    assert answers[0] == (200, {"echo": "aa"})
-    assert answers[1][0] == 400 and "malformed JSON" in answers[1][1]["error"]["message"]
-    assert answers[2][0] == 422
-    assert {tuple(d["loc"]) for d in answers[2][1]["error"]["detail"]} == {("text",), ("n",)}
-    assert answers[3][0] == 500 and "bad input" in answers[3][1]["error"]["message"]
-    assert answers[3][1]["error"]["request_id"] == "r3"
-    assert answers[4][0] == 500 and "serialize" in answers[4][1]["error"]["message"]
+    ok, malformed, invalid, bad, unserializable = answers
+    assert replied(ok) == {"echo": "aa"}
+    assert isinstance(malformed, Failure) and (malformed.status, malformed.kind) == (400, "bad_request")
+    assert malformed.message.startswith("malformed JSON: ")
+    assert isinstance(invalid, Failure) and (invalid.status, invalid.kind) == (422, "validation_error")
+    assert invalid.message == "invalid request: text, n"
+    assert {tuple(d["loc"]) for d in invalid.detail} == {("text",), ("n",)}
+    assert bad == Failure(500, "handler_error", "predict failed: RuntimeError: bad input")
+    assert isinstance(unserializable, Failure) and unserializable.status == 500
+    assert unserializable.message.startswith("serialize failed: ")
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == "r3"]
+    assert len(logged) == 1 and "h.predict failed" in logged[0].getMessage()
 
 
 class WrongLength:
@@ -148,9 +164,8 @@ class WrongLength:
 
 def test_wrong_length_is_a_500_naming_handler_and_lengths() -> None:
     answers = run(WrongLength(), b"1", b"2", b"3")
-    assert [s for s, _ in answers] == [500, 500, 500]
-    assert "returned 2 outputs for a batch of 3 inputs" in answers[0][1]["error"]["message"]
-    assert "h.predict" in answers[0][1]["error"]["message"]
+    msg = "predict failed: HandlerError: h.predict returned 2 outputs for a batch of 3 inputs"
+    assert answers == [Failure(500, "handler_error", msg)] * 3
 
 
 class CustomBatch:
@@ -165,4 +180,4 @@ class CustomBatch:
 
 
 def test_custom_batch_and_unbatch() -> None:
-    assert run(CustomBatch(), b"1", b"41") == [(200, 2), (200, 42)]
+    assert [replied(a) for a in run(CustomBatch(), b"1", b"41")] == [2, 42]
