@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import orjson
 
-from servectl.runners import build_handler, missing_extra
 from servectl.handler import Handler, HandlerError
-from servectl.runtime.protocol import Result
-from servectl.runtime.worker import BatchRunner
+from servectl.outcome import Answer, Failure, Reply
+from servectl.runners import build_handler, missing_extra
+from servectl.runtime.batch import BatchRunner
+from servectl.runtime.messages import Request
 from servectl.spec import Spec, SpecIssue, issue_at
 
 
@@ -55,11 +56,24 @@ def check_spec(spec: Spec) -> tuple[list[SpecIssue], Handler | None]:
     return issues, handler
 
 
-def smoke(spec: Spec, handler: Handler) -> Result:
+def smoke_answer(spec: Spec, handler: Handler) -> Answer:
     """Run setup and the handler's example request through the worker's code path."""
     handler.setup("cpu", spec)
     example = handler.info().example
     if example is None:
         raise HandlerError(f"{handler.name} declares no `example` request to smoke-test with")
     body = orjson.dumps(example)
-    return BatchRunner(handler, spec.batching.max_batch_size).run([(0, "smoke", body, "predict")])[0]
+    return BatchRunner(handler, spec.batching.max_batch_size).run([Request(0, "smoke", body, "predict")])[0].outcome
+
+
+def smoke(spec: Spec, handler: Handler) -> tuple[int, int, bytes]:
+    """`smoke_answer` as `servectl validate --smoke` prints it: (0, status, JSON body)."""
+    answer = smoke_answer(spec, handler)
+    if isinstance(answer, Reply):
+        return 0, 200, answer.body
+    if isinstance(answer, Failure):
+        error = {"type": answer.kind, "message": answer.message, "request_id": "smoke"}
+        if answer.detail is not None:
+            error["detail"] = answer.detail
+        return 0, answer.status, orjson.dumps({"error": error})
+    return 0, 500, orjson.dumps({"error": {"type": "handler_error", "message": f"answered {answer!r}"}})

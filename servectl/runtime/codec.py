@@ -20,7 +20,8 @@ def parse(body: bytes) -> Any:
     return pydantic_core.from_json(body, allow_inf_nan=False)
 
 
-def _to_json(value: Any) -> Any:
+def to_json_value(value: Any) -> Any:
+    """A value JSON (or msgpack) has no type for, as the JSON types it stands for."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     tolist = getattr(value, "tolist", None)  # numpy / torch scalars and arrays
@@ -31,8 +32,8 @@ def _to_json(value: Any) -> Any:
 
 def serialize(value: Any) -> bytes:
     try:
-        return orjson.dumps(value, default=_to_json, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(value, default=to_json_value, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):
             raise
-        return pydantic_core.to_json(value, fallback=_to_json)
+        return pydantic_core.to_json(value, fallback=to_json_value)

@@ -16,13 +16,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from servectl.errors import error_body
 from servectl.metrics import Metrics
-from servectl.runtime import protocol as p
+from servectl.outcome import STREAMING, Answer, Failure, Outcome
+from servectl.runtime.messages import Result
 from servectl.spec import BatchingSpec
 
-Answer = tuple[int, bytes]  # HTTP status, body
-STREAMING: Answer = (0, b"")  # the future's answer once a stream's first chunk arrives
 STREAM_BUFFER_BYTES = 16 * 2**20  # streamed bytes held for one slow client before its generation is stopped
 CUT_AFTER_S = 1.0  # a stream's client past its deadline (or the drain's) has this long to take the error event
 
@@ -65,7 +63,7 @@ class Pending:
         key: int,
         request_id: str,
         body: bytes,
-        future: asyncio.Future[Answer],
+        future: asyncio.Future[Outcome],
         route: str = "predict",
         deadline: float = math.inf,
     ) -> None:
@@ -83,7 +81,8 @@ class Pending:
         self.timer: asyncio.TimerHandle | None = None  # the deadline, or when to start watching
         self.watcher: asyncio.Task[None] | None = None  # waits for the client to disconnect
         self.worker: WorkerPort | None = None  # who holds it, once sent
-        # streamed chunks (bytes), then one final Answer; created with the first chunk
+        # streamed chunks (bytes), then one final Answer; created with the first chunk (the
+        # future is then STREAMING); a stream with no chunk at all ends its future with ENDED
         self.stream: asyncio.Queue[bytes | Answer] | None = None
 
     def finish(self, answer: Answer) -> None:
@@ -136,7 +135,7 @@ class Scheduler:
 
     def open(self, request_id: str, route: str = "predict", deadline: float = math.inf) -> Pending:
         """A request that has started (its body may still be arriving), not queued yet."""
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         return Pending(next(self._keys), request_id, b"", future, route, deadline)
 
     def enqueue(self, pending: Pending, body: bytes) -> None:
@@ -182,7 +181,7 @@ class Scheduler:
         self.refusal = NoWorkers(reason, kind)
         while self.queue:
             _, pending = self.queue.popitem(last=False)
-            pending.finish((503, error_body(reason, pending.request_id, kind)))
+            pending.finish(Failure(503, kind, reason))
 
     def accept(self) -> None:
         """A worker is back after every slot had given up: take requests again."""
@@ -198,16 +197,16 @@ class Scheduler:
             if worker.inflight:
                 worker.send_cancel(list(worker.inflight))  # stop generations: nobody waits for them
             for pending in list(worker.inflight.values()):
-                pending.finish((503, error_body(reason, pending.request_id, kind)))
+                pending.finish(Failure(503, kind, reason))
                 if pending.sending is not None:  # a slow client gets CUT_AFTER_S more to take it
                     when = asyncio.get_running_loop().time() + CUT_AFTER_S
                     pending.sending.reschedule(min(when, pending.sending.when() or when))
 
-    def on_results(self, worker: WorkerPort, results: list[p.Result], predict_s: float | None) -> None:
-        for key, status, body in results:
-            pending = worker.inflight.pop(key, None)
+    def on_results(self, worker: WorkerPort, results: list[Result], predict_s: float | None) -> None:
+        for result in results:
+            pending = worker.inflight.pop(result.key, None)
             if pending is not None:
-                pending.finish((status, body))
+                pending.finish(result.outcome)
         if predict_s is not None:  # the batch is complete
             self.metrics.predict_time.observe(predict_s)
         self.dispatch()
@@ -238,7 +237,7 @@ class Scheduler:
             f"the client read this stream too slowly: over {STREAM_BUFFER_BYTES // 2**20} MiB waited to be sent; "
             "generation stopped"
         )
-        pending.stream.put_nowait((503, error_body(msg, pending.request_id, "slow_reader")))
+        pending.stream.put_nowait(Failure(503, "slow_reader", msg))
         self.metrics.dropped.labels("slow_reader").inc()
 
     def cancel(self, pending: Pending) -> None:

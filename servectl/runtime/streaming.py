@@ -2,80 +2,54 @@
 
 A streaming `predict(batch)` yields one list per step with one entry per request: a chunk,
 `None` (nothing this step) or `END` (that request is done: its stream closes at once, the
-others go on). Between steps the worker reads CANCEL messages: a cancelled request gets no
-more chunks, and when every request of the batch is gone the generator is closed, which
-stops the generation.
+others go on). Between steps the worker polls its Inbox: a cancelled request gets no more
+chunks (it is answered `Gone`), and when every request of the batch is gone the generator
+is closed, which stops the generation.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Generator
-from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servectl.handler import HandlerError
+from servectl.outcome import ENDED, GONE, Reply
+from servectl.runtime.batch import BatchRunner, Decoded
+from servectl.runtime.inbox import Inbox, Outbox
+from servectl.runtime.messages import Chunk, Request, Result, Results, Tokens
 from servectl.sdk import END, Chunks, Final, Many
-from servectl.runtime import protocol as p
-from servectl.runtime.codec import serialize
-
-if TYPE_CHECKING:
-    from servectl.runtime.worker import BatchRunner
-
-CANCELLED = 499  # the client went away: nothing is sent to it
 
 
 class StreamRunner:
     """Runs batches of a streaming handler, sending chunks as they come."""
 
-    def __init__(self, runner: BatchRunner, conn: Connection) -> None:
+    def __init__(self, runner: BatchRunner, outbox: Outbox, inbox: Inbox) -> None:
         self.runner = runner
         self.handler = runner.handler
-        self.conn = conn
-        self.stop_requested = False
+        self.outbox = outbox
+        self.inbox = inbox
         self._batch_id = 0
 
-    def _send(self, message: object) -> None:
-        try:
-            self.conn.send(message)
-        except OSError:
-            raise p.PipeClosed from None
+    def _end_now(self, results: list[Result]) -> None:
+        self.outbox.send(Results(self._batch_id, results, None))
 
-    def _cancelled(self) -> set[int]:
-        keys: set[int] = set()
-        while True:
-            try:
-                if not self.conn.poll(0):
-                    break
-                msg = self.conn.recv()
-            except (EOFError, OSError):
-                raise p.PipeClosed from None
-            if msg[0] == p.CANCEL:
-                keys.update(msg[1])
-            elif msg[0] == p.STOP:
-                self.stop_requested = True
-        return keys
-
-    def _end_now(self, result: p.Result) -> None:
-        self._send((p.RESULTS, self._batch_id, [result], None))
-
-    def run(self, batch_id: int, items: list[p.Item]) -> list[p.Result]:
+    def run(self, batch_id: int, items: list[Request]) -> list[Result]:
         """Stream a batch; the answers not sent yet (the caller sends them with the timing)."""
         self._batch_id = batch_id
         results, ready = self.runner.decode_all(items)
         if results:  # bad requests are answered before the stream starts
-            self._send((p.RESULTS, batch_id, results, None))
+            self._end_now(results)
         if not ready:
             return []
         many = [(key, rid) for key, rid, decoded in ready if isinstance(decoded, Many)]
         if many:
             error = HandlerError(f"{self.handler.name}: a streamed request carries one item, not a list of items")
-            failed = [self.runner.handler_failed(k, r, "decode", error) for k, r in many]
-            self._send((p.RESULTS, batch_id, failed, None))
+            self._end_now([self.runner.handler_failed(k, r, "decode", error) for k, r in many])
             ready = [item for item in ready if not isinstance(item[2], Many)]
         return self._stream(ready) if ready else []
 
-    def _steps(self, ready: list[tuple[int, str, Any]]) -> Generator[list[Any], None, None]:
+    def _steps(self, ready: list[Decoded]) -> Generator[list[Any], None, None]:
         h = self.handler
         if inspect.isgeneratorfunction(h.hooks.get("predict")):
             yield from h.predict(h.batch([x for _, _, x in ready]))
@@ -91,17 +65,19 @@ class StreamRunner:
             done[i] = END
             yield done
 
-    def _stream(self, ready: list[tuple[int, str, Any]]) -> list[p.Result]:
+    def _stream(self, ready: list[Decoded]) -> list[Result]:
         open_ = {i: (key, rid) for i, (key, rid, _) in enumerate(ready)}
+        index = {key: i for i, (key, _, _) in enumerate(ready)}
         steps = self._steps(ready)
         try:
             for step in steps:
-                for key in self._cancelled():
-                    for i, (k, _) in list(open_.items()):
-                        if k == key:
-                            del open_[i]
-                            self._end_now((k, CANCELLED, b""))
-                if not open_ or self.stop_requested:
+                self.inbox.poll()
+                gone = self.inbox.take_cancelled(key for key, _ in open_.values())
+                if gone:
+                    for key in gone:
+                        del open_[index[key]]
+                    self._end_now([Result(key, GONE) for key in gone])
+                if not open_ or self.inbox.stopped:
                     break
                 entries = list(step)
                 if len(entries) != len(ready):
@@ -117,36 +93,33 @@ class StreamRunner:
             return [self.runner.handler_failed(key, rid, "predict", exc) for key, rid in open_.values()]
         finally:
             steps.close()  # stops the generation when the stream ends early
-        return [(key, 200, b"") for key, _ in open_.values()]
+        return [Result(key, ENDED) for key, _ in open_.values()]
 
     def _send_entry(self, open_: dict[int, tuple[int, str]], i: int, entry: Any) -> None:
         """Send one request's share of a step: chunks, then maybe its end."""
         key, rid = open_[i]
         tokens = getattr(entry, "tokens", 0)
         if tokens:
-            self._send((p.TOKENS, tokens))
+            self.outbox.send(Tokens(tokens))
         for chunk in entry if isinstance(entry, Chunks) else [entry]:
             if chunk is END:
                 del open_[i]
-                self._end_now((key, 200, b""))
+                self._end_now([Result(key, ENDED)])
                 return
             if isinstance(chunk, Final):  # the whole answer at once (a client that did not ask to stream)
                 del open_[i]
-                self._end_now(self._encode(key, rid, chunk.value))
+                self._end_now([self._encode(key, rid, chunk.value)])
                 return
             result = self._encode(key, rid, chunk)
-            if result[1] != 200:  # the chunk could not be encoded: that stream ends with the error
+            if not isinstance(result.outcome, Reply):  # the chunk could not be encoded: its stream ends with the error
                 del open_[i]
-                self._end_now(result)
+                self._end_now([result])
                 return
-            self._send((p.CHUNK, key, result[2]))
+            self.outbox.send(Chunk(key, result.outcome.body))
 
-    def _encode(self, key: int, rid: str, chunk: Any) -> p.Result:
+    def _encode(self, key: int, rid: str, chunk: Any) -> Result:
         if isinstance(chunk, _Raw):  # already encoded by a streaming encode
-            try:
-                return key, 200, serialize(chunk.value)
-            except Exception as exc:
-                return self.runner.handler_failed(key, rid, "serialize", exc)
+            return self.runner.serialize(key, rid, chunk.value)
         return self.runner.encode(key, rid, chunk)
 
 

@@ -2,8 +2,9 @@
 
 Workers are watched without threads or polling: each worker's pipe is an asyncio protocol
 (`transport.WorkerChannel`), and its process sentinel (readable once the process has
-exited) is watched with `add_reader`. A worker counts as gone once it has exited and its
-pipe is drained, so answers it sent just before dying still reach their clients.
+exited) is watched with `add_reader` (see `launch.ProcessLauncher`; tests launch workers
+as threads instead, `inmemory.ThreadLauncher`). A worker counts as gone once it has exited
+and its pipe is drained, so answers it sent just before dying still reach their clients.
 
 A watchdog timer per worker replaces a worker whose batch is still running
 `supervisor.hang_grace_s` after the deadline of the batch's newest request. Each worker
@@ -16,42 +17,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import multiprocessing as mp
-import os
-import signal
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any
 
-from servectl.errors import error_body
 from servectl.handler import HandlerInfo
 from servectl.metrics import Metrics
-from servectl.runtime import protocol as p
+from servectl.outcome import Failure
 from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.launch import ProcessLauncher, WorkerLauncher, WorkerRun
+from servectl.runtime.messages import (
+    Batch,
+    Cancel,
+    Chunk,
+    FromWorker,
+    Ready,
+    Request,
+    Results,
+    SetupFailed,
+    Stop,
+    Tokens,
+)
 from servectl.runtime.scheduler import Pending, Scheduler
-from servectl.runtime.transport import WorkerChannel
-from servectl.runtime.worker import worker_main
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.supervisor")
 
 
 class WorkerHandle:
-    """The API process's view of one worker process."""
+    """The API process's view of one worker: `run` is the started worker (process or thread)."""
 
-    def __init__(
-        self,
-        slot: WorkerSlot,
-        process: BaseProcess,
-        hang_grace_s: float,
-        on_watchdog: Callable[[WorkerHandle], None],
-    ) -> None:
+    def __init__(self, slot: WorkerSlot, hang_grace_s: float, on_watchdog: Callable[[WorkerHandle], None]) -> None:
         self.slot = slot
         self.index = slot.index
-        self.process = process
-        self.channel: WorkerChannel | None = None
+        self.run: WorkerRun | None = None  # set once launched
         self.exited = False
         self.drained = False
         self.gone = False
@@ -68,13 +66,13 @@ class WorkerHandle:
         return self.ready and not self.inflight
 
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
-        assert self.channel is not None  # ready implies attached
+        assert self.run is not None  # ready implies launched
         hang_at = max(pending.deadline for pending in batch) + self.hang_grace_s
-        items: list[p.Item] = []
+        items: list[Request] = []
         for pending in batch:
             pending.hang_at = hang_at
-            items.append((pending.key, pending.request_id, pending.body, pending.route))
-        self.channel.send((p.BATCH, batch_id, items))
+            items.append(Request(pending.key, pending.request_id, pending.body, pending.route))
+        self.run.send(Batch(batch_id, items))
         if self.watchdog is None:
             self.arm_watchdog(hang_at)
 
@@ -90,20 +88,18 @@ class WorkerHandle:
             self.watchdog.cancel()
             self.watchdog = None
 
+    @property
+    def pid(self) -> int | None:
+        return self.run.pid if self.run is not None else None
+
     def kill(self) -> None:
-        """End the worker and every process it started (its own process group)."""
-        pid = self.process.pid
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):  # not in a group of its own (yet)
-            if self.process.exitcode is None:
-                self.process.kill()
+        """End the worker and everything it started."""
+        if self.run is not None:
+            self.run.kill()
 
     def send_cancel(self, keys: list[int]) -> None:
-        if self.channel is not None:
-            self.channel.send((p.CANCEL, keys))
+        if self.run is not None:
+            self.run.send(Cancel(keys))
 
 
 class Supervisor:
@@ -116,8 +112,10 @@ class Supervisor:
         scheduler: Scheduler,
         metrics: Metrics,
         on_fatal: Callable[[str], None],
+        launcher: WorkerLauncher | None = None,
     ) -> None:
         self.spec = spec
+        self.launcher = launcher or ProcessLauncher()
         self.slots = slots
         self.scheduler = scheduler
         self.metrics = metrics
@@ -131,10 +129,8 @@ class Supervisor:
         self.given_up: set[int] = set()  # slots waiting out restart_window_s before one more try
         self.half_open: set[int] = set()  # slots on that one more try: a crash gives up again
         self.stopping = False
-        self._ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._setup_timers: dict[int, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def all_ready(self) -> bool:
@@ -160,36 +156,20 @@ class Supervisor:
         assert self._loop is not None
         if self.stopping:
             return
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child, self.spec, slot, os.getpid()),
-            name=f"servectl-worker-{slot.index}",
-            daemon=True,
-        )
-        process.start()
-        child.close()
-        grace = self.spec.supervisor.hang_grace_s
-        worker = self.workers[slot.index] = WorkerHandle(slot, process, grace, self._check_hung)
-        task = self._loop.create_task(self._attach(worker, parent))
-        self._tasks.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._tasks.discard)
-        self._loop.add_reader(process.sentinel, self._on_exit, worker)
-        self._setup_timers[slot.index] = self._loop.call_later(
-            self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
-        )
-        log.info("worker %d started (pid %s, %s)", slot.index, process.pid, slot.label)
+        worker = WorkerHandle(slot, self.spec.supervisor.hang_grace_s, self._check_hung)
 
-    async def _attach(self, worker: WorkerHandle, conn: Connection) -> None:
         def on_lost() -> None:
             worker.drained = True
             self._maybe_gone(worker)
 
-        try:
-            worker.channel = await WorkerChannel.attach(conn, lambda msg: self._handle(worker, msg), on_lost)
-        except OSError as exc:
-            log.error("worker %d: cannot attach its pipe (%s); ending it", worker.index, exc)
-            worker.kill()
+        worker.run = self.launcher.launch(
+            self.spec, slot, lambda msg: self._handle(worker, msg), on_lost, lambda: self._on_exit(worker)
+        )
+        self.workers[slot.index] = worker
+        self._setup_timers[slot.index] = self._loop.call_later(
+            self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
+        )
+        log.info("worker %d started (pid %s, %s)", slot.index, worker.pid, slot.label)
 
     def begin_stopping(self) -> None:
         """The server is draining: workers finish what they hold, and none is started again."""
@@ -205,11 +185,10 @@ class Supervisor:
         self.workers.clear()
         for worker in workers:
             worker.stop_watchdog()
-            if self._loop is not None:
-                self._loop.remove_reader(worker.process.sentinel)
-            if worker.channel is not None:
-                worker.channel.send((p.STOP,))
-                worker.channel.close()  # after the STOP is flushed
+            if worker.run is not None:
+                worker.run.unwatch()
+                worker.run.send(Stop())
+                worker.run.close()  # after the Stop is flushed
             self.scheduler.remove_worker(worker, self._answer_lost)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _join_all, workers, timeout)
@@ -221,21 +200,21 @@ class Supervisor:
 
     # --- events -------------------------------------------------------------------
 
-    def _handle(self, worker: WorkerHandle, msg: Any) -> None:
-        kind = msg[0]
-        if kind == p.CHUNK:
-            self.scheduler.on_chunk(worker, msg[1], msg[2])
-        elif kind == p.TOKENS:
-            self.metrics.tokens += msg[1]
-        elif kind == p.RESULTS:
-            self.half_open.discard(worker.index)  # it served: the slot is healthy again
-            self.scheduler.on_results(worker, msg[2], msg[3])
-            if not worker.inflight:
-                worker.stop_watchdog()
-        elif kind == p.READY:
-            self._on_ready(worker, msg[1])
-        elif kind == p.SETUP_FAILED:
-            self._on_setup_failed(worker, msg[1])
+    def _handle(self, worker: WorkerHandle, msg: FromWorker) -> None:
+        match msg:
+            case Chunk(key, body):
+                self.scheduler.on_chunk(worker, key, body)
+            case Tokens(n):
+                self.metrics.tokens += n
+            case Results(_, results, predict_s):
+                self.half_open.discard(worker.index)  # it served: the slot is healthy again
+                self.scheduler.on_results(worker, results, predict_s)
+                if not worker.inflight:
+                    worker.stop_watchdog()
+            case Ready(info):
+                self._on_ready(worker, info)
+            case SetupFailed(message):
+                self._on_setup_failed(worker, message)
 
     def _on_ready(self, worker: WorkerHandle, info: HandlerInfo) -> None:
         timer = self._setup_timers.pop(worker.index, None)
@@ -276,7 +255,7 @@ class Supervisor:
             f"worker hung: a batch was still running {grace:g}s (supervisor.hang_grace_s) after its deadline; "
             "replacing it"
         )
-        log.error("worker %d (pid %s) hung: %s", worker.index, worker.process.pid, self.problems[worker.index])
+        log.error("worker %d (pid %s) hung: %s", worker.index, worker.pid, self.problems[worker.index])
         worker.hung = True
         worker.ready = False
         self.scheduler.remove_worker(worker, self._answer_lost)  # its requests are answered now
@@ -284,9 +263,8 @@ class Supervisor:
 
     def _on_exit(self, worker: WorkerHandle) -> None:
         assert self._loop is not None
-        self._loop.remove_reader(worker.process.sentinel)
         worker.exited = True
-        if worker.channel is None:
+        if worker.run is None or not worker.run.attached:
             worker.drained = True
         else:  # the pipe's EOF follows; do not wait for it for ever
             self._loop.call_later(1.0, self._force_drained, worker)
@@ -295,8 +273,8 @@ class Supervisor:
     def _force_drained(self, worker: WorkerHandle) -> None:
         if not worker.drained:
             worker.drained = True
-            if worker.channel is not None:
-                worker.channel.close()
+            if worker.run is not None:
+                worker.run.close()
             self._maybe_gone(worker)
 
     def _maybe_gone(self, worker: WorkerHandle) -> None:
@@ -305,11 +283,12 @@ class Supervisor:
             return
         worker.gone = True
         worker.stop_watchdog()
-        if worker.channel is not None:
-            worker.channel.close()
-        worker.process.join(0.1)
-        worker.kill()  # whatever it started is ended with it
-        code = worker.process.exitcode
+        run = worker.run
+        assert run is not None  # only a launched worker exits
+        run.close()
+        run.join(0.1)
+        run.kill()  # whatever it started is ended with it
+        code = run.exitcode
         timer = self._setup_timers.pop(worker.index, None)
         if timer:
             timer.cancel()
@@ -324,7 +303,7 @@ class Supervisor:
             return
         if not worker.hung:
             self.problems.setdefault(worker.index, f"worker exited with code {code}")
-            log.error("worker %d (pid %s) exited with code %s", worker.index, worker.process.pid, code)
+            log.error("worker %d (pid %s) exited with code %s", worker.index, worker.pid, code)
         self._schedule_restart(worker.slot, "hung" if worker.hung else "crashed")
 
     def _schedule_restart(self, slot: WorkerSlot, reason: str) -> None:
@@ -371,19 +350,20 @@ class Supervisor:
         self._spawn(slot)
 
     @staticmethod
-    def _answer_lost(pending: Pending) -> tuple[int, bytes]:
+    def _answer_lost(pending: Pending) -> Failure:
         worker = pending.worker
         if isinstance(worker, WorkerHandle) and worker.hung:
             msg = "the inference worker holding this request hung and was replaced; it was not completed"
-            return 503, error_body(msg, pending.request_id, "worker_hung")
+            return Failure(503, "worker_hung", msg)
         msg = "the inference worker holding this request crashed; it was not completed"
-        return 503, error_body(msg, pending.request_id, "worker_crashed")
+        return Failure(503, "worker_crashed", msg)
 
 
 def _join_all(workers: list[WorkerHandle], timeout: float) -> None:
+    runs = [worker.run for worker in workers if worker.run is not None]
     deadline = time.monotonic() + timeout
-    for worker in workers:
-        worker.process.join(max(0.0, deadline - time.monotonic()))
-    for worker in workers:
-        worker.kill()  # a worker that did not stop in time, and whatever any worker left running
-        worker.process.join(1.0)
+    for run in runs:
+        run.join(max(0.0, deadline - time.monotonic()))
+    for run in runs:
+        run.kill()  # a worker that did not stop in time, and whatever any worker left running
+        run.join(1.0)

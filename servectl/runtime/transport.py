@@ -1,8 +1,8 @@
 """The API process's end of a worker pipe: an asyncio protocol, never blocking the loop.
 
 Workers use a plain blocking `multiprocessing.Connection`; this side speaks the same wire
-format (a 4-byte big-endian length, or -1 and an 8-byte length, then a pickle) through the
-event loop's own transport, so large results arrive in pieces and large batches are written
+format (a 4-byte big-endian length, or -1 and an 8-byte length, then a msgpack message, see
+`messages`) through the event loop's own transport, so large results arrive in pieces and large batches are written
 out in the background, with no threads and no polling.
 """
 
@@ -10,28 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import socket
 import struct
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, cast
+from typing import cast
+
+from servectl.runtime.messages import FromWorker, ToWorker, decode_from_worker, encode
 
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
 
 
-def encode_frame(message: Any) -> list[bytes]:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def encode_frame(message: ToWorker) -> list[bytes]:
+    payload = encode(message)
     n = len(payload)
     header = _SHORT.pack(n) if n <= 0x7FFFFFFF else _SHORT.pack(-1) + _LONG.pack(n)
     return [header, payload]
 
 
 class WorkerChannel(asyncio.Protocol):
-    """Framed pickled messages to and from one worker."""
+    """Framed msgpack messages to and from one worker."""
 
-    def __init__(self, on_message: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
+    def __init__(self, on_message: Callable[[FromWorker], None], on_lost: Callable[[], None]) -> None:
         self.on_message = on_message
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
@@ -39,7 +40,7 @@ class WorkerChannel(asyncio.Protocol):
 
     @classmethod
     async def attach(
-        cls, conn: Connection, on_message: Callable[[Any], None], on_lost: Callable[[], None]
+        cls, conn: Connection, on_message: Callable[[FromWorker], None], on_lost: Callable[[], None]
     ) -> WorkerChannel:
         """Take over a Connection's socket (the Connection object is closed)."""
         sock = socket.socket(fileno=os.dup(conn.fileno()))
@@ -55,22 +56,23 @@ class WorkerChannel(asyncio.Protocol):
         buf = self._buffer
         buf += data
         start, end = 0, len(buf)
-        while end - start >= 4:
-            (size,) = _SHORT.unpack_from(buf, start)
-            header = 4
-            if size == -1:
-                if end - start < 12:
+        with memoryview(buf) as view:  # decoded in place; released before the buffer shrinks
+            while end - start >= 4:
+                (size,) = _SHORT.unpack_from(buf, start)
+                header = 4
+                if size == -1:
+                    if end - start < 12:
+                        break
+                    (size,) = _LONG.unpack_from(buf, start + 4)
+                    header = 12
+                if end - start < header + size:
                     break
-                (size,) = _LONG.unpack_from(buf, start + 4)
-                header = 12
-            if end - start < header + size:
-                break
-            message = pickle.loads(buf[start + header : start + header + size])
-            start += header + size
-            self.on_message(message)
+                message = decode_from_worker(view[start + header : start + header + size])
+                start += header + size
+                self.on_message(message)
         del buf[:start]
 
-    def send(self, message: Any) -> None:
+    def send(self, message: ToWorker) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(encode_frame(message))
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 import pytest
 
 from servectl.metrics import Metrics
-from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull, Scheduler, batch_delay
+from servectl.outcome import ENDED, STREAMING, Failure, Reply
+from servectl.runtime.messages import Result
+from servectl.runtime.scheduler import STREAM_BUFFER_BYTES, NoWorkers, Pending, QueueFull, Scheduler, batch_delay
 from servectl.spec import BatchingSpec
 
 SPEC = BatchingSpec(max_batch_size=4, max_wait_ms=10)
@@ -35,6 +36,7 @@ class FakeWorker:
         self.inflight: dict[int, Pending] = {}
         self.ready = True
         self.sent: list[list[tuple[int, str, bytes, str]]] = []
+        self.cancelled: list[int] = []
 
     @property
     def idle(self) -> bool:
@@ -44,12 +46,12 @@ class FakeWorker:
         self.sent.append([(p.key, p.request_id, p.body, p.route) for p in batch])
 
     def send_cancel(self, keys: list[int]) -> None:
-        pass
+        self.cancelled += keys
 
 
 def answer_all(scheduler: Scheduler, worker: FakeWorker) -> None:
     items = worker.sent[-1]
-    scheduler.on_results(worker, [(k, 200, body) for k, _, body, _ in items], 0.001)
+    scheduler.on_results(worker, [Result(k, Reply(body)) for k, _, body, _ in items], 0.001)
 
 
 async def _batches_form_while_busy() -> None:
@@ -61,12 +63,12 @@ async def _batches_form_while_busy() -> None:
     rest = [scheduler.submit(f"r{i}", str(i).encode()) for i in range(6)]
     assert len(worker.sent) == 1 and len(scheduler.queue) == 6
     answer_all(scheduler, worker)
-    assert await first.future == (200, b"1")
+    assert await first.future == Reply(b"1")
     assert [len(b) for b in worker.sent] == [1, 4]  # batch capped at max_batch_size
     answer_all(scheduler, worker)
     answer_all(scheduler, worker)
     assert [len(b) for b in worker.sent] == [1, 4, 2]
-    assert [(await p.future)[1] for p in rest] == [str(i).encode() for i in range(6)]
+    assert [await p.future for p in rest] == [Reply(str(i).encode()) for i in range(6)]
 
 
 def test_batches_form_while_busy() -> None:
@@ -100,8 +102,8 @@ async def _queue_limit_drop_and_lost_worker() -> None:
     scheduler.add_worker(worker)
     assert [k for k, _, _, _ in worker.sent[0]] == [b.key]  # the dropped one never reached it
     assert scheduler.drop(b, "timeout") is False  # already running
-    scheduler.remove_worker(worker, lambda p: (503, b"lost"))
-    assert await b.future == (503, b"lost")
+    scheduler.remove_worker(worker, lambda p: Failure(503, "worker_crashed", "lost"))
+    assert await b.future == Failure(503, "worker_crashed", "lost")
     scheduler.refuse("gone for good")
     with pytest.raises(NoWorkers):
         scheduler.submit("d", b"")
@@ -115,9 +117,63 @@ async def _refuse_answers_waiting_requests() -> None:
     scheduler = Scheduler(SPEC, 10, Metrics())
     waiting = scheduler.submit("a", b"")
     scheduler.refuse("worker 0 gave up")
-    status, body = await waiting.future
-    assert status == 503 and orjson.loads(body)["error"]["message"] == "worker 0 gave up"
+    assert await waiting.future == Failure(503, "unavailable", "worker 0 gave up")
+    assert (await waiting.future).retry
 
 
 def test_refuse_answers_waiting_requests() -> None:
     asyncio.run(_refuse_answers_waiting_requests())
+
+
+async def _streams_end_with_an_answer_after_their_chunks() -> None:
+    scheduler = Scheduler(SPEC, 10, Metrics())
+    worker = FakeWorker(0)
+    scheduler.add_worker(worker)
+    first = scheduler.submit("first", b"")  # keeps the worker busy while a batch of two queues
+    streamed, empty = scheduler.submit("s", b""), scheduler.submit("e", b"")
+    answer_all(scheduler, worker)
+    assert await first.future == Reply(b"")
+    scheduler.on_chunk(worker, first.key, b"late")  # answered already: ignored
+    assert first.stream is None and worker.sent[-1] == [
+        (streamed.key, "s", b"", "predict"),
+        (empty.key, "e", b"", "predict"),
+    ]
+    scheduler.on_chunk(worker, streamed.key, b"1")
+    scheduler.on_chunk(worker, streamed.key, b"2")
+    assert await streamed.future is STREAMING
+    scheduler.on_results(worker, [Result(streamed.key, ENDED), Result(empty.key, ENDED)], 0.001)
+    assert streamed.stream is not None
+    assert [streamed.stream.get_nowait() for _ in range(3)] == [b"1", b"2", ENDED]
+    assert await empty.future is ENDED and empty.stream is None  # no chunk: the future says it ended
+
+
+def test_streams_end_with_an_answer_after_their_chunks() -> None:
+    asyncio.run(_streams_end_with_an_answer_after_their_chunks())
+
+
+async def _slow_reader_is_cut_and_abandon_answers_everything() -> None:
+    scheduler = Scheduler(BatchingSpec(max_batch_size=1, max_wait_ms=0), 10, Metrics())
+    worker = FakeWorker(0)
+    scheduler.add_worker(worker)
+    slow, queued = scheduler.submit("slow", b""), scheduler.submit("queued", b"")
+    big = b"x" * (STREAM_BUFFER_BYTES // 2 + 1)
+    scheduler.on_chunk(worker, slow.key, big)
+    scheduler.on_chunk(worker, slow.key, big)  # over the buffer: generation stopped for it
+    assert worker.cancelled == [slow.key]
+    assert slow.stream is not None and slow.stream.qsize() == 3
+    cut = [slow.stream.get_nowait() for _ in range(3)][-1]
+    assert isinstance(cut, Failure) and (cut.status, cut.kind) == (503, "slow_reader")
+    assert cut.message.startswith("the client read this stream too slowly: over 16 MiB")
+    scheduler.on_chunk(worker, slow.key, b"more")  # cut off: dropped
+    assert slow.stream.empty()
+    scheduler.abandon("draining ran out", "shutting_down")
+    assert await queued.future == Failure(503, "shutting_down", "draining ran out")
+    assert slow.stream.get_nowait() == Failure(503, "shutting_down", "draining ran out")
+    assert worker.cancelled == [slow.key, slow.key]
+    with pytest.raises(NoWorkers) as refused:
+        scheduler.submit("late", b"")
+    assert refused.value.kind == "shutting_down"
+
+
+def test_slow_reader_is_cut_and_abandon_answers_everything() -> None:
+    asyncio.run(_slow_reader_is_cut_and_abandon_answers_everything())

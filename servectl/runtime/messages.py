@@ -1,0 +1,123 @@
+"""Messages between the API process and a worker: typed msgspec Structs, one msgpack frame each.
+
+API -> worker:   Batch(batch_id, [Request(key, request_id, body, route), ...])
+                 Cancel([key, ...])        stop streaming to these requests
+                 Stop()
+worker -> API:   Ready(HandlerInfo)
+                 SetupFailed(message)
+                 Chunk(key, body)          one streamed chunk, already serialized
+                 Tokens(n)                 tokens generated (for the tokens/s metric)
+                 Results(batch_id, [Result(key, Answer), ...], predict_s | None)
+
+A request's Result ends it; for a stream it comes after its chunks (`Ended` for a clean end,
+`Gone` for a cancelled stream, else a `Failure`). A batch may answer in several Results
+messages (streams that end early); the last one carries the batch's predict time.
+
+The frames are those of `multiprocessing.Connection.send_bytes` (a 4-byte big-endian length,
+or -1 and an 8-byte length, then the payload); the payload is msgpack, decoded to the union
+of one direction's messages (each message is tagged with its class name).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from servectl.handler import HandlerInfo
+from servectl.outcome import Answer
+from servectl.runtime.codec import to_json_value
+
+
+class PipeClosed(BaseException):
+    """The API process closed a worker's pipe (it stops, or is gone): the worker ends quietly.
+    A BaseException, so that no `except Exception` around handler code takes it for a
+    handler error."""
+
+
+# --- API -> worker ------------------------------------------------------------------
+
+
+class Request(msgspec.Struct, frozen=True, array_like=True):
+    """One request inside a batch; `route` says which API decodes it ("predict", "v2"...)."""
+
+    key: int
+    request_id: str
+    body: bytes
+    route: str
+
+
+class Batch(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    batch_id: int
+    items: list[Request]
+
+
+class Cancel(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """Stop working on these requests (client gone, deadline passed, slow reader)."""
+
+    keys: list[int]
+
+
+class Stop(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """Finish the batch at hand (a stream stops at its next step) and exit."""
+
+
+ToWorker = Batch | Cancel | Stop
+
+
+# --- worker -> API ------------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    info: HandlerInfo
+
+
+class SetupFailed(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    message: str
+
+
+class Chunk(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    key: int
+    body: bytes
+
+
+class Tokens(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    n: int
+
+
+class Result(msgspec.Struct, frozen=True, array_like=True):
+    """How one request ended."""
+
+    key: int
+    outcome: Answer
+
+
+class Results(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    batch_id: int
+    results: list[Result]
+    predict_s: float | None  # set on a batch's last Results message: the batch is complete
+
+
+FromWorker = Ready | SetupFailed | Chunk | Tokens | Results
+
+
+# --- the codec ----------------------------------------------------------------------
+
+
+# values msgpack has no type for (in a handler's `example`, say) travel as JSON has them
+_encoder = msgspec.msgpack.Encoder(enc_hook=to_json_value)
+encode = _encoder.encode
+_to_worker: msgspec.msgpack.Decoder[ToWorker] = msgspec.msgpack.Decoder(ToWorker)
+_from_worker: msgspec.msgpack.Decoder[FromWorker] = msgspec.msgpack.Decoder(FromWorker)
+decode_to_worker = _to_worker.decode
+decode_from_worker = _from_worker.decode
+
+
+class Conn(Protocol):
+    """The worker's end of its channel: a `multiprocessing.Connection`, or the in-memory one."""
+
+    def send_bytes(self, buf: bytes) -> None: ...
+
+    def recv_bytes(self) -> bytes: ...
+
+    def poll(self, timeout: float | None = 0.0) -> bool: ...
