@@ -17,12 +17,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from servectl.metrics import Metrics
-from servectl.outcome import STREAMING, Answer, Failure, Outcome
+from servectl.outcome import ENDED, GONE, STREAMING, Answer, Ended, Failure, Gone, Outcome
 from servectl.runtime.messages import Result
 from servectl.spec import BatchingSpec
 
 STREAM_BUFFER_BYTES = 16 * 2**20  # streamed bytes held for one slow client before its generation is stopped
 CUT_AFTER_S = 1.0  # a stream's client past its deadline (or the drain's) has this long to take the error event
+# a worker's Ended() and Gone() decode as new instances: requests are answered with the singletons
+_SINGLETONS: dict[type, Answer] = {Ended: ENDED, Gone: GONE}
 
 
 class QueueFull(Exception):
@@ -206,7 +208,8 @@ class Scheduler:
         for result in results:
             pending = worker.inflight.pop(result.key, None)
             if pending is not None:
-                pending.finish(result.outcome)
+                outcome = result.outcome
+                pending.finish(_SINGLETONS.get(type(outcome), outcome))
         if predict_s is not None:  # the batch is complete
             self.metrics.predict_time.observe(predict_s)
         self.dispatch()
