@@ -84,6 +84,8 @@ def validate(
 ) -> None:
     """Check SPEC without serving: YAML, schema, handler import and hooks, model path."""
     from servectl import validate as checks
+    from servectl.outcome import Failure, Reply
+    from servectl.protocols.predict.errors import failure_body
 
     loaded = _load(spec, overrides)
     issues, handler = checks.check_spec(loaded)
@@ -94,14 +96,16 @@ def validate(
         typer.echo(yaml.safe_dump(loaded.public_dict(), sort_keys=False), nl=False)
     if smoke and handler is not None:
         try:
-            _, status, body = checks.smoke(loaded, handler)
+            answer = checks.smoke(loaded, handler)
         except Exception as exc:
             console.print(f"[bold red]smoke test failed:[/] {exc}")
             raise typer.Exit(1) from None
-        if status != 200:
-            console.print(f"[bold red]smoke test answered {status}:[/] {body.decode()}")
+        if not isinstance(answer, Reply):
+            status = answer.status if isinstance(answer, Failure) else 500
+            body = failure_body(answer, "smoke") if isinstance(answer, Failure) else repr(answer).encode()
+            console.print(f"[bold red]smoke test answered {status}:[/] {body.decode()}", highlight=False)
             raise typer.Exit(1)
-        console.print(f"smoke test: 200 {orjson.loads(body)}", highlight=False)
+        console.print(f"smoke test: 200 {orjson.loads(answer.body)}", highlight=False)
     hooks = list(handler.hooks) if handler else []
     name = handler.name if handler else loaded.handler
     console.print(f"[green]ok[/] {loaded.source}: {name}, hooks {hooks}")

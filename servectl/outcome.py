@@ -12,13 +12,13 @@ from typing import Any
 import msgspec
 
 
-class Reply(msgspec.Struct, frozen=True, array_like=True, tag=True):
+class Reply(msgspec.Struct, frozen=True, array_like=True, tag=True, gc=False):
     """A whole answer: a JSON body (already serialized by the worker), status 200."""
 
     body: bytes
 
 
-class Failure(msgspec.Struct, frozen=True, array_like=True, tag=True):
+class Failure(msgspec.Struct, frozen=True, array_like=True, tag=True, gc=False):
     """An error answer. `kind` is servectl's error type (`validation_error`, `timeout`...);
     `detail` is JSON (for 422s, the failing fields)."""
 
@@ -33,7 +33,7 @@ class Failure(msgspec.Struct, frozen=True, array_like=True, tag=True):
         return self.status in (429, 503)
 
 
-class Ended(msgspec.Struct, frozen=True, array_like=True, tag=True):
+class Ended(msgspec.Struct, frozen=True, array_like=True, tag=True, gc=False):
     """A stream's clean end (after its chunks, or with none)."""
 
 
@@ -41,7 +41,7 @@ class Streaming(msgspec.Struct, frozen=True):
     """A request's first streamed chunk has arrived: the answer is a stream."""
 
 
-class Gone(msgspec.Struct, frozen=True, array_like=True, tag=True):
+class Gone(msgspec.Struct, frozen=True, array_like=True, tag=True, gc=False):
     """The client went away (or its stream was cancelled): nothing is sent; logged as 499."""
 
 

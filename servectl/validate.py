@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from servectl.handler import Handler, HandlerError
-from servectl.outcome import Answer, Failure, Reply
+from servectl.outcome import Answer
 from servectl.runners import build_handler, missing_extra
 from servectl.runtime.batch import BatchRunner
 from servectl.runtime.messages import Request
@@ -56,7 +56,7 @@ def check_spec(spec: Spec) -> tuple[list[SpecIssue], Handler | None]:
     return issues, handler
 
 
-def smoke_answer(spec: Spec, handler: Handler) -> Answer:
+def smoke(spec: Spec, handler: Handler) -> Answer:
     """Run setup and the handler's example request through the worker's code path."""
     handler.setup("cpu", spec)
     example = handler.info().example
@@ -64,16 +64,3 @@ def smoke_answer(spec: Spec, handler: Handler) -> Answer:
         raise HandlerError(f"{handler.name} declares no `example` request to smoke-test with")
     body = orjson.dumps(example)
     return BatchRunner(handler, spec.batching.max_batch_size).run([Request(0, "smoke", body, "predict")])[0].outcome
-
-
-def smoke(spec: Spec, handler: Handler) -> tuple[int, int, bytes]:
-    """`smoke_answer` as `servectl validate --smoke` prints it: (0, status, JSON body)."""
-    answer = smoke_answer(spec, handler)
-    if isinstance(answer, Reply):
-        return 0, 200, answer.body
-    if isinstance(answer, Failure):
-        error = {"type": answer.kind, "message": answer.message, "request_id": "smoke"}
-        if answer.detail is not None:
-            error["detail"] = answer.detail
-        return 0, answer.status, orjson.dumps({"error": error})
-    return 0, 500, orjson.dumps({"error": {"type": "handler_error", "message": f"answered {answer!r}"}})

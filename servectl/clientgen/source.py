@@ -25,9 +25,9 @@ class Source:
 def from_spec(spec: Spec, shown_as: str) -> Source:
     """Build the app as `serve` would, without workers: the handler is imported to read its
     types, but nothing is set up, so no model is loaded."""
+    from servectl.deployment import Deployment
     from servectl.protocols import build_adapters, describe
     from servectl.runners import build_handler
-    from servectl.deployment import Deployment
     from servectl.server.app import build_app
 
     handler = build_handler(spec)

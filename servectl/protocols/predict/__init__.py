@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from servectl.outcome import Failure
 from servectl.protocols.base import ApiProtocol, ModelRoute
-from servectl.protocols.predict.errors import SCHEMA, error_body
+from servectl.protocols.predict.errors import SCHEMA, failure_body
 from servectl.spec import Spec
 
 
@@ -21,7 +21,7 @@ class PredictProtocol(ApiProtocol):
         return [ModelRoute("predict", spec.api.path, "predict", f"Run {spec.name}")]
 
     def error_body(self, failure: Failure, request_id: str) -> bytes:
-        return error_body(failure.message, request_id, failure.kind, failure.detail)
+        return failure_body(failure, request_id)
 
 
 PROTOCOL = PredictProtocol()

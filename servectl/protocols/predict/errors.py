@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from servectl.outcome import Failure
+
 SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -33,3 +35,8 @@ def error_body(message: str, request_id: str, kind: str, detail: Any = None) -> 
     if detail is not None:
         err["detail"] = detail
     return orjson.dumps({"error": err})
+
+
+def failure_body(failure: Failure, request_id: str) -> bytes:
+    """A typed failure in this shape."""
+    return error_body(failure.message, request_id, failure.kind, failure.detail)
