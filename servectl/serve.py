@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import logging
 import math
@@ -143,6 +144,10 @@ def serve(spec: Spec, console: Console) -> int:
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
     host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
     announce(spec, deployment, f"http://{host}:{spec.server.port}", console)
+    # Everything built so far (FastAPI, pydantic, the app) lives for the whole run: keep it out
+    # of the collector's full passes, which would otherwise scan it while requests wait.
+    gc.collect()
+    gc.freeze()
     server.run(sockets=sockets)
     if deployment.fatal_error:
         if spec.server.log_format == "json":

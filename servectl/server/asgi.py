@@ -14,8 +14,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-REQUEST = "servectl.request"  # the scope key of the edge's per-request record
-
 JSON = b"application/json"
 _UNSAFE_ID = re.compile(rb"[^A-Za-z0-9._:\-]")
 MAX_REQUEST_ID = 64

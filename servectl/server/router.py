@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from servectl import protocols
 from servectl.deployment import Deployment
 from servectl.outcome import Failure
-from servectl.server.asgi import REQUEST, Message, Receive, Scope, Send, send_bytes
+from servectl.server.asgi import Message, Receive, Scope, Send, send_bytes
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:
@@ -28,11 +28,8 @@ class Router:
             for route in protocols.model_routes(spec)
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request: Request | None = scope.get(REQUEST)
-        if request is None:  # not HTTP
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
+        """Answer an HTTP request, setting its status."""
         endpoint = request.endpoint
         if endpoint is None:
             request.status = await self._framework(scope, receive, send, request.id)
