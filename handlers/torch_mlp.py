@@ -6,7 +6,7 @@ real handler would `torch.load` its checkpoint there. Needs the `torch` extra.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
@@ -21,7 +21,7 @@ class Scores(BaseModel):
 
 
 class TinyMLP:
-    example = {"features": [0.1, 0.2, 0.3, 0.4]}
+    example: ClassVar[dict[str, list[float]]] = {"features": [0.1, 0.2, 0.3, 0.4]}
 
     def setup(self, device: str, spec: Any) -> None:
         import torch
@@ -29,9 +29,13 @@ class TinyMLP:
         torch.manual_seed(0)
         self.torch = torch
         self.device = torch.device(device)
-        self.model = torch.nn.Sequential(
-            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3), torch.nn.Softmax(dim=-1)
-        ).to(self.device).eval()
+        self.model = (
+            torch.nn.Sequential(
+                torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3), torch.nn.Softmax(dim=-1)
+            )
+            .to(self.device)
+            .eval()
+        )
 
     def decode(self, request: Features) -> list[float]:
         return request.features
