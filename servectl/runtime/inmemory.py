@@ -24,7 +24,8 @@ from types import TracebackType
 
 from servectl.metrics import Metrics
 from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.messages import FromWorker, ToWorker, decode_from_worker, encode
+from servectl.runtime.launch import WorkerEvents
+from servectl.runtime.messages import ToWorker, decode_from_worker, encode
 from servectl.runtime.scheduler import Scheduler
 from servectl.runtime.supervisor import Supervisor
 from servectl.runtime.worker import serve
@@ -72,14 +73,10 @@ class ThreadWorker:
         self,
         spec: Spec,
         slot: WorkerSlot,
-        on_message: Callable[[FromWorker], None],
-        on_lost: Callable[[], None],
-        on_exit: Callable[[], None],
+        events: WorkerEvents,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._on_message = on_message
-        self._on_lost = on_lost
-        self._on_exit = on_exit
+        self._on_message, self._on_lost, self._on_exit = events
         self._inbound: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self.conn = ThreadConn(self._inbound, self._deliver)
         self._exitcode: int | None = None
@@ -169,11 +166,9 @@ class ThreadLauncher:
         self,
         spec: Spec,
         slot: WorkerSlot,
-        on_message: Callable[[FromWorker], None],
-        on_lost: Callable[[], None],
-        on_exit: Callable[[], None],
+        events: WorkerEvents,
     ) -> ThreadWorker:
-        worker = ThreadWorker(spec, slot, on_message, on_lost, on_exit)
+        worker = ThreadWorker(spec, slot, events)
         self.started.append(worker)
         worker.thread.start()
         return worker

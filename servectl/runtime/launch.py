@@ -21,7 +21,7 @@ import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.messages import FromWorker, ToWorker
@@ -65,14 +65,20 @@ class WorkerRun(Protocol):
         ...
 
 
+class WorkerEvents(NamedTuple):
+    """What a launcher reports to the supervisor about one worker."""
+
+    on_message: Callable[[FromWorker], None]  # each message, in order
+    on_lost: Callable[[], None]  # the channel ended: everything the worker sent was delivered
+    on_exit: Callable[[], None]  # the worker itself ended
+
+
 class WorkerLauncher(Protocol):
     def launch(
         self,
         spec: Spec,
         slot: WorkerSlot,
-        on_message: Callable[[FromWorker], None],
-        on_lost: Callable[[], None],
-        on_exit: Callable[[], None],
+        events: WorkerEvents,
     ) -> WorkerRun: ...
 
 
@@ -151,9 +157,7 @@ class ProcessLauncher:
         self,
         spec: Spec,
         slot: WorkerSlot,
-        on_message: Callable[[FromWorker], None],
-        on_lost: Callable[[], None],
-        on_exit: Callable[[], None],
+        events: WorkerEvents,
     ) -> ProcessWorker:
         loop = asyncio.get_running_loop()
         parent, child = self._ctx.Pipe(duplex=True)
@@ -165,8 +169,8 @@ class ProcessLauncher:
         )
         process.start()
         child.close()
-        worker = ProcessWorker(slot.index, process, loop, on_exit)
-        task = loop.create_task(worker.attach(parent, on_message, on_lost))
+        worker = ProcessWorker(slot.index, process, loop, events.on_exit)
+        task = loop.create_task(worker.attach(parent, events.on_message, events.on_lost))
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)
         return worker

@@ -24,7 +24,7 @@ from servectl.handler import HandlerInfo
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
 from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.launch import ProcessLauncher, WorkerLauncher, WorkerRun
+from servectl.runtime.launch import ProcessLauncher, WorkerEvents, WorkerLauncher, WorkerRun
 from servectl.runtime.messages import (
     Batch,
     Cancel,
@@ -162,9 +162,8 @@ class Supervisor:
             worker.drained = True
             self._maybe_gone(worker)
 
-        worker.run = self.launcher.launch(
-            self.spec, slot, lambda msg: self._handle(worker, msg), on_lost, lambda: self._on_exit(worker)
-        )
+        events = WorkerEvents(lambda msg: self._handle(worker, msg), on_lost, lambda: self._on_exit(worker))
+        worker.run = self.launcher.launch(self.spec, slot, events)
         self.workers[slot.index] = worker
         self._setup_timers[slot.index] = self._loop.call_later(
             self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
