@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -21,11 +23,24 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLBOX = ROOT / "tests" / "handlers" / "toolbox.py"
 
 
+def _lower_priority(nice: int) -> None:
+    """In a child, after its setsid: a lower CPU priority for it and the workers it starts. With
+    autogroup scheduling each session is scheduled as one group: the group's nice counts too."""
+    os.nice(nice)
+    with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as group:
+        group.write(str(nice))
+
+
 class Server:
     """One `servectl serve` process: started, probed, stopped by its own pid."""
 
     def __init__(
-        self, spec_path: Path, env: dict[str, str] | None = None, overrides: list[str] = (), log_dir: Path | None = None
+        self,
+        spec_path: Path,
+        env: dict[str, str] | None = None,
+        overrides: list[str] = (),
+        log_dir: Path | None = None,
+        nice: int = 0,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,6 +56,7 @@ class Server:
             env=full_env,
             cwd=ROOT,
             start_new_session=True,  # its own process group: a test may signal the whole group
+            preexec_fn=(lambda: _lower_priority(nice)) if nice else None,
         )
 
     def wait_live(self, timeout: float = 30) -> None:
@@ -68,12 +84,21 @@ class Server:
         raise TimeoutError(f"server not ready in {timeout}s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def begin_stop(self) -> None:
+        """Send the SIGTERM that `stop` waits on, once (a second one forces the exit)."""
+        if self.proc.poll() is None and not self._terminated:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
+    _terminated = False
 
     def stop(self, timeout: float = 30) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.begin_stop()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -163,8 +188,224 @@ def serve(tmp_path: Path) -> Iterator:
         return server
 
     yield start
-    for server in started:
+    _stop_later(started)
+
+
+_stopping: list[Server] = []  # servers sent SIGTERM by an earlier test's teardown
+
+
+def _stop_later(servers: list[Server]) -> None:
+    """SIGTERM a test's servers and let them exit while the next test runs; those of the test
+    before (long since exited) are waited for and closed here, the last ones at the session's end."""
+    for server in _stopping:
         server.stop()
+    _stopping[:] = servers
+    for server in servers:
+        server.begin_stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_last_servers() -> Iterator[None]:
+    yield
+    _stop_later([])
+
+
+@pytest.fixture(scope="session")
+def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """Servers shared by every test (of any module) that asks for the same spec and environment,
+    started on first use and stopped at the end of the session. Only for tests that leave the
+    server as they found it: no crash, hang, drain, stop or signal that ends anything. A test
+    that counts (metrics, log lines, items seen) counts the change it made, not the total."""
+    servers: dict[str, Server] = {}
+
+    def start(spec: dict, env: dict[str, str] | None = None) -> Server:
+        key = json.dumps([spec, env or {}], sort_keys=True)
+        server = servers.get(key)
+        if server is None or server.proc.poll() is not None:
+            folder = tmp_path_factory.mktemp("shared")
+            server = servers[key] = Server(write_spec(folder, spec), env, log_dir=folder)
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers.values():
+        server.begin_stop()
+    for server in servers.values():
+        server.stop()
+
+
+# `servectl validate`'s checks of each spec given
+VALIDATE_ALL = """
+import sys
+from servectl.spec import load_spec
+from servectl.validate import check_spec
+for path in sys.argv[1:]:
+    issues, _ = check_spec(load_spec(path, ["devices.accelerator=cpu"]))
+    print(path, issues or "ok")
+"""
+
+
+class ExampleServers:
+    """Every configs/*.yaml served as written (on the CPU, with the example models), all started
+    together on first use and shared: by the test that each one serves and stops cleanly, and by
+    the tests of the runners and clients that use one."""
+
+    def __init__(self, models: Path, folder: Path) -> None:
+        self.env = {"SERVECTL_MODELS": str(models)}  # SERVECTL_API_KEYS unset: the configs' `,null` turns auth off
+        self.folder = folder
+        self.servers: dict[str, Server] = {}
+
+    @staticmethod
+    def configs() -> list[Path]:
+        return sorted((ROOT / "configs").glob("*.yaml"))
+
+    def validation(self, script: str, nice: int = 0) -> subprocess.Popen[str]:
+        """`script` run once on every config, in one fresh process (started early with the servers)."""
+        if self._validation is None:
+            self._validation = subprocess.Popen(
+                [sys.executable, "-c", script, *map(str, self.configs())],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=ROOT,
+                env={**{k: v for k, v in os.environ.items() if k != "SERVECTL_API_KEYS"}, **self.env},
+                start_new_session=True,
+                preexec_fn=(lambda: _lower_priority(nice)) if nice else None,
+            )
+        return self._validation
+
+    _validation: subprocess.Popen[str] | None = None
+
+    def launch(self, nice: int = 0) -> None:
+        """Start every config not running now (at once: their start-ups overlap), without waiting."""
+        for config in self.configs():
+            server = self.servers.get(config.stem)
+            if server is None or server.proc.poll() is not None:
+                log_dir = Path(tempfile.mkdtemp(prefix=config.stem + "-", dir=self.folder))
+                server = Server(config, self.env, ["devices.accelerator=cpu"], log_dir, nice=nice)
+                self.servers[config.stem] = server
+
+    def start_all(self) -> dict[str, Server]:
+        """Every config served and ready (started now, unless running already)."""
+        self.launch()
+        for server in self.servers.values():
+            server.wait_ready(300)
+        return dict(self.servers)
+
+    def __getitem__(self, name: str) -> Server:
+        return self.start_all()[name]
+
+    def stop_all(self) -> dict[str, int]:
+        """Stop every server: {config name: exit status}."""
+        for server in self.servers.values():
+            server.begin_stop()
+        codes = {name: server.stop() for name, server in self.servers.items()}
+        self.servers.clear()
+        return codes
+
+
+@pytest.fixture(scope="session")
+def example_servers(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServers]:
+    servers = ExampleServers(models, tmp_path_factory.mktemp("examples"))
+    yield servers
+    servers.stop_all()
+
+
+def gpt2_openai_spec(models: Path) -> dict:
+    """The tiny GPT-2 behind the OpenAI routes, with a key."""
+    return {
+        "name": "tiny-gpt2",
+        "model": {
+            "backend": "transformers",
+            "task": "text-generation",
+            "path": str(models / "tiny-gpt2"),
+            "max_new_tokens": 8,
+        },
+        "api": {"kind": "openai"},
+        "auth": {"api_keys": ["sk-test"]},
+        "devices": {"accelerator": "cpu"},
+        "batching": {"max_batch_size": 8},
+    }
+
+
+def minilm_openai_spec(models: Path) -> dict:
+    """configs/embeddings.yaml's MiniLM behind the OpenAI routes."""
+    from servectl.spec import load_spec
+
+    spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
+    return {
+        "name": "minilm",
+        "model": spec.model.model_dump(),
+        "api": {"kind": "openai"},
+        "devices": {"accelerator": "cpu"},
+        "batching": {"max_batch_size": 32},
+    }
+
+
+class EarlyServers:
+    """Fresh servers for tests that need a slow-starting model, started (at low priority) when the
+    session starts; each is taken by one test or module, which stops it."""
+
+    SPECS: dict[str, Callable[[Path], dict]] = {"gpt2-openai": gpt2_openai_spec, "minilm-openai": minilm_openai_spec}
+
+    def __init__(self, models: Path, folder: Path) -> None:
+        self.models = models
+        self.folder = folder
+        self.servers: dict[str, Server] = {}
+
+    def launch(self, name: str, nice: int = 0) -> Server:
+        spec = write_spec(self.folder, self.SPECS[name](self.models), f"{name}.yaml")
+        server = self.servers[name] = Server(spec, log_dir=self.folder, nice=nice)
+        return server
+
+    def take(self, name: str) -> Server:
+        """The server started early for `name` (started now if none was), ready; the caller stops it."""
+        server = self.servers.pop(name, None) or self.launch(name)
+        self.servers.pop(name, None)
+        server.wait_ready(300)
+        return server
+
+
+@pytest.fixture(scope="session")
+def early_servers(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EarlyServers]:
+    servers = EarlyServers(models, tmp_path_factory.mktemp("early"))
+    yield servers
+    for server in servers.servers.values():
+        server.stop()
+
+
+_EARLY_FIXTURES = ("example_servers", "early_servers")
+
+
+def _uses_early(item: pytest.Item) -> bool:
+    return any(name in getattr(item, "fixturenames", ()) for name in _EARLY_FIXTURES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that use servers started early run last (each module's order kept): those
+    servers start at low priority when the session starts, in the CPU time other tests leave."""
+    late = {item.path for item in items if _uses_early(item)}
+    items.sort(key=lambda item: item.path in late)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_servers_early(request: pytest.FixtureRequest) -> None:
+    import importlib.util
+
+    items = request.session.items
+    if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+        return  # the tests that use them are skipped
+    # nice 19: idle priority (their workers inherit it), the timing-sensitive tests keep the CPU
+    if any("example_servers" in getattr(item, "fixturenames", ()) for item in items):
+        examples = request.getfixturevalue("example_servers")
+        examples.launch(nice=19)
+        if any(item.name == "test_every_example_config_validates_and_serves" for item in items):
+            examples.validation(VALIDATE_ALL, nice=19)
+    if any("early_servers" in getattr(item, "fixturenames", ()) for item in items):
+        early = request.getfixturevalue("early_servers")
+        for name in EarlyServers.SPECS:
+            with contextlib.suppress(Exception):  # e.g. a model package missing: its test skips or says why
+                early.launch(name, nice=19)
 
 
 @pytest.fixture(scope="session")

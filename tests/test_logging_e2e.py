@@ -97,10 +97,11 @@ class Served:
 def served(tmp_path: Path):
     started: list[Served] = []
 
-    def start(spec: dict, env: dict[str, str] | None = None) -> Served:
+    def start(spec: dict, env: dict[str, str] | None = None, ready: bool = True) -> Served:
         server = Served(write_spec(tmp_path, spec, f"spec{len(started)}.yaml"), env)
         started.append(server)
-        server.wait_ready()
+        if ready:
+            server.wait_ready()
         return server
 
     yield start
@@ -214,8 +215,9 @@ def test_json_log_format_keeps_stderr_json_only(served, tmp_path: Path) -> None:
 def test_empty_api_keys_fail_closed(tmp_path: Path, keys: str) -> None:
     text = "handler: {h}\ndevices: {{accelerator: cpu}}\nauth:\n  api_keys: ${{oc.env:SERVECTL_API_KEYS{d}}}\n"
     env = {**os.environ, "SERVECTL_API_KEYS": keys}
-    for default in ("", ",null"):  # the variable is set, if empty: an error either way
-        spec = tmp_path / "spec.yaml"
+    runs = []  # every command at once: each must fail on its own
+    for i, default in enumerate(("", ",null")):  # the variable is set, if empty: an error either way
+        spec = tmp_path / f"spec{i}.yaml"
         spec.write_text(text.format(h=ROOT / "tests" / "handlers" / "toolbox.py", d=default))
         for command in (["validate", str(spec)], ["serve", str(spec), f"server.port={free_port()}"]):
             proc = subprocess.Popen(
@@ -225,21 +227,25 @@ def test_empty_api_keys_fail_closed(tmp_path: Path, keys: str) -> None:
                 env=env,
                 cwd=ROOT,
             )
-            try:
-                out = proc.communicate(timeout=30)[0].decode()
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0].decode()
-                pytest.fail(f"{command[0]} with SERVECTL_API_KEYS={keys!r} did not fail:\n{out}")
-            assert proc.returncode == 1, out
-            assert f"{spec}:4:3: auth.api_keys: resolved to no keys" in out and "Traceback" not in out
+            runs.append((spec, command, proc))
+    for spec, command, proc in runs:
+        try:
+            out = proc.communicate(timeout=30)[0].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0].decode()
+            pytest.fail(f"{command[0]} with SERVECTL_API_KEYS={keys!r} did not fail:\n{out}")
+        assert proc.returncode == 1, out
+        assert f"{spec}:4:3: auth.api_keys: resolved to no keys" in out and "Traceback" not in out
 
 
 def test_keys_from_the_environment_or_none(served) -> None:
     spec = toolbox_spec(auth={"api_keys": "${oc.env:SERVECTL_API_KEYS,null}"})
-    open_server = served(spec)  # unset: auth off, as the `,null` default says
+    open_server = served(spec, ready=False)  # unset: auth off, as the `,null` default says
+    keyed = served(spec, env={"SERVECTL_API_KEYS": f"{KEY},other"}, ready=False)  # both start at once
+    open_server.wait_ready()
     assert httpx.post(open_server.url + "/predict", json={"x": 2}).status_code == 200
-    keyed = served(spec, env={"SERVECTL_API_KEYS": f"{KEY},other"})
+    keyed.wait_ready()
     assert httpx.post(keyed.url + "/predict", json={"x": 2}).status_code == 401
     assert httpx.post(keyed.url + "/predict", json={"x": 2}, headers=AUTH).json()["y"] == 4.0
 
@@ -250,10 +256,19 @@ def test_keys_from_the_environment_or_none(served) -> None:
 def test_binary_spec_is_a_one_line_error(tmp_path: Path, content: bytes) -> None:
     spec = tmp_path / "model.onnx"
     spec.write_bytes(content)
-    for command in (["validate", str(spec)], ["serve", str(spec), f"server.port={free_port()}"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "servectl", *command], capture_output=True, timeout=60, cwd=ROOT, text=True
+    runs = [  # both at once
+        subprocess.Popen(
+            [sys.executable, "-m", "servectl", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            text=True,
         )
+        for command in (["validate", str(spec)], ["serve", str(spec), f"server.port={free_port()}"])
+    ]
+    for proc in runs:
+        stdout, stderr = proc.communicate(timeout=60)
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr and "Error:" not in done.stderr
         [problem] = [line for line in done.stderr.splitlines() if str(spec) in line]

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, Server, resolved, toolbox_spec
+from conftest import ROOT, VALIDATE_ALL, ExampleServers, resolved, toolbox_spec
 
 
-def test_quickstart_serves_predict_info_docs(serve) -> None:
-    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+def test_quickstart_serves_predict_info_docs(shared_serve) -> None:
+    server = shared_serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
     r = httpx.post(server.url + "/predict", json={"x": 3})
     assert r.status_code == 200 and r.json() == {"y": 9.0}
     assert len(r.headers["x-request-id"]) >= 8
@@ -59,7 +59,8 @@ def test_serve_without_spec_uses_builtin_default(tmp_path: Path) -> None:
 
 
 def test_batches_form_under_concurrency_and_torch_stays_out_of_api_process(serve) -> None:
-    server = serve(toolbox_spec(batching={"max_batch_size": 16, "max_wait_ms": 5}))
+    handler = ROOT / "tests" / "handlers" / "torch_toolbox.py"  # toolbox, with torch imported at the top
+    server = serve(toolbox_spec(handler=str(handler), batching={"max_batch_size": 16, "max_wait_ms": 5}))
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -97,7 +98,7 @@ def test_error_statuses(serve) -> None:
 
 
 def test_ready_only_after_setup(serve) -> None:
-    server = serve(toolbox_spec(), env={"TOOLBOX_SETUP_SLEEP": "3"}, ready=False)
+    server = serve(toolbox_spec(), env={"TOOLBOX_SETUP_SLEEP": "1.5"}, ready=False)
     server.wait_live()
     early = httpx.get(server.url + "/ready")
     assert early.status_code == 503 and early.json()["ready"] is False
@@ -124,49 +125,28 @@ def test_auth_in_plain_form(serve) -> None:
     assert httpx.get(server.url + "/ready").status_code == 200
 
 
-_VALIDATE_ALL = """
-import sys
-from servectl.spec import load_spec
-from servectl.validate import check_spec
-for path in sys.argv[1:]:
-    issues, _ = check_spec(load_spec(path, ["devices.accelerator=cpu"]))
-    print(path, issues or "ok")
-"""
-
-
-def test_every_example_config_validates_and_serves(models: Path, tmp_path: Path) -> None:
-    import os
-
+def test_every_example_config_validates_and_serves(example_servers: ExampleServers) -> None:
     import yaml
 
-    configs = sorted((ROOT / "configs").glob("*.yaml"))
+    configs = example_servers.configs()
     assert len(configs) >= 10
-    env = {"SERVECTL_MODELS": str(models)}  # SERVECTL_API_KEYS unset: the configs' `,null` turns auth off
-    # `servectl validate`'s checks, all specs in one fresh process (beside the servers below)
-    validate = subprocess.Popen(
-        [sys.executable, "-c", _VALIDATE_ALL, *map(str, configs)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=ROOT,
-        env={**{k: v for k, v in os.environ.items() if k != "SERVECTL_API_KEYS"}, **env},
-    )
-    for group in (configs[i : i + 3] for i in range(0, len(configs), 3)):  # three at a time: start-ups overlap
-        servers = [Server(c, env=env, log_dir=tmp_path, overrides=["devices.accelerator=cpu"]) for c in group]
-        try:
-            for config, server in zip(group, servers, strict=True):
-                spec = yaml.safe_load(config.read_text())
-                server.wait_ready(120)
-                if spec.get("api", {}).get("kind") == "openai":
-                    assert httpx.get(server.url + "/v1/models").json()["data"][0]["id"] == spec["name"]
-                    continue
-                path = spec.get("api", {}).get("path", "/predict")
-                schema = httpx.get(server.url + "/openapi.json").json()
-                example = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
-                r = httpx.post(server.url + path, json=example)
-                assert r.status_code == 200, f"{config.name}: {r.text}"
-        finally:
-            codes = [server.stop() for server in servers]
-        assert codes == [0] * len(group), [s.log() for s, c in zip(servers, codes, strict=True) if c]
+    # `servectl validate`'s checks, all specs in one fresh process (started with the servers)
+    validate = example_servers.validation(VALIDATE_ALL)
+    servers = example_servers.start_all()  # those other tests started are still serving: shared
+    try:
+        for config in configs:
+            spec = yaml.safe_load(config.read_text())
+            server = servers[config.stem]
+            if spec.get("api", {}).get("kind") == "openai":
+                assert httpx.get(server.url + "/v1/models").json()["data"][0]["id"] == spec["name"]
+                continue
+            path = spec.get("api", {}).get("path", "/predict")
+            schema = httpx.get(server.url + "/openapi.json").json()
+            example = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
+            r = httpx.post(server.url + path, json=example)
+            assert r.status_code == 200, f"{config.name}: {r.text}"
+    finally:
+        codes = example_servers.stop_all()
+    assert codes == dict.fromkeys(servers, 0), [servers[name].log() for name, code in codes.items() if code]
     output, _ = validate.communicate(timeout=120)
     assert validate.returncode == 0 and output.count(" ok\n") == len(configs), output

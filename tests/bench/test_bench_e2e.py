@@ -91,22 +91,39 @@ def test_bench_error_counts_match_the_server(serve, tmp_path: Path) -> None:
     assert "503" in level["first_error"]
 
 
-def test_bench_fails_cleanly(serve, tmp_path: Path) -> None:
-    down = bench(f"http://127.0.0.1:{free_port()}", "--concurrency", "1", "--duration", "1s")
-    assert down.returncode == 1 and "not reachable" in down.stderr
-    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
-    bad = bench(server.url, "--concurrency", "1", "--duration", "1s", "--payload", '{"x": "nope"}')
-    assert bad.returncode == 1 and "422" in bad.stderr and "float_parsing" in bad.stderr
+def start_bench(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "servectl", "bench", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def finished(proc: subprocess.Popen[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_bench_fails_cleanly(shared_serve, tmp_path: Path) -> None:
     handler = tmp_path / "no_example.py"
     handler.write_text("def predict(batch):\n    return batch\n")
     spec = write_spec(tmp_path, {"handler": str(handler), "devices": {"accelerator": "cpu"}})
-    none = bench(str(spec), "--concurrency", "1", "--duration", "1s")
+    # the three runs are independent: they overlap
+    down = start_bench(f"http://127.0.0.1:{free_port()}", "--concurrency", "1", "--duration", "1s")
+    none = start_bench(str(spec), "--concurrency", "1", "--duration", "1s")
+    server = shared_serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    bad = finished(start_bench(server.url, "--concurrency", "1", "--duration", "1s", "--payload", '{"x": "nope"}'))
+    assert bad.returncode == 1 and "422" in bad.stderr and "float_parsing" in bad.stderr
+    down, none = finished(down), finished(none)
+    assert down.returncode == 1 and "not reachable" in down.stderr
     assert none.returncode == 1 and "--payload" in none.stderr
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-def test_bench_with_wrk_engine(serve, tmp_path: Path) -> None:
-    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+def test_bench_with_wrk_engine(shared_serve, tmp_path: Path) -> None:
+    server = shared_serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
     out = tmp_path / "w.json"
     r = bench(
         server.url, "--concurrency", "4", "--duration", "1s", "--warmup", "0s", "--engine", "wrk", "--json", str(out)
@@ -124,9 +141,9 @@ def test_bench_minilm(tmp_path: Path) -> None:
         "--concurrency",
         "1,8",
         "--duration",
-        "2s",
+        "1s",
         "--warmup",
-        "500ms",
+        "200ms",
         "--json",
         str(out),
         timeout=300,
@@ -195,34 +212,20 @@ def test_bench_stream_measures_first_chunk_and_chunks(tmp_path: Path) -> None:
         app.wait(10)
 
 
-def test_bench_ctrl_c_prints_what_was_measured(serve, tmp_path: Path) -> None:
+def test_bench_ctrl_c_prints_what_was_measured(shared_serve, tmp_path: Path) -> None:
     import signal
     import time
 
-    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    server = shared_serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+    scrapes = server.log().count("GET /metrics ")  # the access log shows the bench's scrapes of /metrics
     out = tmp_path / "partial.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "servectl",
-            "bench",
-            server.url,
-            "--concurrency",
-            "1,2",
-            "--duration",
-            "3s",
-            "--warmup",
-            "0s",
-            "--json",
-            str(out),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(5)  # the first level (3 s) is done, the second is running
+    proc = start_bench(server.url, "--concurrency", "1,2", "--duration", "2s", "--warmup", "0s", "--json", str(out))
+    # a level scrapes /metrics before and after its load: the third scrape starts the second level
+    deadline = time.monotonic() + 60
+    while server.log().count("GET /metrics ") < scrapes + 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.3)  # the first level (2 s) is done, the second is running
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

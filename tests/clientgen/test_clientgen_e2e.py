@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ROOT, Server, write_spec
+from conftest import ROOT, ExampleServers, Server, write_spec
 
 pytest.importorskip("datamodel_code_generator")
 
@@ -132,14 +132,13 @@ def test_python_clients_are_typed_deterministic_and_pass_mypy_strict(python_clie
         "def infer(self, body: InferRequest | Mapping[str, Any]) -> InferResponse:" in python_clients["v2"].read_text()
     )
     assert "def predict(self, body: Query | Mapping[str, Any]) -> Answer:" in python_clients["typed"].read_text()
-    again = client_gen(
-        ROOT / "configs" / "openai_custom.yaml", "python", python_clients["openai"].with_name("again.py")
-    )
-    assert again.read_bytes() == python_clients["openai"].read_bytes()
+    again_path = python_clients["openai"].with_name("again.py")
+    again_run = start_client_gen(ROOT / "configs" / "openai_custom.yaml", "python", again_path)  # beside mypy
     files = [str(p) for p in python_clients.values()]
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files], capture_output=True, text=True
     )
+    assert finish(again_run, again_path).read_bytes() == python_clients["openai"].read_bytes()
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -248,33 +247,31 @@ def test_python_client_streams_ndjson_and_raises_mid_stream_errors(
 
 
 def test_python_clients_of_builtin_runners_v2_and_embeddings(
-    python_clients: dict[str, Path], models: Path, tmp_path: Path
+    python_clients: dict[str, Path], example_servers: ExampleServers, tmp_path: Path
 ) -> None:
     v2 = load_module(python_clients["v2"])
-    for server in _server(ROOT / "configs" / "v2_onnx.yaml", {"SERVECTL_MODELS": str(models)}):
-        with v2.Client(server.url) as client:
-            meta = client.model_metadata("tiny-onnx")
-            assert isinstance(meta, v2.ModelMetadata)
-            tensor = meta.inputs[0]
-            width = tensor.shape[1]
-            request = v2.InferRequest(
-                inputs=[
-                    v2.TensorIn(name=tensor.name, shape=[2, width], datatype=tensor.datatype, data=[0.5] * (2 * width))
-                ]
-            )
-            answer = client.infer(request)
-            assert isinstance(answer, v2.InferResponse) and answer.outputs[0].shape[0] == 2
-            assert client.server_ready().ready
-            with pytest.raises(v2.APIError) as bad:
-                client.infer({"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1.0]}]})
-            assert bad.value.status == 422 and "nope" in bad.value.body["error"]
-        run_curl_file(client_gen(server.url, "curl", tmp_path / "V2.md"), server.url, None, minimum=11)
+    server = example_servers["v2_onnx"]  # configs/v2_onnx.yaml with the example models (shared)
+    with v2.Client(server.url) as client:
+        meta = client.model_metadata("tiny-onnx")
+        assert isinstance(meta, v2.ModelMetadata)
+        tensor = meta.inputs[0]
+        width = tensor.shape[1]
+        request = v2.InferRequest(
+            inputs=[v2.TensorIn(name=tensor.name, shape=[2, width], datatype=tensor.datatype, data=[0.5] * (2 * width))]
+        )
+        answer = client.infer(request)
+        assert isinstance(answer, v2.InferResponse) and answer.outputs[0].shape[0] == 2
+        assert client.server_ready().ready
+        with pytest.raises(v2.APIError) as bad:
+            client.infer({"inputs": [{"name": "nope", "shape": [1], "datatype": "FP32", "data": [1.0]}]})
+        assert bad.value.status == 422 and "nope" in bad.value.body["error"]
+    run_curl_file(client_gen(server.url, "curl", tmp_path / "V2.md"), server.url, None, minimum=11)
 
     emb = load_module(python_clients["embeddings"])
-    for server in _server(ROOT / "configs" / "embeddings.yaml"):
-        with emb.Client(server.url) as client:
-            result = client.predict(emb.TextRequest(inputs=["servectl", "serves models"]))
-            assert isinstance(result, emb.TextResponse) and len(result.outputs) == 2 and len(result.outputs[0]) == 384
+    server = example_servers["embeddings"]  # configs/embeddings.yaml (shared)
+    with emb.Client(server.url) as client:
+        result = client.predict(emb.TextRequest(inputs=["servectl", "serves models"]))
+        assert isinstance(result, emb.TextResponse) and len(result.outputs) == 2 and len(result.outputs[0]) == 384
 
 
 def run_curl_file(path: Path, url: str, key: str | None, minimum: int) -> None:
@@ -338,8 +335,11 @@ console.log(JSON.stringify({ ...result, ready: ready.ready }));
 
 
 def test_typescript_client_type_checks_and_runs_on_node(openai_server: Server, tsc: Path, tmp_path: Path) -> None:
-    client = client_gen(openai_server.url, "typescript", tmp_path / "client.ts", "--api-key", KEY)
-    again = client_gen(openai_server.url, "typescript", tmp_path / "again.ts", "--api-key", KEY)
+    runs = [
+        (start_client_gen(openai_server.url, "typescript", tmp_path / name, "--api-key", KEY), tmp_path / name)
+        for name in ("client.ts", "again.ts")
+    ]
+    client, again = (finish(run, path) for run, path in runs)
     assert client.read_bytes() == again.read_bytes()
     again.unlink()
     (tmp_path / "run.ts").write_text(_TS_SCRIPT)

