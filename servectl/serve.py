@@ -23,7 +23,7 @@ from servectl.logs import configure
 from servectl.runtime.devices import plan_slots
 from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
-from servectl.server.edge import Lifespan, build_edge
+from servectl.server.edge import RequestContext, build_edge
 from servectl.server.listen import ListenError, bind, raise_fd_limit
 from servectl.server.protocol import ConnectionLimits, protocol_class
 from servectl.server.streams import CutStreamsAreExpected
@@ -40,7 +40,7 @@ class _Server(uvicorn.Server):
     (in-flight work finishes within limits.drain_s, then what is left gets a 503), a second
     one exits now. Workers ignore these signals: only this process decides when they stop."""
 
-    def __init__(self, config: uvicorn.Config, deployment: Deployment, edge: Lifespan) -> None:
+    def __init__(self, config: uvicorn.Config, deployment: Deployment, edge: RequestContext) -> None:
         super().__init__(config)
         self.deployment = deployment
         self.edge = edge

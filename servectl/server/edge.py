@@ -1,7 +1,7 @@
 """The edge: what every HTTP request gets, as small pieces around one router, composed once
 in `build_edge`:
 
-    RequestContext ─ checks (RequireKey, RequireJson) ─▶ Router ─▶ observers (RecordMetrics, WriteAccessLog)
+    RequestContext ─ checks (RequireKey, RequireJson) ─▶ endpoint | Router ─▶ observers (RecordMetrics, WriteAccessLog)
 
 `RequestContext` gives each request a `Request` record (its id, start, headers, the model
 route it targets, the status it got). A check looks at the record before the router and may
@@ -23,7 +23,7 @@ from servectl.deployment import Deployment
 from servectl.logs import AccessLog, access_log
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
-from servectl.server.asgi import App, Receive, Scope, Send, request_id_from, send_bytes
+from servectl.server.asgi import Receive, Scope, Send, request_id_from, send_bytes
 from servectl.server.auth import APIKeyAuth
 from servectl.server.router import Router
 
@@ -122,16 +122,24 @@ class WriteAccessLog:
 
 
 class RequestContext:
-    """Each HTTP request: its record, the checks, the router, the observers."""
+    """The ASGI app uvicorn runs. Each HTTP request: its record, the checks, the model route's
+    endpoint (or the router for everything else), the observers. The lifespan goes to
+    `Lifespan`."""
 
-    def __init__(self, router: Router, checks: Sequence[Check], observers: Sequence[Observer]) -> None:
+    def __init__(
+        self, router: Router, checks: Sequence[Check], observers: Sequence[Observer], lifespan: Lifespan
+    ) -> None:
         self.router = router
         self.checks = tuple(checks)
         self.observers = tuple(observers)
+        self.lifespan = lifespan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.router.app(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await self.lifespan(receive, send)
+            else:
+                await self.router.app(scope, receive, send)
             return
         request = Request(scope, self.router.endpoints.get(scope["path"]))
         for check in self.checks:
@@ -142,23 +150,27 @@ class RequestContext:
                 request.status = refusal.failure.status
                 break
         else:
-            await self.router(scope, receive, send, request)
+            endpoint = request.endpoint
+            if endpoint is not None and scope["method"] == "POST":  # the hot path, called directly
+                request.status = await endpoint(scope, receive, send, request)
+            else:
+                await self.router(scope, receive, send, request)
         for observe in self.observers:
             observe(scope, request)
+
+    @property
+    def access_log(self) -> AccessLog | None:
+        return self.lifespan.access_log
 
 
 class Lifespan:
     """Starts the workers with the server and stops them after the last answer."""
 
-    def __init__(self, app: App, deployment: Deployment, access_log: AccessLog | None) -> None:
-        self.app = app
+    def __init__(self, deployment: Deployment, access_log: AccessLog | None) -> None:
         self.deployment = deployment
         self.access_log = access_log  # flushed after the last answer
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -176,7 +188,7 @@ class Lifespan:
                 return
 
 
-def build_edge(deployment: Deployment, app: FastAPI) -> Lifespan:
+def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
     """The ASGI app uvicorn runs."""
     spec = deployment.spec
     checks: list[Check] = [RequireKey(APIKeyAuth(spec.auth, protocols.open_paths(spec))), require_json]
@@ -185,5 +197,4 @@ def build_edge(deployment: Deployment, app: FastAPI) -> Lifespan:
     log = AccessLog(spec.server.log_format) if logged else None
     if log is not None:
         observers.append(WriteAccessLog(log))
-    edge = RequestContext(Router(deployment, app), checks, observers)
-    return Lifespan(edge, deployment, log)
+    return RequestContext(Router(deployment, app), checks, observers, Lifespan(deployment, log))

@@ -1,5 +1,6 @@
-"""The router: a model route's POST goes to its endpoint (the lean hot path), anything else
-to FastAPI (probes, info, metrics, docs, protocol metadata), with the request id added."""
+"""The router: the model routes' endpoints by path (the edge calls an endpoint directly for
+its POST: the lean hot path); another method on a model path is a 405; anything else goes to
+FastAPI (probes, info, metrics, docs, protocol metadata), with the request id added."""
 
 from __future__ import annotations
 
