@@ -92,6 +92,8 @@ def require_json(scope: Scope, request: Request) -> Refusal | None:
 
 def is_json(content_type: bytes) -> bool:
     """`application/json` or `application/*+json`, parameters (charset) allowed."""
+    if content_type == b"application/json":
+        return True
     mime = content_type.split(b";", 1)[0].strip().lower()
     return mime == b"application/json" or (mime.startswith(b"application/") and mime.endswith(b"+json"))
 

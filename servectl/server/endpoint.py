@@ -80,6 +80,9 @@ class ModelEndpoint:
             except NoWorkers as exc:
                 return await self._fail(send, Failure(503, exc.kind, str(exc)), rid)
             outcome: Outcome = await pending.future
+            if type(outcome) is Reply:  # the common answer, first
+                await send_bytes(send, 200, outcome.body, rid)
+                return 200
             if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
                 if pending.stream is None:  # it ended before any chunk
                     pending.stream = asyncio.Queue()
