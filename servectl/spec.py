@@ -273,7 +273,7 @@ def _describe(error: Any) -> str:
     if kind == "extra_forbidden":
         allowed = _section_fields(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         return f"unknown key{hint} Allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return "is required"
@@ -349,13 +349,17 @@ def resolve(
     return {str(k): v for k, v in data.items()}
 
 
+def describe_errors(exc: ValidationError, locator: Locator, at: Path_ = ()) -> list[SpecIssue]:
+    """Pydantic's errors of a Spec (or of its sections) validated from the keys at `at`, located."""
+    return [locator.issue((*at, *_clean_loc(e["loc"])), _describe(e)) for e in exc.errors()]
+
+
 def validate_model(data: dict[str, Any], file: SpecFile, locator: Locator, entry: Path_ = ()) -> Spec:
     """Validate one model's resolved keys (at `entry` in its file) into a Spec located in its file."""
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        issues = [locator.issue((*entry, *_clean_loc(e["loc"])), _describe(e)) for e in exc.errors()]
-        raise SpecError(issues) from None
+        raise SpecError(describe_errors(exc, locator, entry)) from None
     spec._source = file.source
     spec._base_dir = str(file.path.resolve().parent)
     spec._entry = dotted(entry)
@@ -365,10 +369,15 @@ def validate_model(data: dict[str, Any], file: SpecFile, locator: Locator, entry
 def load_spec(path: str | Path | None = None, overrides: list[str] | None = None) -> Spec:
     """Load, interpolate, override and validate a one-model spec; raise SpecError listing every issue.
 
-    A file with `models:` is loaded by `deployment_spec.load_deployment`; here it must hold one model.
+    A file with `models:` (or overrides `models.0.…`) is loaded by `deployment_spec.load_deployment`;
+    here it must hold one model.
     """
     overrides = list(overrides or [])
     file = read_spec_file(Path(path) if path is not None else DEFAULT_SPEC)
+    if "models" in file.raw or any(o.lstrip("+~").startswith("models.") for o in overrides):
+        from servectl.deployment_spec import load_deployment
+
+        return load_deployment([file.path], overrides).only_model()
     locator = file.locator(overrides)
     return validate_model(resolve(file, locator, overrides), file, locator)
 
