@@ -3,12 +3,16 @@ defaults and uniqueness, each error located by file:line:column and a field path
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from servectl.cli import app
 from servectl.deployment_spec import DeploymentSpec, SharedSpec, load_deployment
 from servectl.spec import SHARED_SECTIONS, SpecError, SpecIssue, issue_at, load_spec
+from servectl.validate import check_deployment
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,6 +209,16 @@ def test_issue_at_locates_a_field_within_its_entry(tmp_path: Path) -> None:
     assert issue_at(b, "server.port", "taken").field == "server.port"  # shared: at the top level
 
 
+def test_check_deployment_names_each_entrys_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", [*sys.path])  # handler loading adds the spec's folders
+    (tmp_path / "multi_check_ok.py").write_text("def predict(batch):\n    return batch\n")
+    text = "models:\n  - name: a\n    handler: multi_check_ok.py\n  - name: b\n    handler: missing_module_xyz.py\n"
+    issues_found, handlers = check_deployment(load_deployment(write(tmp_path, text)))
+    [issue] = issues_found
+    assert (issue.field, issue.line, issue.column) == ("models.1.handler", 5, 5)
+    assert handlers[0] is not None and handlers[1] is None
+
+
 def test_the_example_serves_three_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SERVECTL_API_KEYS", raising=False)
     deployment = load_deployment(ROOT / "configs" / "multi.yaml")
@@ -223,3 +237,17 @@ def test_deployment_spec_keeps_its_invariants() -> None:
         DeploymentSpec(models=[spec, spec])
     with pytest.raises(ValueError, match="carry the deployment's server"):
         DeploymentSpec(server={"port": 1}, models=[spec])
+
+
+def test_cli_serve_refuses_several_models_and_validate_names_entries(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", str(write(tmp_path, TWO))])
+    assert result.exit_code == 1 and "serving several models is not built yet" in result.output
+    bad = write(tmp_path, TWO.replace("{max_batch_size: 8}", "{max_batch_size: 0}"), "bad.yaml")
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1 and f"{bad}:8:16: models.1.batching.max_batch_size:" in result.output
+    a = write(tmp_path, "name: a\nhandler: h.py\nserver: {port: 1}\n", "a.yaml")
+    b = write(tmp_path, "name: b\nhandler: h.py\nserver: {port: 2}\n", "b.yaml")
+    result = runner.invoke(app, ["validate", str(a), str(b), "server.port=3"])
+    assert result.exit_code == 1 and "h.py" in result.output  # the files load together; the handler is missing
+    assert "server.port" not in result.output
