@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -14,7 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from servectl import __version__
-from servectl.spec import DEFAULT_SPEC, Spec, SpecError, load_spec
+from servectl.deployment_spec import DeploymentSpec, load_deployment
+from servectl.spec import DEFAULT_SPEC, Spec, SpecError
+
+if TYPE_CHECKING:
+    from servectl.handler import Handler
 
 app = typer.Typer(
     help="Serve AI models from one declarative YAML spec.",
@@ -30,21 +34,40 @@ SpecArg = Annotated[
 ]
 Overrides = Annotated[
     list[str] | None,
-    typer.Argument(help="Dotlist overrides, e.g. batching.max_batch_size=64 server.port=9000."),
+    typer.Argument(
+        help="More spec files of the same deployment, then dotlist overrides, e.g. batching.max_batch_size=64 "
+        "server.port=9000 (several models: models.NAME.batching.max_batch_size=64)."
+    ),
 ]
 
 
-def _load(spec_path: Path | None, overrides: list[str] | None) -> Spec:
-    if spec_path is not None and "=" in spec_path.name and not spec_path.exists():
-        overrides = [str(spec_path), *(overrides or [])]  # `servectl serve k=v` with no spec
-        spec_path = None
-    if spec_path is None:
+def _load_deployment(spec_path: Path | None, overrides: list[str] | None) -> DeploymentSpec:
+    """The spec files and overrides of the command line, loaded; exit 1 listing the problems."""
+    args = [*([str(spec_path)] if spec_path is not None else []), *(overrides or [])]
+    # `servectl serve k=v` with no spec: an argument with `=` is an override unless it is a file
+    paths = [Path(a) for a in args if "=" not in a or Path(a).exists()]
+    settings = [a for a in args if "=" in a and not Path(a).exists()]
+    if not paths:
         console.print(f"[yellow]No spec given: serving the built-in default[/] ({DEFAULT_SPEC})")
     try:
-        return load_spec(spec_path, overrides or [])
+        return load_deployment(paths or None, settings)
     except SpecError as exc:
         _print_issues(exc.issues)
         raise typer.Exit(1) from None
+
+
+def _load(spec_path: Path | None, overrides: list[str] | None) -> Spec:
+    """One model to serve; several (one multi-model spec, or several files) exit 1, for now."""
+    deployment = _load_deployment(spec_path, overrides)
+    if len(deployment.models) > 1:
+        names = ", ".join(m.name for m in deployment.models)
+        console.print(
+            f"[bold red]{len(deployment.models)} models ({escape(names)}):[/] serving several models is not "
+            "built yet; serve one model per spec (and per server) for now",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    return deployment.models[0]
 
 
 def _print_issues(issues: Sequence[object]) -> None:
@@ -82,33 +105,45 @@ def validate(
     ] = False,
     smoke: Annotated[bool, typer.Option("--smoke", help="Run setup and the handler's example request.")] = False,
 ) -> None:
-    """Check SPEC without serving: YAML, schema, handler import and hooks, model path."""
+    """Check SPEC without serving: YAML, schema, handler import and hooks, model path (every model)."""
+    from servectl import validate as checks
+
+    deployment = _load_deployment(spec, overrides)
+    issues, handlers = checks.check_deployment(deployment)
+    if issues:
+        _print_issues(issues)
+        raise typer.Exit(1)
+    several = len(deployment.models) > 1
+    if print_spec:
+        resolved = deployment.public_dict() if several else deployment.models[0].public_dict()
+        typer.echo(yaml.safe_dump(resolved, sort_keys=False), nl=False)
+    for loaded, handler in zip(deployment.models, handlers, strict=True):
+        if smoke and handler is not None:
+            _smoke(loaded, handler)
+        hooks = list(handler.hooks) if handler else []
+        name = handler.name if handler else loaded.handler
+        parts = (loaded.source, loaded.entry, f"({loaded.name})") if several else (loaded.source,)
+        where = " ".join(p for p in parts if p)
+        console.print(f"[green]ok[/] {escape(where)}: {name}, hooks {hooks}")
+
+
+def _smoke(loaded: Spec, handler: Handler) -> None:
+    """`validate --smoke`: the handler's example request through the worker's code path; exit 1 unless 200."""
     from servectl import validate as checks
     from servectl.outcome import Failure, Reply
     from servectl.protocols.predict.errors import failure_body
 
-    loaded = _load(spec, overrides)
-    issues, handler = checks.check_spec(loaded)
-    if issues:
-        _print_issues(issues)
+    try:
+        answer = checks.smoke(loaded, handler)
+    except Exception as exc:
+        console.print(f"[bold red]smoke test failed:[/] {exc}")
+        raise typer.Exit(1) from None
+    if not isinstance(answer, Reply):
+        status = answer.status if isinstance(answer, Failure) else 500
+        body = failure_body(answer, "smoke") if isinstance(answer, Failure) else repr(answer).encode()
+        console.print(f"[bold red]smoke test answered {status}:[/] {body.decode()}", highlight=False)
         raise typer.Exit(1)
-    if print_spec:
-        typer.echo(yaml.safe_dump(loaded.public_dict(), sort_keys=False), nl=False)
-    if smoke and handler is not None:
-        try:
-            answer = checks.smoke(loaded, handler)
-        except Exception as exc:
-            console.print(f"[bold red]smoke test failed:[/] {exc}")
-            raise typer.Exit(1) from None
-        if not isinstance(answer, Reply):
-            status = answer.status if isinstance(answer, Failure) else 500
-            body = failure_body(answer, "smoke") if isinstance(answer, Failure) else repr(answer).encode()
-            console.print(f"[bold red]smoke test answered {status}:[/] {body.decode()}", highlight=False)
-            raise typer.Exit(1)
-        console.print(f"smoke test: 200 {orjson.loads(answer.body)}", highlight=False)
-    hooks = list(handler.hooks) if handler else []
-    name = handler.name if handler else loaded.handler
-    console.print(f"[green]ok[/] {loaded.source}: {name}, hooks {hooks}")
+    console.print(f"smoke test: 200 {orjson.loads(answer.body)}", highlight=False)
 
 
 def _duration(text: str) -> float:

@@ -1,8 +1,9 @@
 """The deployment spec: its typed schema, and loading it from YAML through OmegaConf.
 
-Everything else in servectl reads a `Spec`; nothing else parses YAML. Loading keeps
-the YAML node positions so that every error can name the file, line, column and the
-dotted field path at fault.
+Everything else in servectl reads a `Spec` (one model, with the server and auth it is
+served with); nothing else parses YAML. Loading keeps the YAML node positions so that
+every error can name the file, line, column and the dotted field path at fault
+(`spec_issues.py`). Several models in one deployment: `deployment_spec.py`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +21,13 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from servectl.spec_issues import Locator, Path_, dotted, yaml_positions
+from servectl.spec_issues import SpecError as SpecError  # re-exported: everything imports them from here
+from servectl.spec_issues import SpecIssue as SpecIssue
+
 DEFAULT_SPEC = Path(__file__).parent / "examples" / "quickstart.yaml"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+SHARED_SECTIONS = ("server", "auth")  # one per server: shared by every model of a deployment
 
 
 def _package_path(package: str, *parts: str) -> str:
@@ -186,9 +194,10 @@ class SupervisorSpec(_Section):
 
 
 class Spec(_Section):
-    """A whole deployment, as written in one YAML file."""
+    """One model as served: what a single-model spec file holds, or one entry of `models:`
+    with the deployment's shared sections (`server`, `auth`)."""
 
-    name: str = Field("servectl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+    name: str = Field("servectl", pattern=NAME_PATTERN)
     model: ModelSpec = ModelSpec()
     handler: str | None = Field(None, description="`handlers/foo.py`, `handlers.foo` or `handlers.foo:Foo`.")
     devices: DevicesSpec = DevicesSpec()
@@ -216,6 +225,7 @@ class Spec(_Section):
 
     _source: str = PrivateAttr("<built-in>")
     _base_dir: str = PrivateAttr(".")
+    _entry: str = PrivateAttr("")  # where its model keys are in its file: "" (top level) or "models.1"
 
     @property
     def source(self) -> str:
@@ -226,6 +236,11 @@ class Spec(_Section):
     def base_dir(self) -> Path:
         """The spec file's folder: handler modules and model paths are found from here."""
         return Path(self._base_dir)
+
+    @property
+    def entry(self) -> str:
+        """Where this model's keys are in its file: `""` (the top level) or `models.N`."""
+        return self._entry
 
     def model_path(self) -> Path | None:
         if self.model.path is None:
@@ -239,78 +254,6 @@ class Spec(_Section):
         keys = data["auth"].pop("api_keys")
         data["auth"]["api_keys"] = f"<{len(keys)} keys>" if keys else None
         return data
-
-
-@dataclass(frozen=True)
-class SpecIssue:
-    """One problem found in a spec, located as precisely as the YAML allows."""
-
-    file: str
-    line: int | None
-    column: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.field or '<spec>'}: {self.message}"
-
-
-class SpecError(Exception):
-    """A spec that cannot be used; carries every issue found."""
-
-    def __init__(self, issues: list[SpecIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
-
-
-Path_ = tuple[str | int, ...]
-
-
-def _yaml_positions(text: str) -> dict[Path_, tuple[int, int]]:
-    """Map each dotted path in a YAML document to the (line, column) of its key."""
-    positions: dict[Path_, tuple[int, int]] = {}
-
-    def walk(node: yaml.Node, path: Path_) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                sub = (*path, str(key.value))
-                positions[sub] = (key.start_mark.line + 1, key.start_mark.column + 1)
-                walk(value, sub)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                positions[(*path, i)] = (item.start_mark.line + 1, item.start_mark.column + 1)
-                walk(item, (*path, i))
-
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, ())
-    return positions
-
-
-def _dotted(path: Path_) -> str:
-    return ".".join(str(p) for p in path)
-
-
-class _Locator:
-    """Turns a field path into a located SpecIssue."""
-
-    def __init__(self, source: str, text: str, overrides: list[str]) -> None:
-        self.source = source
-        self.positions = _yaml_positions(text) if text else {}
-        self.overrides = {o.split("=", 1)[0].strip().lstrip("+~"): o for o in overrides}
-
-    def issue(self, path: Path_, message: str) -> SpecIssue:
-        dotted = _dotted(path)
-        for n in range(len(path), 0, -1):
-            prefix = _dotted(path[:n])
-            if prefix in self.overrides:
-                where = f"{self.source} (override {self.overrides[prefix]!r})"
-                return SpecIssue(where, None, None, dotted, message)
-            if path[:n] in self.positions:
-                line, col = self.positions[path[:n]]
-                return SpecIssue(self.source, line, col, dotted, message)
-        return SpecIssue(self.source, None, None, dotted, message)
 
 
 def _section_fields(path: Path_) -> list[str]:
@@ -330,7 +273,7 @@ def _describe(error: Any) -> str:
     if kind == "extra_forbidden":
         allowed = _section_fields(loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         return f"unknown key{hint} Allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return "is required"
@@ -342,10 +285,24 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path_:
     return tuple(p for p in loc if isinstance(p, int) or not re.match(r"^\w+\[|^(int|str)$", p))
 
 
-def load_spec(path: str | Path | None = None, overrides: list[str] | None = None) -> Spec:
-    """Load, interpolate, override and validate a spec; raise SpecError listing every issue."""
-    overrides = list(overrides or [])
-    spec_path = Path(path) if path is not None else DEFAULT_SPEC
+@dataclass(frozen=True)
+class SpecFile:
+    """One spec file, read and parsed as YAML; not yet interpolated nor validated."""
+
+    path: Path
+    raw: dict[str, Any]
+    positions: dict[Path_, tuple[int, int]]
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+    def locator(self, overrides: Iterable[str] | Mapping[str, str] = ()) -> Locator:
+        return Locator(self.source, self.positions, overrides)
+
+
+def read_spec_file(spec_path: Path) -> SpecFile:
+    """Read and parse one spec file; SpecError if it is not a readable YAML mapping."""
     source = str(spec_path)
     try:
         text = spec_path.read_text(encoding="utf-8")
@@ -354,7 +311,7 @@ def load_spec(path: str | Path | None = None, overrides: list[str] | None = None
     except UnicodeDecodeError:  # a model file or archive given by mistake
         raise SpecError([SpecIssue(source, None, None, "", "cannot read: not a text (UTF-8) YAML file")]) from None
     try:
-        locator = _Locator(source, text, overrides)
+        positions = yaml_positions(text) if text else {}
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         if isinstance(exc, yaml.reader.ReaderError):  # UTF-8, but with NUL or other control bytes
@@ -368,33 +325,73 @@ def load_spec(path: str | Path | None = None, overrides: list[str] | None = None
         raw = {}
     if not isinstance(raw, dict):
         raise SpecError([SpecIssue(source, 1, 1, "", "the spec must be a YAML mapping of keys")])
+    return SpecFile(spec_path, raw, positions)
 
+
+def resolve(
+    file: SpecFile, locator: Locator, overrides: list[str], updates: list[tuple[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Merge the dotlist `overrides` and the (key, subtree) `updates` (keys may index lists:
+    `models.1`) into a file's tree, then interpolate it; SpecError names what cannot resolve."""
     try:
-        cfg: Any = OmegaConf.create(raw)
+        cfg: Any = OmegaConf.create(file.raw)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        for key, subtree in updates or []:
+            OmegaConf.update(cfg, key, subtree, merge=True)
         data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as exc:
         key = str(getattr(exc, "full_key", "") or "")
         parts: Path_ = tuple(int(p) if p.isdigit() else p for p in key.split(".") if p)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SpecError([locator.issue(parts, f"cannot resolve: {msg}")]) from None
+    assert isinstance(data, dict)
+    return {str(k): v for k, v in data.items()}
 
+
+def describe_errors(exc: ValidationError, locator: Locator, at: Path_ = ()) -> list[SpecIssue]:
+    """Pydantic's errors of a Spec (or of its sections) validated from the keys at `at`, located."""
+    return [locator.issue((*at, *_clean_loc(e["loc"])), _describe(e)) for e in exc.errors()]
+
+
+def validate_model(data: dict[str, Any], file: SpecFile, locator: Locator, entry: Path_ = ()) -> Spec:
+    """Validate one model's resolved keys (at `entry` in its file) into a Spec located in its file."""
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        issues = [locator.issue(_clean_loc(e["loc"]), _describe(e)) for e in exc.errors()]
-        raise SpecError(issues) from None
-    spec._source = source
-    spec._base_dir = str(spec_path.resolve().parent)
+        raise SpecError(describe_errors(exc, locator, entry)) from None
+    spec._source = file.source
+    spec._base_dir = str(file.path.resolve().parent)
+    spec._entry = dotted(entry)
     return spec
 
 
+def load_spec(path: str | Path | None = None, overrides: list[str] | None = None) -> Spec:
+    """Load, interpolate, override and validate a one-model spec; raise SpecError listing every issue.
+
+    A file with `models:` (or overrides `models.0.…`) is loaded by `deployment_spec.load_deployment`;
+    here it must hold one model.
+    """
+    overrides = list(overrides or [])
+    file = read_spec_file(Path(path) if path is not None else DEFAULT_SPEC)
+    if "models" in file.raw or any(o.lstrip("+~").startswith("models.") for o in overrides):
+        from servectl.deployment_spec import load_deployment
+
+        return load_deployment([file.path], overrides).only_model()
+    locator = file.locator(overrides)
+    return validate_model(resolve(file, locator, overrides), file, locator)
+
+
 def issue_at(spec: Spec, field: str, message: str) -> SpecIssue:
-    """A SpecIssue for a field of an already loaded spec (cold path: re-reads the file)."""
+    """A SpecIssue for a field of an already loaded spec (cold path: re-reads the file).
+
+    A model field of an entry of `models:` is located (and named) within its entry.
+    """
     try:
-        text = Path(spec.source).read_text(encoding="utf-8")
-    except OSError:
-        text = ""
+        positions = yaml_positions(Path(spec.source).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        positions = {}
     path: Path_ = tuple(int(p) if p.isdigit() else p for p in field.split("."))
-    return _Locator(spec.source, text, []).issue(path, message)
+    if spec.entry and path[0] not in SHARED_SECTIONS:
+        path = (*tuple(int(p) if p.isdigit() else p for p in spec.entry.split(".")), *path)
+    return Locator(spec.source, positions, []).issue(path, message)

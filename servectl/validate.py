@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 
+from servectl.deployment_spec import DeploymentSpec
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Answer
 from servectl.runners import build_handler, missing_extra
@@ -54,6 +55,17 @@ def check_spec(spec: Spec) -> tuple[list[SpecIssue], Handler | None]:
         field = "handler" if spec.handler else "model"
         return [*issues, issue_at(spec, field, str(exc))], None
     return issues, handler
+
+
+def check_deployment(deployment: DeploymentSpec) -> tuple[list[SpecIssue], list[Handler | None]]:
+    """check_spec for every model: each problem located and named within its entry (`models.1.model.path`)."""
+    issues: list[SpecIssue] = []
+    handlers: list[Handler | None] = []
+    for spec in deployment.models:
+        found, handler = check_spec(spec)
+        issues += found
+        handlers.append(handler)
+    return issues, handlers
 
 
 def smoke(spec: Spec, handler: Handler) -> Answer:
