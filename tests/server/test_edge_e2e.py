@@ -378,6 +378,23 @@ def test_openai_routes_answer_415_in_openai_shape(shared_serve) -> None:
     assert httpx.post(url, json=request).status_code == 200
 
 
+def test_model_routes_answer_other_methods_405_in_their_protocols_shape(shared_serve) -> None:
+    """Model routes are served by the edge, not FastAPI: another method is a 405 with `Allow`,
+    in the route protocol's error shape, and the route is still documented in OpenAPI."""
+    server = shared_serve(toolbox_spec())
+    r = httpx.get(server.url + "/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert (
+        r.json()["error"]["type"] == "method_not_allowed"
+        and r.json()["error"]["request_id"] == r.headers["x-request-id"]
+    )
+    assert "post" in httpx.get(server.url + "/openapi.json").json()["paths"]["/predict"]
+    llm = shared_serve(echo_llm_spec())
+    r = httpx.put(llm.url + "/v1/chat/completions", json={})
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["code"] == "method_not_allowed" and r.json()["error"]["type"] == "invalid_request_error"
+
+
 def test_port_in_use_exits_1_at_once_with_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
