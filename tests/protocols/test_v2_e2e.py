@@ -122,10 +122,15 @@ def test_errors_and_batching_across_clients(serve, models: Path) -> None:
                 )
             )
 
-    responses = asyncio.run(fire())
-    served = np.array([r.json()["outputs"][0]["data"] for r in responses])
-    np.testing.assert_allclose(served, session.run(None, {"x": rows})[0], rtol=1e-5, atol=1e-6)
-    stats = httpx.get(server.url + "/info").json()["stats"]
+    # an idle worker takes a request at once, so batches form only while it is busy: on a loaded
+    # machine one volley can be served one by one; a few volleys (at most 5) must batch
+    for _ in range(5):
+        responses = asyncio.run(fire())
+        served = np.array([r.json()["outputs"][0]["data"] for r in responses])
+        np.testing.assert_allclose(served, session.run(None, {"x": rows})[0], rtol=1e-5, atol=1e-6)
+        stats = httpx.get(server.url + "/info").json()["stats"]
+        if stats["batches"] < stats["items"]:
+            break
     assert stats["batches"] < stats["items"], "requests from many clients were batched"
 
     def error(body: dict, status: int) -> str:
