@@ -12,7 +12,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
 _UNSAFE_ID = re.compile(rb"[^A-Za-z0-9._:\-]")

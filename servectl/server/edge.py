@@ -40,7 +40,7 @@ _FIXED = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi
 class Request:
     """One HTTP request as the edge pieces see it."""
 
-    __slots__ = ("endpoint", "headers", "id", "started", "status")
+    __slots__ = ("elapsed", "endpoint", "headers", "id", "started", "status")
 
     def __init__(self, scope: Scope, endpoint: ModelEndpoint | None) -> None:
         self.started = time.perf_counter()
@@ -48,6 +48,7 @@ class Request:
         self.id = request_id_from(self.headers.get(b"x-request-id"))
         self.endpoint = endpoint  # the model route it targets, if any
         self.status = 500  # until an answer says otherwise
+        self.elapsed = 0.0  # seconds to the answer, set once it is sent
 
 
 class Refusal:
@@ -109,7 +110,7 @@ class RecordMetrics:
     def __call__(self, scope: Scope, request: Request) -> None:
         path = scope["path"]
         label = path if request.endpoint is not None or path in self.fixed else "<other>"
-        self.metrics.observe_request(label, request.status, time.perf_counter() - request.started)
+        self.metrics.observe_request(label, request.status, request.elapsed)
 
 
 class WriteAccessLog:
@@ -119,8 +120,7 @@ class WriteAccessLog:
         self.log = log
 
     def __call__(self, scope: Scope, request: Request) -> None:
-        elapsed_ms = (time.perf_counter() - request.started) * 1000
-        self.log.add(scope["method"], scope["path"], request.status, elapsed_ms, request.id)
+        self.log.add(scope["method"], scope["path"], request.status, request.elapsed * 1000, request.id)
 
 
 class RequestContext:
@@ -157,6 +157,7 @@ class RequestContext:
                 request.status = await endpoint(scope, receive, send, request)
             else:
                 await self.router(scope, receive, send, request)
+        request.elapsed = time.perf_counter() - request.started
         for observe in self.observers:
             observe(scope, request)
 
