@@ -47,7 +47,14 @@ def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
         "server": {"access_log": access_log},
     }
     spec_path.write_text(yaml.safe_dump(spec))
-    deployment = Deployment(load_spec(spec_path), [], "cpu")
+    try:  # several models per server (issue 13): a deployment of models, each with its runtime
+        from servectl.deployment_spec import load_deployment  # type: ignore[import-not-found,unused-ignore]
+
+        deployment = Deployment(load_deployment([spec_path]), plan=lambda _spec: ([], "cpu"))
+        scheduler = next(iter(deployment.models.values())).scheduler
+    except (ImportError, TypeError):  # one model per server
+        deployment = Deployment(load_spec(spec_path), [], "cpu")
+        scheduler = deployment.scheduler
     access = logging.getLogger("servectl.access")
     access.handlers[:] = [logging.NullHandler()]
     access.propagate = False
@@ -56,8 +63,8 @@ def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
     except ImportError:
         from servectl.server.gateway import Gateway  # type: ignore[import-not-found,unused-ignore]
 
-        return Gateway(deployment, build_app(deployment)), deployment.scheduler, False
-    return build_edge(deployment, build_app(deployment)), deployment.scheduler, True
+        return Gateway(deployment, build_app(deployment)), scheduler, False
+    return build_edge(deployment, build_app(deployment)), scheduler, True
 
 
 class FakeWorker:

@@ -41,16 +41,22 @@ Overrides = Annotated[
 ]
 
 
-def _load_deployment(spec_path: Path | None, overrides: list[str] | None) -> DeploymentSpec:
-    """The spec files and overrides of the command line, loaded; exit 1 listing the problems."""
+def _split_args(spec_path: Path | None, overrides: list[str] | None) -> tuple[list[Path], list[str]]:
+    """The spec files and the dotlist overrides of the command line."""
     args = [*([str(spec_path)] if spec_path is not None else []), *(overrides or [])]
     # `servectl serve k=v` with no spec: an argument with `=` is an override unless it is a file
     paths = [Path(a) for a in args if "=" not in a or Path(a).exists()]
     settings = [a for a in args if "=" in a and not Path(a).exists()]
-    if not paths:
+    return paths or [DEFAULT_SPEC], settings
+
+
+def _load_deployment(spec_path: Path | None, overrides: list[str] | None) -> DeploymentSpec:
+    """The spec files and overrides of the command line, loaded; exit 1 listing the problems."""
+    paths, settings = _split_args(spec_path, overrides)
+    if paths == [DEFAULT_SPEC]:
         console.print(f"[yellow]No spec given: serving the built-in default[/] ({DEFAULT_SPEC})")
     try:
-        return load_deployment(paths or None, settings)
+        return load_deployment(paths, settings)
     except SpecError as exc:
         _print_issues(exc.issues)
         raise typer.Exit(1) from None
@@ -78,16 +84,17 @@ def _print_issues(issues: Sequence[object]) -> None:
 
 @app.command()
 def serve(spec: SpecArg = None, overrides: Overrides = None) -> None:
-    """Serve SPEC over HTTP until SIGTERM or Ctrl-C (a second one exits at once)."""
+    """Serve SPEC (one or more spec files, one or more models) over HTTP until SIGTERM or Ctrl-C
+    (a second one exits at once); SIGHUP reloads every model without downtime."""
     from servectl.runtime.devices import DeviceError
     from servectl.serve import serve as run
 
-    loaded = _load(spec, overrides)
+    loaded = _load_deployment(spec, overrides)
     json_logs = loaded.server.log_format == "json"
     # with JSON logs stderr holds JSON lines only: what is said to a person goes to stdout
     out = Console(soft_wrap=True) if json_logs else console
     try:
-        code = run(loaded, out)
+        code = run(loaded, out, _split_args(spec, overrides))
     except DeviceError as exc:
         if json_logs:
             logging.getLogger("servectl").error("devices: %s", exc)
@@ -235,6 +242,43 @@ def client_gen(
         return
     path.write_text(text)
     console.print(f"[green]wrote[/] {path} ({lang} client of {source.origin})", highlight=False)
+
+
+@app.command()
+def reload(
+    url: Annotated[str, typer.Argument(help="The running server, e.g. http://127.0.0.1:8000.")],
+    model: Annotated[str, typer.Argument(help="The model to reload (its name in the spec).")],
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="SERVECTL_ADMIN_KEY", help="One of the server's auth.admin_keys.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new workers' setup.")] = 900.0,
+) -> None:
+    """Re-read MODEL's spec entry and roll its workers to it without dropping a request."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    address = f"{url.rstrip('/')}/admin/models/{model}/reload"
+    try:
+        response = httpx.post(address, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        console.print(f"[bold red]reload:[/] cannot reach {escape(address)}: {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": {"message": response.text[:300]}}
+    if response.status_code != 200:
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message", error) if isinstance(error, dict) else error
+        console.print(f"[bold red]reload failed ({response.status_code}):[/] {escape(str(message))}", highlight=False)
+        if isinstance(error, dict) and isinstance(error.get("detail"), list):
+            for line in error["detail"]:
+                console.print(f"  [red]x[/] {escape(str(line))}", highlight=False)
+        raise typer.Exit(1)
+    console.print(
+        f"[green]reloaded[/] {escape(model)}: {body['workers']} worker(s) rolled in {body['seconds']:.2f}s",
+        highlight=False,
+    )
 
 
 @app.command()

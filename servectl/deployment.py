@@ -1,46 +1,76 @@
-"""A running deployment: the spec plus the runtime parts built from it, in one place."""
+"""A running deployment: every model the server serves, each with its own runtime, and what
+the server asks of them all (start, drain, stop, readiness, reload, /info)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from servectl import __version__
+from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.metrics import Metrics
-from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.scheduler import Scheduler
-from servectl.runtime.supervisor import Supervisor
-from servectl.spec import Spec
+from servectl.outcome import Failure
+from servectl.runtime.devices import plan_slots
+from servectl.runtime.launch import WorkerLauncher
+from servectl.runtime.local import LocalModel, Planner
+from servectl.runtime.supervisor import ReloadFailed
+from servectl.spec import Spec, SpecError
 
 log = logging.getLogger("servectl")
 
 
+def plan_devices(spec: Spec) -> tuple[list[Any], str]:
+    """A model's worker slots from its `devices:` (GPUs detected once per call)."""
+    return plan_slots(spec.devices)
+
+
+class ReloadError(Exception):
+    """A reload that did not happen (or not wholly): `failure` is the answer to give."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
 class Deployment:
-    """What the HTTP layer talks to: scheduler, supervisor, metrics, and the fatal error."""
+    """The models of one server by name, their metrics, and the fatal error that stops it."""
 
-    def __init__(self, spec: Spec, slots: list[WorkerSlot], device_note: str) -> None:
+    def __init__(
+        self,
+        spec: DeploymentSpec,
+        plan: Planner = plan_devices,
+        launcher: WorkerLauncher | None = None,
+        reload_from: tuple[Sequence[Path], Sequence[str]] | None = None,
+    ) -> None:
         self.spec = spec
-        self.slots = slots
-        self.device_note = device_note
+        self.plan = plan
         self.metrics = Metrics()
-        self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, self.metrics)
-        self.supervisor = Supervisor(spec, slots, self.scheduler, self.metrics, self._fatal)
-        self.metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
-        self.metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight)
-        self.metrics.gauge("servectl_workers_ready", "Workers that finished setup", self._ready)
+        self.models: dict[str, LocalModel] = {}
+        for model_spec in spec.models:
+            slots, note = plan(model_spec)
+            metrics = self.metrics.model(model_spec.name)
+            self.models[model_spec.name] = LocalModel(model_spec, slots, note, metrics, self._fatal, launcher)
+        self.reload_from = reload_from  # the spec files and overrides a reload re-reads
         self.fatal_error: str | None = None
-        self.on_fatal: Callable[[str], None] | None = None
+        self.on_fatal: Any = None  # called once with the fatal error
         self.draining = False
+        self.version = 0  # one more after every reload: what workers report may have changed
 
-    def _queue_depth(self) -> dict[str, float]:
-        return {"": len(self.scheduler.queue)}
+    @property
+    def several(self) -> bool:
+        return len(self.models) > 1
 
-    def _inflight(self) -> dict[str, float]:
-        return {str(w.index): len(w.inflight) for w in self.supervisor.workers.values()}
+    @property
+    def ready(self) -> bool:
+        return all(model.ready for model in self.models.values())
 
-    def _ready(self) -> dict[str, float]:
-        return {"": self.supervisor.ready_count}
+    @property
+    def given_up(self) -> bool:
+        """Every model has given up: the process can no longer serve (liveness fails)."""
+        return all(model.given_up for model in self.models.values())
 
     def _fatal(self, message: str) -> None:
         if self.fatal_error is None:
@@ -49,47 +79,105 @@ class Deployment:
             if self.on_fatal is not None:
                 self.on_fatal(message)
 
+    # --- life ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        for model in self.models.values():
+            model.supervisor.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(model.supervisor.stop() for model in self.models.values()))
+
+    def kill_all(self) -> None:
+        for model in self.models.values():
+            model.supervisor.kill_all()
+
+    @property
+    def drain_s(self) -> float:
+        """The longest drain of any model: how long stopping may take."""
+        return max(model.spec.limits.drain_s for model in self.models.values())
+
     def begin_drain(self) -> None:
-        """The first stop signal: in-flight work may finish within `limits.drain_s`, no worker
-        is restarted from now on, and whatever is still open after that gets a 503."""
+        """The first stop signal: in-flight work may finish within each model's
+        `limits.drain_s`, no worker is restarted from now on, and whatever is still open
+        after that gets a 503."""
         if self.draining:
             return
         self.draining = True
-        self.supervisor.begin_stopping()
-        asyncio.get_running_loop().call_later(self.spec.limits.drain_s, self._drain_ran_out)
+        loop = asyncio.get_running_loop()
+        for model in self.models.values():
+            model.supervisor.begin_stopping()
+            loop.call_later(model.spec.limits.drain_s, self._drain_ran_out, model)
 
-    def _drain_ran_out(self) -> None:
-        limit = self.spec.limits.drain_s
-        open_ = len(self.scheduler.queue) + sum(len(w.inflight) for w in self.supervisor.workers.values())
+    def _drain_ran_out(self, model: LocalModel) -> None:
+        limit = model.spec.limits.drain_s
+        open_ = model.open_requests()
         if open_:
-            log.warning("limits.drain_s=%gs ran out: answering %d open request(s) with 503", limit, open_)
-            self.metrics.dropped.labels("shutting_down").inc(open_)
+            log.warning(
+                "limits.drain_s=%gs ran out: answering %d open request(s) of %s with 503", limit, open_, model.name
+            )
+            model.metrics.drop("shutting_down", open_)
         msg = f"the server is shutting down and limits.drain_s={limit:g}s ran out before this request was answered"
-        self.scheduler.abandon(msg, "shutting_down")
+        model.scheduler.abandon(msg, "shutting_down")
 
-    def info(self) -> dict[str, object]:
-        """`GET /info`: what is deployed and how; never secrets."""
-        data = self.spec.public_dict()
-        handler = self.supervisor.handler_info
-        return {
-            "name": self.spec.name,
-            "version": __version__,
-            "handler": self.spec.handler,
-            "hooks": list(handler.hooks) if handler else None,
-            "backend": self.spec.model.backend,
-            "devices": {"placement": self.device_note, "workers": [s.label for s in self.slots]},
-            "workers": {
-                "total": len(self.slots),
-                "ready": self.supervisor.ready_count,
-                "restarts": self.supervisor.restart_count,
-            },
-            "batching": data["batching"],
-            "limits": data["limits"],
-            "api": data["api"],
-            "auth": {"enabled": bool(self.spec.auth.api_keys)},
-            "stats": {
-                "batches": self.scheduler.batches_sent,
-                "items": self.scheduler.items_sent,
-                "queued": len(self.scheduler.queue),
-            },
-        }
+    # --- reload -------------------------------------------------------------------
+
+    async def reload(self, name: str) -> dict[str, Any]:
+        """Re-read model `name`'s entry from the spec files and roll its workers to it;
+        ReloadError (with the answer to give) when that cannot be done."""
+        model = self.models.get(name)
+        if model is None:
+            msg = f"no model {name!r} here; served: {', '.join(self.models)}"
+            raise ReloadError(Failure(404, "model_not_found", msg))
+        if self.draining:
+            raise ReloadError(Failure(503, "shutting_down", "the server is shutting down"))
+        spec = self._reread().get(name)
+        if spec is None:
+            msg = f"model {name!r} is no longer in the spec: removing a model needs a restart"
+            raise ReloadError(Failure(422, "invalid_spec", msg))
+        try:
+            answer = await model.reload(spec, self.plan)
+        except ReloadFailed as exc:
+            busy = "already running" in str(exc)
+            raise ReloadError(Failure(409 if busy else 500, "reload_failed", f"model {name}: {exc}")) from None
+        except Exception as exc:  # planning devices: the GPUs it names are not here
+            raise ReloadError(Failure(500, "reload_failed", f"model {name}: {exc}")) from None
+        self.version += 1
+        return answer
+
+    async def reload_all(self) -> list[dict[str, Any]]:
+        """Reload every model (SIGHUP), side by side; each answer or error by model."""
+
+        async def one(name: str) -> dict[str, Any]:
+            try:
+                return await self.reload(name)
+            except ReloadError as exc:
+                return {"model": name, "reloaded": False, "error": exc.failure.message}
+
+        return list(await asyncio.gather(*(one(name) for name in self.models)))
+
+    def _reread(self) -> dict[str, Spec]:
+        """The served models' entries as the spec files say now."""
+        if self.reload_from is None:
+            raise ReloadError(Failure(409, "reload_failed", "this deployment was not loaded from spec files"))
+        paths, overrides = self.reload_from
+        try:
+            fresh = load_deployment(list(paths), list(overrides))
+        except SpecError as exc:
+            detail = [str(issue) for issue in exc.issues]
+            msg = f"the spec no longer loads ({len(detail)} problem(s)): {detail[0]}"
+            raise ReloadError(Failure(422, "invalid_spec", msg, detail)) from None
+        models = {spec.name: spec for spec in fresh.models}
+        for name in self.models.keys() - models.keys():
+            log.warning("model %s is no longer in the spec: removing a model needs a restart", name)
+        for name in models.keys() - self.models.keys():
+            log.warning("model %s is new in the spec: adding a model needs a restart", name)
+        return models
+
+    # --- /info --------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """`GET /info`: every model (and, with one model, its fields at the top level too)."""
+        models = [model.info() for model in self.models.values()]
+        top = {} if self.several else dict(models[0])
+        return {**top, "version": __version__, "ready": self.ready, "models": models}

@@ -29,6 +29,7 @@ from servectl.spec import (
     NAME_PATTERN,
     SHARED_SECTIONS,
     AuthSpec,
+    ModelAuthSpec,
     ServerSpec,
     Spec,
     SpecFile,
@@ -70,6 +71,11 @@ class DeploymentSpec(SharedSpec):
         if any(m.server != self.server or m.auth != self.auth for m in self.models):
             raise ValueError("every model must carry the deployment's server and auth")
         return self
+
+    @classmethod
+    def of(cls, spec: Spec) -> DeploymentSpec:
+        """The deployment of one model."""
+        return cls(server=spec.server, auth=spec.auth, models=[spec])
 
     @property
     def sources(self) -> list[str]:
@@ -300,11 +306,12 @@ def _validate_model(m: _Model, shared: dict[str, Any], models: int, issues: list
     if not isinstance(data, dict):
         issues.append(f.locator.issue(m.entry, "a model entry must be a mapping of keys (name, model, ...)"))
         return
+    own = None
     if m.entry:
-        for key in SHARED_SECTIONS:
-            if key in data:
-                message = f"{key!r} is shared by every model: it belongs at the top level, beside models:"
-                issues.append(f.locator.issue((*m.entry, key), message))
+        if "server" in data:
+            message = "'server' is shared by every model: it belongs at the top level, beside models:"
+            issues.append(f.locator.issue((*m.entry, "server"), message))
+        own = _own_auth(m, data.get("auth"), issues)
     data = {k: v for k, v in data.items() if k not in SHARED_SECTIONS}
     api, name = data.get("api", {}), data.get("name", DEFAULT_NAME)
     named = isinstance(name, str) and re.fullmatch(NAME_PATTERN, name)  # else the name's own error says enough
@@ -314,6 +321,28 @@ def _validate_model(m: _Model, shared: dict[str, Any], models: int, issues: list
         m.spec = validate_model({**data, **shared}, f.spec_file, f.locator, m.entry)
     except SpecError as exc:
         issues += exc.issues
+        return
+    if own is not None:
+        m.spec._own_keys = own.api_keys
+
+
+def _own_auth(m: _Model, auth: object, issues: list[SpecIssue]) -> ModelAuthSpec | None:
+    """An entry's own `auth:` holds only `api_keys` (accepted on its routes); the rest of auth is shared."""
+    if auth is None:
+        return None
+    at = (*m.entry, "auth")
+    if isinstance(auth, dict) and set(auth) - {"api_keys"}:
+        for key in sorted(set(auth) - {"api_keys"}):
+            message = (
+                f"a model's auth holds only api_keys (its own keys); {key!r} is shared: set it in the top-level auth"
+            )
+            issues.append(m.file.locator.issue((*at, key), message))
+        return None
+    try:
+        return ModelAuthSpec.model_validate(auth)
+    except ValidationError as exc:
+        issues += describe_errors(exc, m.file.locator, at)
+        return None
 
 
 def _check_unique(models: list[_Model], issues: list[SpecIssue]) -> None:

@@ -3,6 +3,8 @@
 prometheus-client renders them. The per-request ones are plain counters kept on the event
 loop's thread (no locks: they cost well under a microsecond) and turned into metric
 families only when `/metrics` is scraped; gauges are read from live state at scrape time.
+Every model's runtime counts into a `ModelMetrics` of its own; every sample carries the
+`model` label.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+RESTART_REASONS = ("crashed", "hung", "retry", "reload")
+DROP_REASONS = ("timeout", "disconnected", "slow_reader", "shutting_down")
+NO_MODEL = ""  # the label of answers no model gave (probes, docs, unknown paths)
+
+Gauge = Callable[[], dict[str, float]]  # {label value, or "" for none: value}
 
 
 class FastHistogram:
@@ -40,81 +47,128 @@ class FastHistogram:
         return out
 
 
-class Metrics:
-    """Every metric servectl exposes, in a registry of its own."""
+class ModelMetrics:
+    """What one model's scheduler and supervisor count."""
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests: dict[tuple[str, int], int] = {}
-        self.latency: dict[str, FastHistogram] = {}
+    def __init__(self, model: str = NO_MODEL) -> None:
+        self.model = model
         self.queue_time = FastHistogram(LATENCY_BUCKETS)
         self.predict_time = FastHistogram(LATENCY_BUCKETS)
         self.batch_size = FastHistogram(BATCH_BUCKETS)
         self.first_chunk = FastHistogram(LATENCY_BUCKETS)
         self.chunks = 0
         self.tokens = 0
-        self.restarts = Counter(
-            "servectl_worker_restarts",
-            "Workers restarted, by why: crashed, hung (the watchdog), retry (a given-up slot tried again)",
-            ["reason"],
-            registry=self.registry,
-        )
-        for why in ("crashed", "hung", "retry"):
-            self.restarts.labels(why)
-        self.dropped = Counter(
-            "servectl_requests_dropped",
-            "Requests whose work was dropped before reaching a worker",
-            ["reason"],
-            registry=self.registry,
-        )
-        for reason in ("timeout", "disconnected", "slow_reader", "shutting_down"):
-            self.dropped.labels(reason)
-        self.gauges: dict[str, tuple[str, Callable[[], dict[str, float]]]] = {}
+        self.restarts = dict.fromkeys(RESTART_REASONS, 0)
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.gauges: dict[str, tuple[str, Gauge, bool]] = {}
+
+    def restart(self, reason: str) -> None:
+        self.restarts[reason] = self.restarts.get(reason, 0) + 1
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def gauge(self, name: str, doc: str, read: Gauge, per_worker: bool = False) -> None:
+        """A gauge read at scrape time: `read` returns {worker label (or "" for none): value}."""
+        self.gauges[name] = (doc, read, per_worker)
+
+
+_HISTOGRAMS = (
+    ("servectl_queue_seconds", "Time a request waited for a worker", "queue_time"),
+    ("servectl_predict_seconds", "Worker time per batch (parse to serialize)", "predict_time"),
+    ("servectl_batch_size", "Items per batch sent to a worker", "batch_size"),
+    ("servectl_stream_first_chunk_seconds", "Time from queued to a stream's first chunk", "first_chunk"),
+)
+
+
+class Metrics:
+    """Every metric one server exposes, in a registry of its own: answers by model, route
+    and status, and each model's `ModelMetrics`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], FastHistogram] = {}
+        self.models: dict[str, ModelMetrics] = {}
         self.registry.register(self)  # a custom collector
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        key = (route, status)
+    def model(self, name: str) -> ModelMetrics:
+        """The metrics of model `name` (made on first use)."""
+        found = self.models.get(name)
+        if found is None:
+            found = self.models[name] = ModelMetrics(name)
+        return found
+
+    def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
+        key = (model, route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
-        hist = self.latency.get(route)
+        hist = self.latency.get((model, route))
         if hist is None:
-            hist = self.latency[route] = FastHistogram(LATENCY_BUCKETS)
+            hist = self.latency[(model, route)] = FastHistogram(LATENCY_BUCKETS)
         hist.observe(seconds)
 
-    def gauge(self, name: str, doc: str, read: Callable[[], dict[str, float]]) -> None:
-        """A gauge read at scrape time: `read` returns {label value or "": value}."""
-        self.gauges[name] = (doc, read)
-
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("servectl_requests", "HTTP requests answered", labels=["route", "status"])
-        for (route, status), count in sorted(self.requests.items()):
-            requests.add_metric([route, str(status)], count)
+        requests = CounterMetricFamily(
+            "servectl_requests", "HTTP requests answered", labels=["model", "route", "status"]
+        )
+        for (model, route, status), count in sorted(self.requests.items()):
+            requests.add_metric([model, route, str(status)], count)
         yield requests
-        latency = HistogramMetricFamily("servectl_request_duration_seconds", "End-to-end latency", labels=["route"])
-        for route, hist in sorted(self.latency.items()):
-            latency.add_metric([route], hist.buckets(), hist.sum)
+        latency = HistogramMetricFamily(
+            "servectl_request_duration_seconds", "End-to-end latency", labels=["model", "route"]
+        )
+        for (model, route), hist in sorted(self.latency.items()):
+            latency.add_metric([model, route], hist.buckets(), hist.sum)
         yield latency
-        for name, doc, hist in (
-            ("servectl_queue_seconds", "Time a request waited for a worker", self.queue_time),
-            ("servectl_predict_seconds", "Worker time per batch (parse to serialize)", self.predict_time),
-            ("servectl_batch_size", "Items per batch sent to a worker", self.batch_size),
-            ("servectl_stream_first_chunk_seconds", "Time from queued to a stream's first chunk", self.first_chunk),
-        ):
-            histogram = HistogramMetricFamily(name, doc)
-            histogram.add_metric([], hist.buckets(), hist.sum)
+        models = [self.models[name] for name in sorted(self.models)]
+        for name, doc, attr in _HISTOGRAMS:
+            histogram = HistogramMetricFamily(name, doc, labels=["model"])
+            for m in models:
+                hist = getattr(m, attr)
+                histogram.add_metric([m.model], hist.buckets(), hist.sum)
             yield histogram
-        chunks = CounterMetricFamily("servectl_stream_chunks", "Streamed chunks sent (rate: chunks/s)")
-        chunks.add_metric([], self.chunks)
-        yield chunks
-        tokens = CounterMetricFamily("servectl_generated_tokens", "Tokens generated (rate: tokens/s)")
-        tokens.add_metric([], self.tokens)
-        yield tokens
-        for name, (doc, read) in self.gauges.items():
-            values = read()
-            labelled = [k for k in values if k]
-            gauge = GaugeMetricFamily(name, doc, labels=["worker"] if labelled else None)
-            for label, value in sorted(values.items()):
-                gauge.add_metric([label] if labelled else [], value)
-            yield gauge
+        for name, doc, attr in (
+            ("servectl_stream_chunks", "Streamed chunks sent (rate: chunks/s)", "chunks"),
+            ("servectl_generated_tokens", "Tokens generated (rate: tokens/s)", "tokens"),
+        ):
+            counter = CounterMetricFamily(name, doc, labels=["model"])
+            for m in models:
+                counter.add_metric([m.model], getattr(m, attr))
+            yield counter
+        for name, doc, attr, label in (
+            (
+                "servectl_worker_restarts",
+                "Workers restarted, by why: crashed, hung (the watchdog), retry (a given-up slot tried again), "
+                "reload (rolled to a new version)",
+                "restarts",
+                "reason",
+            ),
+            (
+                "servectl_requests_dropped",
+                "Requests whose work was dropped before reaching a worker",
+                "dropped",
+                "reason",
+            ),
+        ):
+            counter = CounterMetricFamily(name, doc, labels=["model", label])
+            for m in models:
+                for reason, count in getattr(m, attr).items():
+                    counter.add_metric([m.model, reason], count)
+            yield counter
+        yield from self._gauges(models)
+
+    @staticmethod
+    def _gauges(models: list[ModelMetrics]) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily] = {}
+        for m in models:
+            for name, (doc, read, per_worker) in m.gauges.items():
+                family = families.get(name)
+                if family is None:
+                    labels = ["model", "worker"] if per_worker else ["model"]
+                    family = families[name] = GaugeMetricFamily(name, doc, labels=labels)
+                for label, value in sorted(read().items()):
+                    family.add_metric([m.model, label] if per_worker else [m.model], value)
+        yield from families.values()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,7 +9,8 @@ import logging
 import math
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -19,35 +20,38 @@ from rich.markup import escape
 from rich.table import Table
 
 from servectl.deployment import Deployment
+from servectl.deployment_spec import DeploymentSpec
 from servectl.logs import configure
-from servectl.runtime.devices import plan_slots
 from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
 from servectl.server.listen import ListenError, bind, raise_fd_limit
 from servectl.server.protocol import ConnectionLimits, protocol_class
+from servectl.server.router import RouteClash
 from servectl.server.streams import CutStreamsAreExpected
-from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn with servectl's signal policy: the first SIGTERM, SIGINT or SIGHUP drains
-    (in-flight work finishes within limits.drain_s, then what is left gets a 503), a second
-    one exits now. Workers ignore these signals: only this process decides when they stop."""
+    """uvicorn with servectl's signal policy: the first SIGTERM or SIGINT drains (in-flight
+    work finishes within limits.drain_s, then what is left gets a 503), a second one exits
+    now; SIGHUP reloads every model from the spec files without downtime. Workers ignore
+    these signals: only this process decides when they stop."""
 
     def __init__(self, config: uvicorn.Config, deployment: Deployment, edge: RequestContext) -> None:
         super().__init__(config)
         self.deployment = deployment
         self.edge = edge
+        self._reloads: set[asyncio.Task[list[dict[str, Any]]]] = set()  # held until done
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
         try:
             yield
         finally:
@@ -58,55 +62,79 @@ class _Server(uvicorn.Server):
         name = signal.Signals(sig).name
         if self.should_exit:
             log.warning("second %s: exiting now", name)
-            self.deployment.supervisor.kill_all()
+            self.deployment.kill_all()
             if self.edge.access_log is not None:
                 self.edge.access_log.flush()  # the lines of requests answered so far
             os._exit(1)
-        log.info("%s: draining for up to %gs, then stopping", name, self.deployment.spec.limits.drain_s)
+        log.info("%s: draining for up to %gs, then stopping", name, self.deployment.drain_s)
         self.should_exit = True
         with contextlib.suppress(RuntimeError):  # no loop yet: nothing is in flight
             asyncio.get_running_loop().call_soon_threadsafe(self.deployment.begin_drain)
 
+    def _on_reload_signal(self, sig: int, frame: FrameType | None) -> None:
+        log.info("SIGHUP: reloading every model from the spec files")
+        with contextlib.suppress(RuntimeError):  # no loop yet: nothing to reload
+            asyncio.get_running_loop().call_soon_threadsafe(self._reload_all)
 
-def summary_rows(spec: Spec, deployment: Deployment, url: str) -> list[tuple[str, str]]:
-    b, lim = spec.batching, spec.limits
-    rows = [
-        ("spec", spec.source),
-        ("handler", spec.handler or "-"),
-        ("backend", spec.model.backend),
-        ("devices", deployment.device_note),
-        ("workers", f"{len(deployment.slots)} ({', '.join(s.label for s in deployment.slots)})"),
-        ("batching", f"max_batch_size={b.max_batch_size} max_wait_ms={b.max_wait_ms:g}"),
-        ("limits", f"timeout_s={lim.timeout_s:g} max_queue={lim.max_queue} max_body_mb={lim.max_body_mb:g}"),
+    def _reload_all(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.deployment.reload_all())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+
+def summary_rows(deployment: Deployment, url: str) -> list[tuple[str, str]]:
+    spec = deployment.spec
+    rows = [("spec", ", ".join(spec.sources))]
+    for model in deployment.models.values():
+        m = model.spec
+        b, lim = m.batching, m.limits
+        prefix = f"{m.name} " if deployment.several else ""
+        rows += [
+            (f"{prefix}handler", m.handler or "-"),
+            (f"{prefix}backend", m.model.backend),
+            (f"{prefix}devices", model.device_note),
+            (f"{prefix}workers", f"{len(model.slots)} ({', '.join(s.label for s in model.slots)})"),
+            (f"{prefix}batching", f"max_batch_size={b.max_batch_size} max_wait_ms={b.max_wait_ms:g}"),
+            (
+                f"{prefix}limits",
+                f"timeout_s={lim.timeout_s:g} max_queue={lim.max_queue} max_body_mb={lim.max_body_mb:g}",
+            ),
+            (f"{prefix}url", f"{url}{m.api.path}" + (f" (+ {m.api.kind} routes)" if m.api.kind != "predict" else "")),
+        ]
+    rows += [
         ("auth", f"{len(spec.auth.api_keys)} API key(s)" if spec.auth.api_keys else "off"),
-        ("url", f"{url}{spec.api.path}"),
         ("docs", f"{url}/docs"),
     ]
     return rows
 
 
-def summary(spec: Spec, deployment: Deployment, url: str) -> Table:
-    table = Table(title=f"servectl: {spec.name}", show_header=False, title_justify="left")
+def summary(deployment: Deployment, url: str) -> Table:
+    title = f"servectl: {', '.join(deployment.models)}"
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold cyan")
     table.add_column()
-    for k, v in summary_rows(spec, deployment, url):
+    for k, v in summary_rows(deployment, url):
         table.add_row(k, v)
     return table
 
 
-def announce(spec: Spec, deployment: Deployment, url: str, console: Console) -> None:
+def announce(deployment: Deployment, url: str, console: Console) -> None:
     """The start-up summary: a table on the console; with JSON logs, one JSON line on stderr
     instead, and the table only for a person at a terminal (the console is stdout then)."""
-    if spec.server.log_format != "json":
-        console.print(summary(spec, deployment, url))
+    if deployment.spec.server.log_format != "json":
+        console.print(summary(deployment, url))
         return
-    log.info("serving %s at %s", spec.name, url, extra={"summary": dict(summary_rows(spec, deployment, url))})
+    names = ", ".join(deployment.models)
+    log.info("serving %s at %s", names, url, extra={"summary": dict(summary_rows(deployment, url))})
     if console.is_terminal:
-        console.print(summary(spec, deployment, url))
+        console.print(summary(deployment, url))
 
 
-def serve(spec: Spec, console: Console) -> int:
-    """Serve a spec until SIGTERM/SIGINT; the exit code (1 when workers cannot start)."""
+def serve(
+    spec: DeploymentSpec, console: Console, reload_from: tuple[Sequence[Path], Sequence[str]] | None = None
+) -> int:
+    """Serve a deployment until SIGTERM/SIGINT; the exit code (1 when workers cannot start).
+    `reload_from`: the spec files and overrides a reload (SIGHUP, /admin) re-reads."""
     configure(spec.server.log_level, spec.server.log_format)
     logging.getLogger("uvicorn.error").addFilter(CutStreamsAreExpected())
     try:  # before any worker loads a model: a port in use is found in milliseconds
@@ -117,9 +145,12 @@ def serve(spec: Spec, console: Console) -> int:
         console.print(f"[bold red]servectl could not start:[/] {escape(str(exc))}", highlight=False)
         return 1
     raise_fd_limit(spec.server.max_connections)
-    slots, note = plan_slots(spec.devices)
-    deployment = Deployment(spec, slots, note)
-    edge = build_edge(deployment, build_app(deployment))
+    deployment = Deployment(spec, reload_from=reload_from)
+    try:
+        edge = build_edge(deployment, build_app(deployment))
+    except RouteClash as exc:
+        console.print(f"[bold red]servectl could not start:[/] {escape(str(exc))}", highlight=False)
+        return 1
     app: Any = edge
     if spec.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -133,7 +164,7 @@ def serve(spec: Spec, console: Console) -> int:
         access_log=False,
         lifespan="on",
         # past drain_s the deployment answers what is left; uvicorn waits for those answers
-        timeout_graceful_shutdown=math.ceil(spec.limits.drain_s + CUT_AFTER_S) + 2,
+        timeout_graceful_shutdown=math.ceil(deployment.drain_s + CUT_AFTER_S) + 2,
         server_header=False,
         proxy_headers=False,
         ws="none",  # no WebSocket routes: no upgrade surface either
@@ -143,7 +174,7 @@ def serve(spec: Spec, console: Console) -> int:
     server = _Server(config, deployment, edge)
     deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
     host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
-    announce(spec, deployment, f"http://{host}:{spec.server.port}", console)
+    announce(deployment, f"http://{host}:{spec.server.port}", console)
     # Everything built so far (FastAPI, pydantic, the app) lives for the whole run: keep it out
     # of the collector's full passes, which would otherwise scan it while requests wait.
     gc.collect()

@@ -123,29 +123,47 @@ class AuthSpec(_Section):
     api_keys: list[str] | None = Field(
         None, description="Accepted keys: a list, or one comma-separated string; null: no auth."
     )
+    admin_keys: list[str] | None = Field(
+        None,
+        description="Keys for /admin routes (reload): a list, or one comma-separated string; null: admin routes off. "
+        "API keys never open them.",
+    )
     protect_docs: bool = Field(False, description="Require a key for /docs and /openapi.json.")
     protect_metrics: bool = Field(False, description="Require a key for /metrics and /info.")
 
-    @field_validator("api_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, v: Any) -> Any:
-        """Keys that resolve to nothing ("", ",", []: say an empty ${oc.env:...}) fail closed:
-        only null turns auth off, so a missing secret never opens the API."""
-        if isinstance(v, str):
-            v = [k for k in (part.strip() for part in v.split(",")) if k]
-        if isinstance(v, list) and not v:
-            raise ValueError(
-                "resolved to no keys (an empty string, only commas or an empty list): "
-                "give at least one key, or null to turn auth off"
-            )
-        return v
+    _split = field_validator("api_keys", "admin_keys", mode="before")(lambda v: split_keys(v, "turn auth off"))
+    _not_blank = field_validator("api_keys", "admin_keys")(lambda v: keys_not_blank(v))
 
-    @field_validator("api_keys")
-    @classmethod
-    def _keys_not_blank(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and any(not k.strip() for k in v):
-            raise ValueError("API keys must not be empty strings")
-        return v
+
+def split_keys(v: Any, null_means: str) -> Any:
+    """Keys as a list (from one comma-separated string too). Keys that resolve to nothing ("",
+    ",", []: say an empty ${oc.env:...}) fail closed: only null turns auth off, so a missing
+    secret never opens the API."""
+    if isinstance(v, str):
+        v = [k for k in (part.strip() for part in v.split(",")) if k]
+    if isinstance(v, list) and not v:
+        raise ValueError(
+            f"resolved to no keys (an empty string, only commas or an empty list): give at least one key, or null "
+            f"to {null_means}"
+        )
+    return v
+
+
+def keys_not_blank(v: list[str] | None) -> list[str] | None:
+    if v is not None and any(not k.strip() for k in v):
+        raise ValueError("API keys must not be empty strings")
+    return v
+
+
+class ModelAuthSpec(_Section):
+    """A model entry's own `auth:`: keys accepted on its routes only (beside the shared ones)."""
+
+    api_keys: list[str] | None = Field(
+        None, description="Keys accepted on this model's routes only, beside auth.api_keys; null: none of its own."
+    )
+
+    _split = field_validator("api_keys", mode="before")(lambda v: split_keys(v, "add no keys of its own"))
+    _not_blank = field_validator("api_keys")(lambda v: keys_not_blank(v))
 
 
 class ApiSpec(_Section):
@@ -226,6 +244,7 @@ class Spec(_Section):
     _source: str = PrivateAttr("<built-in>")
     _base_dir: str = PrivateAttr(".")
     _entry: str = PrivateAttr("")  # where its model keys are in its file: "" (top level) or "models.1"
+    _own_keys: list[str] | None = PrivateAttr(None)  # its entry's auth.api_keys: accepted on its routes only
 
     @property
     def source(self) -> str:
@@ -236,6 +255,11 @@ class Spec(_Section):
     def base_dir(self) -> Path:
         """The spec file's folder: handler modules and model paths are found from here."""
         return Path(self._base_dir)
+
+    @property
+    def own_api_keys(self) -> list[str] | None:
+        """Keys its entry adds for its routes only (`models[i].auth.api_keys`)."""
+        return self._own_keys
 
     @property
     def entry(self) -> str:
@@ -253,6 +277,10 @@ class Spec(_Section):
         data = self.model_dump(mode="json")
         keys = data["auth"].pop("api_keys")
         data["auth"]["api_keys"] = f"<{len(keys)} keys>" if keys else None
+        admin = data["auth"].pop("admin_keys")
+        data["auth"]["admin_keys"] = f"<{len(admin)} keys>" if admin else None
+        if self._own_keys:
+            data["auth"]["own_api_keys"] = f"<{len(self._own_keys)} keys>"
         return data
 
 

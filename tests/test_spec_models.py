@@ -239,10 +239,8 @@ def test_deployment_spec_keeps_its_invariants() -> None:
         DeploymentSpec(server={"port": 1}, models=[spec])
 
 
-def test_cli_serve_refuses_several_models_and_validate_names_entries(tmp_path: Path) -> None:
+def test_cli_validate_names_entries(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(app, ["serve", str(write(tmp_path, TWO))])
-    assert result.exit_code == 1 and "serving several models is not built yet" in result.output
     bad = write(tmp_path, TWO.replace("{max_batch_size: 8}", "{max_batch_size: 0}"), "bad.yaml")
     result = runner.invoke(app, ["validate", str(bad)])
     assert result.exit_code == 1 and f"{bad}:8:16: models.1.batching.max_batch_size:" in result.output

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from servectl.deployment_spec import DeploymentSpec
 from servectl.spec import Spec
 
 
@@ -22,17 +23,19 @@ class Source:
     origin: str  # "spec configs/x.yaml" or "http://host:port/openapi.json"
 
 
-def from_spec(spec: Spec, shown_as: str) -> Source:
-    """Build the app as `serve` would, without workers: the handler is imported to read its
+def from_spec(spec: Spec | DeploymentSpec, shown_as: str) -> Source:
+    """Build the app as `serve` would, without workers: each handler is imported to read its
     types, but nothing is set up, so no model is loaded."""
     from servectl.deployment import Deployment
     from servectl.protocols import build_adapters, describe
     from servectl.runners import build_handler
     from servectl.server.app import build_app
 
-    handler = build_handler(spec)
-    deployment = Deployment(spec, [], "none: client-gen")
-    deployment.supervisor.handler_info = describe(handler, build_adapters(spec, handler))
+    deployment_spec = spec if isinstance(spec, DeploymentSpec) else DeploymentSpec.of(spec)
+    deployment = Deployment(deployment_spec, plan=lambda _spec: ([], "none: client-gen"))
+    for model in deployment.models.values():
+        handler = build_handler(model.spec)
+        model.supervisor.handler_info = describe(handler, build_adapters(model.spec, handler))
     return Source(build_app(deployment).openapi(), f"spec {shown_as}")
 
 

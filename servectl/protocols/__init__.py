@@ -8,7 +8,7 @@ Every deployment serves the `predict` route; `api.kind` adds its protocol's rout
 from __future__ import annotations
 
 import importlib
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ __all__ = [
     "get",
     "model_routes",
     "of",
+    "of_all",
     "open_paths",
 ]
 
@@ -48,8 +49,14 @@ def get(kind: str) -> ApiProtocol:
 
 
 def of(spec: Spec) -> list[ApiProtocol]:
-    """The protocols a deployment serves: `predict`, and its `api.kind`'s."""
+    """The protocols a model is served with: `predict`, and its `api.kind`'s."""
     kinds = dict.fromkeys(("predict", spec.api.kind))
+    return [get(kind) for kind in kinds]
+
+
+def of_all(specs: Sequence[Spec]) -> list[ApiProtocol]:
+    """The protocols of several models, each once."""
+    kinds = dict.fromkeys(kind for spec in specs for kind in ("predict", spec.api.kind))
     return [get(kind) for kind in kinds]
 
 
@@ -80,11 +87,11 @@ def describe(handler: Handler, adapters: dict[str, Handler]) -> HandlerInfo:
     return msgspec.structs.replace(handler.info(), routes=routes, metadata=metadata)
 
 
-def open_paths(spec: Spec) -> frozenset[str]:
-    """Paths of the deployment's protocols that are never behind an API key (their probes)."""
-    return frozenset().union(*(protocol.open_paths for protocol in of(spec)))
+def open_paths(specs: Sequence[Spec]) -> frozenset[str]:
+    """Paths of the models' protocols that are never behind an API key (their probes)."""
+    return frozenset().union(*(protocol.open_paths for protocol in of_all(specs)))
 
 
-def fixed_paths(spec: Spec) -> frozenset[str]:
+def fixed_paths(specs: Sequence[Spec]) -> frozenset[str]:
     """The protocols' own GET paths (named as such in metrics)."""
-    return frozenset().union(*(protocol.fixed_paths for protocol in of(spec)))
+    return frozenset().union(*(protocol.fixed_paths for protocol in of_all(specs)))

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from servectl.metrics import Metrics
+from servectl.metrics import ModelMetrics
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import WorkerEvents
 from servectl.runtime.messages import ToWorker, decode_from_worker, encode
@@ -182,7 +182,7 @@ class InProcess:
 
     def __init__(self, spec: Spec, workers: int = 1) -> None:
         self.spec = spec
-        self.metrics = Metrics()
+        self.metrics = ModelMetrics()
         self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, self.metrics)
         self.launcher = ThreadLauncher()
         self.fatal: list[str] = []

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from servectl.metrics import Metrics
+from servectl.metrics import ModelMetrics
 from servectl.outcome import ENDED, GONE, STREAMING, Answer, Ended, Failure, Gone, Outcome
 from servectl.runtime.messages import Result
 from servectl.spec import BatchingSpec
@@ -120,7 +120,7 @@ def batch_delay(queued: int, oldest_wait: float, busy_workers: int, spec: Batchi
 class Scheduler:
     """Queues requests, forms batches and routes them to the least-loaded ready worker."""
 
-    def __init__(self, batching: BatchingSpec, max_queue: int, metrics: Metrics) -> None:
+    def __init__(self, batching: BatchingSpec, max_queue: int, metrics: ModelMetrics) -> None:
         self.batching = batching
         self.max_queue = max_queue
         self.metrics = metrics
@@ -161,7 +161,7 @@ class Scheduler:
         """Forget a request's queued work; True when it had not reached a worker yet."""
         if self.queue.pop(pending.key, None) is None:
             return False
-        self.metrics.dropped.labels(reason).inc()
+        self.metrics.drop(reason)
         return True
 
     # --- workers ------------------------------------------------------------------
@@ -169,6 +169,11 @@ class Scheduler:
     def add_worker(self, worker: WorkerPort) -> None:
         self.workers.append(worker)
         self.dispatch()
+
+    def retire_worker(self, worker: WorkerPort) -> None:
+        """A worker takes no more batches; what it holds is still answered by it."""
+        if worker in self.workers:
+            self.workers.remove(worker)
 
     def remove_worker(self, worker: WorkerPort, answer: Callable[[Pending], Answer]) -> None:
         """A worker is gone: answer everything it held, so nothing hangs."""
@@ -241,7 +246,7 @@ class Scheduler:
             "generation stopped"
         )
         pending.stream.put_nowait(Failure(503, "slow_reader", msg))
-        self.metrics.dropped.labels("slow_reader").inc()
+        self.metrics.drop("slow_reader")
 
     def cancel(self, pending: Pending) -> None:
         """Tell the worker holding a request to stop working on it (client gone, deadline passed),

@@ -10,18 +10,25 @@ A watchdog timer per worker replaces a worker whose batch is still running
 `supervisor.hang_grace_s` after the deadline of the batch's newest request. Each worker
 runs in a process group of its own, and the whole group is ended with it. A slot that gave
 up (too many restarts in `restart_window_s`) is tried again once that window has passed.
+
+A reload rolls the workers to a new version of the model's spec, one at a time: a new
+worker runs setup while the old ones serve; once it is ready it takes batches and an old
+worker stops taking them, finishes what it holds and stops. The first new worker is the
+canary: if its setup fails, nothing changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from servectl.handler import HandlerInfo
-from servectl.metrics import Metrics
+from servectl.metrics import ModelMetrics
 from servectl.outcome import Failure
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import ProcessLauncher, WorkerEvents, WorkerLauncher, WorkerRun
@@ -55,6 +62,7 @@ class WorkerHandle:
         self.gone = False
         self.ready = False
         self.hung = False
+        self.retiring = False  # replaced by a reload: takes no batch, stops once it holds none
         self.inflight: dict[int, Pending] = {}
         self.started_at = time.monotonic()
         self.hang_grace_s = hang_grace_s
@@ -102,21 +110,30 @@ class WorkerHandle:
             self.run.send(Cancel(keys))
 
 
+class ReloadFailed(Exception):
+    """A reload could not roll every worker; the message says what serves now."""
+
+
 class Supervisor:
-    """Owns the worker processes of one deployment and keeps the scheduler's view current."""
+    """Owns the worker processes of one model and keeps the scheduler's view current."""
 
     def __init__(
         self,
         spec: Spec,
         slots: list[WorkerSlot],
         scheduler: Scheduler,
-        metrics: Metrics,
+        metrics: ModelMetrics,
         on_fatal: Callable[[str], None],
         launcher: WorkerLauncher | None = None,
     ) -> None:
         self.spec = spec
         self.launcher = launcher or ProcessLauncher()
-        self.slots = slots
+        self.slots = list(slots)
+        self.slot_specs = {s.index: spec for s in slots}  # the version each slot runs (a reload mixes them)
+        self._indices = itertools.count(max((s.index for s in slots), default=-1) + 1)
+        self._probation: dict[int, asyncio.Future[None]] = {}  # a reload's new slots, until ready
+        self.retiring: set[WorkerHandle] = set()
+        self.reloading = False
         self.scheduler = scheduler
         self.metrics = metrics
         self.on_fatal = on_fatal
@@ -138,7 +155,8 @@ class Supervisor:
 
     @property
     def ready_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.ready)
+        """Ready workers of the current slots (not a reload's new worker before it is counted in)."""
+        return sum(1 for slot in self.slots if (w := self.workers.get(slot.index)) is not None and w.ready)
 
     @property
     def all_given_up(self) -> bool:
@@ -154,19 +172,20 @@ class Supervisor:
 
     def _spawn(self, slot: WorkerSlot) -> None:
         assert self._loop is not None
-        if self.stopping:
+        spec = self.slot_specs.get(slot.index)
+        if self.stopping or spec is None:  # stopping, or the slot was retired by a reload
             return
-        worker = WorkerHandle(slot, self.spec.supervisor.hang_grace_s, self._check_hung)
+        worker = WorkerHandle(slot, spec.supervisor.hang_grace_s, self._check_hung)
 
         def on_lost() -> None:
             worker.drained = True
             self._maybe_gone(worker)
 
         events = WorkerEvents(lambda msg: self._handle(worker, msg), on_lost, lambda: self._on_exit(worker))
-        worker.run = self.launcher.launch(self.spec, slot, events)
+        worker.run = self.launcher.launch(spec, slot, events)
         self.workers[slot.index] = worker
         self._setup_timers[slot.index] = self._loop.call_later(
-            self.spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
+            spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
         )
         log.info("worker %d started (pid %s, %s)", slot.index, worker.pid, slot.label)
 
@@ -180,8 +199,12 @@ class Supervisor:
         for timer in self._setup_timers.values():
             timer.cancel()
         self._setup_timers.clear()
-        workers = list(self.workers.values())
+        workers = [*self.workers.values(), *self.retiring]
         self.workers.clear()
+        self.retiring.clear()
+        for waiting in self._probation.values():
+            if not waiting.done():
+                waiting.set_exception(ReloadFailed("the server is stopping"))
         for worker in workers:
             worker.stop_watchdog()
             if worker.run is not None:
@@ -194,7 +217,99 @@ class Supervisor:
 
     def kill_all(self) -> None:
         """Last resort on a forced exit: end every worker process (and its children) now."""
-        for worker in self.workers.values():
+        for worker in [*self.workers.values(), *self.retiring]:
+            worker.kill()
+
+    # --- reload -------------------------------------------------------------------
+
+    async def reload(self, spec: Spec, slots: list[WorkerSlot]) -> None:
+        """Roll the workers to `spec` on `slots` (planned from its devices), one at a time;
+        ReloadFailed says what went wrong and what serves now."""
+        if self.reloading:
+            raise ReloadFailed("a reload of this model is already running")
+        if self.stopping:
+            raise ReloadFailed("the server is stopping")
+        self.reloading = True
+        try:
+            old = list(self.slots)
+            fresh = [replace(slot, index=next(self._indices)) for slot in slots]
+            for rolled, slot in enumerate(fresh):
+                try:
+                    await self._start_on_probation(slot, spec)
+                except ReloadFailed as exc:
+                    if rolled == 0:
+                        raise ReloadFailed(f"{exc}; the old workers keep serving, nothing changed") from None
+                    raise ReloadFailed(
+                        f"{exc}; {rolled} of {len(fresh)} workers run the new version, {len(old)} the old one"
+                    ) from None
+                if rolled == 0:
+                    self.spec = spec
+                if old:
+                    self._retire(old.pop(0))
+            for slot in old:  # the new version has fewer workers
+                self._retire(slot)
+        finally:
+            self.reloading = False
+
+    async def _start_on_probation(self, slot: WorkerSlot, spec: Spec) -> None:
+        """Start a worker of the new version; return once it is ready (it then takes batches),
+        raise ReloadFailed if its setup fails (it is ended)."""
+        assert self._loop is not None
+        waiting = self._probation[slot.index] = self._loop.create_future()
+        self.slot_specs[slot.index] = spec
+        self.restarts[slot.index] = []
+        self._spawn(slot)
+        try:
+            await waiting
+        except ReloadFailed:
+            self.slot_specs.pop(slot.index, None)
+            self.restarts.pop(slot.index, None)
+            self.problems.pop(slot.index, None)
+            worker = self.workers.pop(slot.index, None)
+            if worker is not None:
+                worker.kill()
+            raise
+        finally:
+            self._probation.pop(slot.index, None)
+        self.slots.append(slot)
+
+    def _end_probation(self, index: int, error: str | None) -> bool:
+        """A new worker of a reload is ready, or failed (`error`); False for other workers."""
+        waiting = self._probation.get(index)
+        if waiting is None:
+            return False
+        if not waiting.done():
+            if error is None:
+                waiting.set_result(None)
+            else:
+                waiting.set_exception(ReloadFailed(f"a worker of the new version failed: {error}"))
+        return True
+
+    def _retire(self, slot: WorkerSlot) -> None:
+        """An old slot's worker takes no more batches, finishes what it holds, then stops."""
+        self.slots.remove(slot)
+        for held in (self.slot_specs, self.restarts, self.problems):
+            held.pop(slot.index, None)
+        self.given_up.discard(slot.index)
+        self.half_open.discard(slot.index)
+        timer = self._setup_timers.pop(slot.index, None)
+        if timer:
+            timer.cancel()
+        self.metrics.restart("reload")
+        worker = self.workers.pop(slot.index, None)
+        if worker is None or worker.gone:
+            return
+        worker.retiring = True
+        self.retiring.add(worker)
+        self.scheduler.retire_worker(worker)
+        if not worker.inflight:
+            self._stop_retired(worker)
+
+    def _stop_retired(self, worker: WorkerHandle) -> None:
+        worker.stop_watchdog()
+        if worker.run is not None and worker.run.attached:
+            worker.run.send(Stop())
+        else:
             worker.kill()
 
     # --- events -------------------------------------------------------------------
@@ -210,6 +325,8 @@ class Supervisor:
                 self.scheduler.on_results(worker, results, predict_s)
                 if not worker.inflight:
                     worker.stop_watchdog()
+                    if worker.retiring:
+                        self._stop_retired(worker)
             case Ready(info):
                 self._on_ready(worker, info)
             case SetupFailed(message):
@@ -220,7 +337,8 @@ class Supervisor:
         if timer:
             timer.cancel()
         worker.ready = True
-        self.handler_info = self.handler_info or info
+        probation = self._end_probation(worker.index, None)
+        self.handler_info = info if probation or self.handler_info is None else self.handler_info
         self.started_once.add(worker.index)
         self.problems.pop(worker.index, None)
         log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
@@ -230,12 +348,14 @@ class Supervisor:
     def _on_setup_failed(self, worker: WorkerHandle, message: str) -> None:
         self.problems[worker.index] = f"setup failed: {message}"
         log.error("worker %d: setup failed: %s", worker.index, message)
+        if self._end_probation(worker.index, f"setup failed: {message}"):
+            return
         if worker.index not in self.started_once:
             self.on_fatal(f"worker {worker.index} setup failed: {message}")
 
     def _setup_timed_out(self, worker: WorkerHandle) -> None:
         self._setup_timers.pop(worker.index, None)
-        limit = self.spec.supervisor.setup_timeout_s
+        limit = self.slot_specs.get(worker.index, self.spec).supervisor.setup_timeout_s
         self._on_setup_failed(worker, f"setup took longer than supervisor.setup_timeout_s={limit}")
         worker.kill()
 
@@ -249,12 +369,14 @@ class Supervisor:
         if due > now:
             worker.arm_watchdog(due)
             return
-        grace = self.spec.supervisor.hang_grace_s
-        self.problems[worker.index] = (
+        grace = worker.hang_grace_s
+        problem = (
             f"worker hung: a batch was still running {grace:g}s (supervisor.hang_grace_s) after its deadline; "
-            "replacing it"
+            + ("ending it (it was retiring after a reload)" if worker.retiring else "replacing it")
         )
-        log.error("worker %d (pid %s) hung: %s", worker.index, worker.pid, self.problems[worker.index])
+        if not worker.retiring:
+            self.problems[worker.index] = problem
+        log.error("worker %d (pid %s) hung: %s", worker.index, worker.pid, problem)
         worker.hung = True
         worker.ready = False
         self.scheduler.remove_worker(worker, self._answer_lost)  # its requests are answered now
@@ -294,7 +416,10 @@ class Supervisor:
         was_ready = worker.ready
         worker.ready = False
         self.scheduler.remove_worker(worker, self._answer_lost)
+        self.retiring.discard(worker)
         if self.stopping or self.workers.get(worker.index) is not worker:
+            return
+        if not was_ready and self._end_probation(worker.index, f"it exited with code {code} during setup"):
             return
         if not was_ready and worker.index not in self.started_once:
             if worker.index not in self.problems:
@@ -308,22 +433,23 @@ class Supervisor:
     def _schedule_restart(self, slot: WorkerSlot, reason: str) -> None:
         assert self._loop is not None
         now = time.monotonic()
-        window = self.spec.supervisor.restart_window_s
+        policy = self.slot_specs[slot.index].supervisor
+        window = policy.restart_window_s
         recent = [t for t in self.restarts[slot.index] if now - t < window]
-        if slot.index in self.half_open or len(recent) >= self.spec.supervisor.max_restarts:
+        if slot.index in self.half_open or len(recent) >= policy.max_restarts:
             self._give_up(slot, len(recent))
             return
         recent.append(now)
         self.restarts[slot.index] = recent
         self.restart_count += 1
-        self.metrics.restarts.labels(reason).inc()
+        self.metrics.restart(reason)
         delay = min(0.1 * 2 ** (len(recent) - 1), 5.0)
         self._loop.call_later(delay, self._spawn, slot)
 
     def _give_up(self, slot: WorkerSlot, restarts: int) -> None:
         """Stop restarting a slot for restart_window_s, then try it once more (half-open)."""
         assert self._loop is not None
-        window = self.spec.supervisor.restart_window_s
+        window = self.slot_specs[slot.index].supervisor.restart_window_s
         cause = self.problems.get(slot.index, "unknown")
         if slot.index in self.half_open:
             reason = f"worker {slot.index} gave up again: it failed on its retry after giving up: {cause}"
@@ -338,13 +464,13 @@ class Supervisor:
         self._loop.call_later(window, self._retry, slot)
 
     def _retry(self, slot: WorkerSlot) -> None:
-        if self.stopping:
+        if self.stopping or slot not in self.slots:
             return
         self.given_up.discard(slot.index)
         self.half_open.add(slot.index)
         self.restarts[slot.index] = []
         self.restart_count += 1
-        self.metrics.restarts.labels("retry").inc()
+        self.metrics.restart("retry")
         log.info("worker %d: trying again after giving up", slot.index)
         self._spawn(slot)
 

@@ -1,4 +1,4 @@
-"""The FastAPI app: probes, info, metrics, docs and the OpenAPI document.
+"""The FastAPI app: probes, info, metrics, admin, docs and the OpenAPI document.
 
 Model routes are served by the lean ASGI path (`edge.py`, `endpoint.py`), not by FastAPI;
 `openapi.py` adds them to the document with the schemas workers report.
@@ -7,47 +7,53 @@ Operation ids are the method names of generated clients.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Query, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from servectl import __version__, protocols
-from servectl.deployment import Deployment
+from servectl.deployment import Deployment, ReloadError
+from servectl.protocols.predict.errors import failure_body
 from servectl.server.openapi import complete_schema
-from servectl.server.probes import Health, Readiness, probe_answer
+from servectl.server.probes import Health, Readiness, Reloaded, probe_answer, readiness
 
 
 def build_app(deployment: Deployment) -> FastAPI:
     spec = deployment.spec
-    app = FastAPI(title=f"servectl: {spec.name}", version=__version__)
-    supervisor = deployment.supervisor
+    names = ", ".join(deployment.models)
+    title = f"servectl: {names}" if len(deployment.models) < 4 else f"servectl: {len(deployment.models)} models"
+    app = FastAPI(title=title, version=__version__)
 
     @app.get(
         "/health",
-        summary="Liveness: the process can serve (fails while every worker slot has given up)",
+        summary="Liveness: the process can serve (fails while every worker slot of every model has given up)",
         operation_id="health",
         **probe_answer(Health),
     )
     async def health() -> JSONResponse:
-        if supervisor.all_given_up:  # a liveness probe restarts what no longer heals itself
-            problems = [supervisor.problems[i] for i in sorted(supervisor.problems)]
+        if deployment.given_up:  # a liveness probe restarts what no longer heals itself
+            problems = [p for model in deployment.models.values() for p in model.problems]
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get(
-        "/ready", summary="Readiness: every worker finished setup", operation_id="ready", **probe_answer(Readiness)
+        "/ready",
+        summary="Readiness: every worker of every model (or of `model`) finished setup",
+        operation_id="ready",
+        **probe_answer(Readiness),
     )
-    async def ready() -> JSONResponse:
-        body: dict[str, Any] = {
-            "ready": supervisor.all_ready,
-            "workers": len(deployment.slots),
-            "workers_ready": supervisor.ready_count,
-        }
-        if supervisor.problems:
-            body["problems"] = [supervisor.problems[i] for i in sorted(supervisor.problems)]
-        return JSONResponse(body, status_code=200 if supervisor.all_ready else 503)
+    async def ready(
+        model: Annotated[str | None, Query(description="Only this model's readiness.")] = None,
+    ) -> JSONResponse:
+        if model is None:
+            body, ok = readiness(list(deployment.models.values()))
+        elif model in deployment.models:
+            body, ok = readiness([deployment.models[model]])
+        else:
+            return JSONResponse({"error": f"no model {model!r} here; served: {names}"}, status_code=404)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/info", summary="What is deployed, and how", operation_id="info")
     async def info() -> dict[str, Any]:
@@ -57,16 +63,30 @@ def build_app(deployment: Deployment) -> FastAPI:
     async def metrics() -> Response:
         return Response(deployment.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    for protocol in protocols.of(spec):
+    @app.post(
+        "/admin/models/{name}/reload",
+        summary="Re-read a model's spec entry and roll its workers to it, without downtime (admin keys)",
+        operation_id="reload",
+        tags=["admin"],
+        response_model=Reloaded,
+    )
+    async def reload(name: str) -> Response:
+        try:
+            answer = await deployment.reload(name)
+        except ReloadError as exc:
+            body = failure_body(exc.failure, "reload")
+            return Response(body, status_code=exc.failure.status, media_type="application/json")
+        app.openapi_schema = None  # what workers report may have changed
+        return JSONResponse(answer)
+
+    for protocol in protocols.of_all(spec.models):
         protocol.add_routes(app, deployment)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        info = supervisor.handler_info
-        complete_schema(schema, spec, info)
-        if info is not None:
+        if complete_schema(schema, deployment):
             app.openapi_schema = schema  # complete: cache it
         return schema
 

@@ -24,14 +24,13 @@ from servectl.logs import AccessLog, access_log
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
 from servectl.server.asgi import Receive, Scope, Send, request_id_from, send_bytes
-from servectl.server.auth import APIKeyAuth
-from servectl.server.router import Router
+from servectl.server.auth import ADMIN_PREFIX, APIKeyAuth, presented_key
+from servectl.server.router import Endpoint, Router
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from servectl.protocols import ApiProtocol
-    from servectl.server.endpoint import ModelEndpoint
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
 _FIXED = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc"})
@@ -40,13 +39,14 @@ _FIXED = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi
 class Request:
     """One HTTP request as the edge pieces see it."""
 
-    __slots__ = ("elapsed", "endpoint", "headers", "id", "started", "status")
+    __slots__ = ("elapsed", "endpoint", "headers", "id", "model", "started", "status")
 
-    def __init__(self, scope: Scope, endpoint: ModelEndpoint | None) -> None:
+    def __init__(self, scope: Scope, endpoint: Endpoint | None) -> None:
         self.started = time.perf_counter()
         self.headers: dict[bytes, bytes] = dict(scope["headers"])  # ASGI servers lower-case names
         self.id = request_id_from(self.headers.get(b"x-request-id"))
         self.endpoint = endpoint  # the model route it targets, if any
+        self.model = endpoint.model_name if endpoint is not None else ""  # the model answering (a label)
         self.status = 500  # until an answer says otherwise
         self.elapsed = 0.0  # seconds to the answer, set once it is sent
 
@@ -67,16 +67,34 @@ Observer = Callable[[Scope, Request], None]
 
 
 class RequireKey:
-    """401 for a request without a valid API key, on every path that needs one."""
+    """401 for a request without a valid key, on every path that needs one: a model route
+    takes the shared keys and the model's own, `/admin/...` only admin keys (403 while
+    `auth.admin_keys` is unset), any other path the shared keys."""
 
     def __init__(self, auth: APIKeyAuth) -> None:
         self.auth = auth
         self.shape = protocols.get("predict")
 
     def __call__(self, scope: Scope, request: Request) -> Refusal | None:
-        if not self.auth.required(scope["path"]) or self.auth.accepts(request.headers):
+        endpoint = request.endpoint
+        if endpoint is not None:
+            keys = endpoint.keys
+            if keys is None or presented_key(request.headers) in keys:
+                return None
+        elif scope["path"].startswith(ADMIN_PREFIX):
+            return self._admin(request)
+        elif not self.auth.required(scope["path"]) or self.auth.accepts(request.headers):
             return None
         msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+        return Refusal(Failure(401, "unauthorized", msg), self.shape, _UNAUTHORIZED)
+
+    def _admin(self, request: Request) -> Refusal | None:
+        if self.auth.admin is None:
+            msg = "admin routes are off: set auth.admin_keys to use them"
+            return Refusal(Failure(403, "forbidden", msg), self.shape)
+        if presented_key(request.headers) in self.auth.admin:
+            return None
+        msg = "missing or wrong admin key: send 'Authorization: Bearer KEY' with one of auth.admin_keys"
         return Refusal(Failure(401, "unauthorized", msg), self.shape, _UNAUTHORIZED)
 
 
@@ -110,7 +128,7 @@ class RecordMetrics:
     def __call__(self, scope: Scope, request: Request) -> None:
         path = scope["path"]
         label = path if request.endpoint is not None or path in self.fixed else "<other>"
-        self.metrics.observe_request(label, request.status, request.elapsed)
+        self.metrics.observe_request(request.model, label, request.status, request.elapsed)
 
 
 class WriteAccessLog:
@@ -178,13 +196,13 @@ class Lifespan:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    self.deployment.supervisor.start()
+                    self.deployment.start()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.deployment.supervisor.stop()
+                await self.deployment.stop()
                 if self.access_log is not None:
                     self.access_log.close()  # uvicorn has answered every request by now
                 await send({"type": "lifespan.shutdown.complete"})
@@ -194,10 +212,11 @@ class Lifespan:
 def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
     """The ASGI app uvicorn runs."""
     spec = deployment.spec
-    checks: list[Check] = [RequireKey(APIKeyAuth(spec.auth, protocols.open_paths(spec))), require_json]
-    observers: list[Observer] = [RecordMetrics(deployment.metrics, protocols.fixed_paths(spec))]
+    auth = APIKeyAuth(spec.auth, protocols.open_paths(spec.models))
+    checks: list[Check] = [RequireKey(auth), require_json]
+    observers: list[Observer] = [RecordMetrics(deployment.metrics, protocols.fixed_paths(spec.models))]
     logged = spec.server.access_log and access_log.isEnabledFor(logging.INFO)
     log = AccessLog(spec.server.log_format) if logged else None
     if log is not None:
         observers.append(WriteAccessLog(log))
-    return RequestContext(Router(deployment, app), checks, observers, Lifespan(deployment, log))
+    return RequestContext(Router(deployment, app, auth), checks, observers, Lifespan(deployment, log))

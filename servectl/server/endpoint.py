@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 from servectl.outcome import CLIENT_GONE, ENDED, GONE, Ended, Failure, Outcome, Reply, Streaming
 from servectl.protocols import ApiProtocol, ModelRoute
-from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull, Scheduler
+from servectl.runtime.local import LocalModel
+from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull
 from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
+from servectl.server.auth import APIKeyAuth, KeySet
 from servectl.server.protocol import ABORT
 from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
@@ -37,17 +39,35 @@ class ModelEndpoint:
     worker. One timer per request drives it all (see `_tick`).
     """
 
-    def __init__(self, spec: Spec, scheduler: Scheduler, route: ModelRoute, protocol: ApiProtocol) -> None:
-        self.scheduler = scheduler
+    def __init__(self, model: LocalModel, route: ModelRoute, protocol: ApiProtocol, auth: APIKeyAuth) -> None:
+        self.model = model
+        self.model_name = model.name
+        self.scheduler = model.scheduler
         self.route = route
         self.protocol = protocol  # formats its errors; OpenAI's streams are always SSE with [DONE]
+        self.auth = auth
+        self._configure(model.spec)
+
+    def _configure(self, spec: Spec) -> None:
+        """Read the model's limits and keys (again after a reload)."""
+        self.spec = spec
         self.timeout_s = spec.limits.timeout_s
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
         self.stream = spec.api.stream
         self.format = spec.api.stream_format
+        self._keys = self.auth.for_model(spec.own_api_keys)
+
+    @property
+    def keys(self) -> KeySet | None:
+        """The keys its route accepts (None: open)."""
+        if self.model.spec is not self.spec:
+            self._configure(self.model.spec)
+        return self._keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         """Answer one request; return the status (for logs and metrics)."""
+        if self.model.spec is not self.spec:
+            self._configure(self.model.spec)
         rid = request.id
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -72,38 +92,62 @@ class ModelEndpoint:
                 if time.perf_counter() >= pending.deadline:
                     return await self._late_body(send, rid)
                 self._tick(pending, receive)  # now: watch for the client leaving, and the deadline
-            try:
-                self.scheduler.enqueue(pending, body)
-            except QueueFull:
-                msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
-                return await self._fail(send, Failure(503, "overloaded", msg), rid)
-            except NoWorkers as exc:
-                return await self._fail(send, Failure(503, exc.kind, str(exc)), rid)
-            outcome: Outcome = await pending.future
-            if type(outcome) is Reply:  # the common answer, first
-                await send_bytes(send, 200, outcome.body, rid)
-                return 200
-            if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
-                if pending.stream is None:  # it ended before any chunk
-                    pending.stream = asyncio.Queue()
-                    pending.stream.put_nowait(ENDED)
-                abort = scope.get("extensions", {}).get(ABORT)
-                if self.protocol.sse_only:
-                    return await send_stream(send, pending, rid, SSE, self._cut(abort), self.protocol, done=True)
-                if self.stream:
-                    fmt = pick_format(request.headers.get(b"accept"), self.format)
-                    return await send_stream(send, pending, rid, fmt, self._cut(abort), self.protocol)
-                outcome = await collect(pending)
-            if isinstance(outcome, Reply):
-                await send_bytes(send, 200, outcome.body, rid)
-                return 200
-            if isinstance(outcome, Failure):
-                return await self._fail(send, outcome, rid)
-            return CLIENT_GONE
+            return await self._answer(scope, receive, send, request, pending, body)
         finally:
             pending.timer.cancel()
             if pending.watcher is not None:
                 pending.watcher.cancel()
+
+    async def with_body(self, scope: Scope, receive: Receive, send: Send, request: Request, body: bytes) -> int:
+        """Answer a request whose body was already read (a shared route read it to pick the model)."""
+        if self.model.spec is not self.spec:
+            self._configure(self.model.spec)
+        if len(body) > self.max_body:
+            return await self._too_large(send, request.id)
+        pending = self.scheduler.open(request.id, self.route.name, request.started + self.timeout_s)
+        if time.perf_counter() >= pending.deadline:
+            return await self._late_body(send, request.id)
+        pending.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._tick, pending, receive)
+        try:
+            return await self._answer(scope, receive, send, request, pending, body)
+        finally:
+            pending.timer.cancel()
+            if pending.watcher is not None:
+                pending.watcher.cancel()
+
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, pending: Pending, body: bytes
+    ) -> int:
+        """Queue the request for a worker and send its outcome."""
+        rid = request.id
+        try:
+            self.scheduler.enqueue(pending, body)
+        except QueueFull:
+            msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
+            return await self._fail(send, Failure(503, "overloaded", msg), rid)
+        except NoWorkers as exc:
+            return await self._fail(send, Failure(503, exc.kind, str(exc)), rid)
+        outcome: Outcome = await pending.future
+        if type(outcome) is Reply:  # the common answer, first
+            await send_bytes(send, 200, outcome.body, rid)
+            return 200
+        if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
+            if pending.stream is None:  # it ended before any chunk
+                pending.stream = asyncio.Queue()
+                pending.stream.put_nowait(ENDED)
+            abort = scope.get("extensions", {}).get(ABORT)
+            if self.protocol.sse_only:
+                return await send_stream(send, pending, rid, SSE, self._cut(abort), self.protocol, done=True)
+            if self.stream:
+                fmt = pick_format(request.headers.get(b"accept"), self.format)
+                return await send_stream(send, pending, rid, fmt, self._cut(abort), self.protocol)
+            outcome = await collect(pending)
+        if isinstance(outcome, Reply):
+            await send_bytes(send, 200, outcome.body, rid)
+            return 200
+        if isinstance(outcome, Failure):
+            return await self._fail(send, outcome, rid)
+        return CLIENT_GONE
 
     def _cut(self, abort: Callable[[], None] | None) -> Callable[[Pending], None]:
         """What cutting off a stream's slow client does: stop its generation and drop the

@@ -8,13 +8,17 @@ for it, if any) and `x-servectl` at the top (version, deployment, whether schema
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
 
 from servectl import __version__, protocols
 from servectl.handler import HandlerInfo
 from servectl.protocols import ModelRoute
-from servectl.server.auth import APIKeyAuth
+from servectl.server.auth import ADMIN_PREFIX, APIKeyAuth
 from servectl.spec import Spec
+
+if TYPE_CHECKING:
+    from servectl.deployment import Deployment
 
 _ERRORS = {
     "400": "Malformed JSON",
@@ -108,27 +112,71 @@ def document_route(
         operation["x-servectl-stream"] = stream
 
 
-def complete_schema(schema: dict[str, Any], spec: Spec, info: HandlerInfo | None) -> dict[str, Any]:
-    """FastAPI's document plus the model routes (served by the edge, not FastAPI), described
-    from the handler's `info`, with each protocol's error shape."""
+def complete_schema(schema: dict[str, Any], deployment: Deployment) -> bool:
+    """Complete FastAPI's document with the model routes (served by the edge, not FastAPI),
+    described from what each model's workers report, with each protocol's error shape;
+    True once every model has reported. With several models, a model's own operations are
+    tagged with its name, their ids start with it (`text_stats_predict`) and carry
+    `x-servectl-model`; a route several models share (OpenAI's) lists them in `x-servectl-models`."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    for protocol in protocols.of(spec):
+    specs = [model.spec for model in deployment.models.values()]
+    for protocol in protocols.of_all(specs):
         components[protocol.error_schema_name] = protocol.error_schema
-    served = {"predict", *info.routes} if info is not None else None
-    for route in protocols.model_routes(spec, served):
-        operation: dict[str, Any] = {"summary": route.summary, "operationId": route.operation_id}
-        if route.protocol != "predict":
-            operation["tags"] = [route.protocol]
-        route_info = info if info is None or route.name == "predict" else info.routes.get(route.name)
-        document_route(operation, route, route_info, spec, components)
-        schema.setdefault("paths", {})[route.path] = {"post": operation}
-    auth = APIKeyAuth(spec.auth, protocols.open_paths(spec))
-    if auth.enabled:
-        schema["components"]["securitySchemes"] = SECURITY_SCHEMES
-        for path, item in schema["paths"].items():
-            for operation in item.values():
-                if auth.required(path):
-                    operation["security"] = [{"bearer": []}, {"apiKey": []}]
-    schema["x-servectl"] = {"version": __version__, "name": spec.name, "kind": spec.api.kind, "complete": bool(info)}
+    several = deployment.several
+    sharing: dict[str, list[str]] = {}
+    for model in deployment.models.values():
+        for route in protocols.model_routes(model.spec):
+            sharing.setdefault(route.path, []).append(model.name)
+    complete = True
+    for model in deployment.models.values():
+        spec, info = model.spec, model.supervisor.handler_info
+        complete &= info is not None
+        served = {"predict", *info.routes} if info is not None else None
+        for route in protocols.model_routes(spec, served):
+            shared = len(sharing[route.path]) > 1
+            if shared and route.path in schema.get("paths", {}):
+                continue  # documented from the first model that serves it
+            operation: dict[str, Any] = {"summary": route.summary, "operationId": route.operation_id}
+            if several and not shared:
+                operation["operationId"] = f"{_ident(spec.name)}_{route.operation_id}"
+                operation["x-servectl-model"] = spec.name
+                operation["tags"] = [spec.name]
+            elif shared:
+                operation["x-servectl-models"] = sharing[route.path]
+            if route.protocol != "predict" and "tags" not in operation:
+                operation["tags"] = [route.protocol]
+            route_info = info if info is None or route.name == "predict" else info.routes.get(route.name)
+            document_route(operation, route, route_info, spec, components)
+            schema.setdefault("paths", {})[route.path] = {"post": operation}
+    _secure(schema, deployment)
+    first = specs[0]
+    meta: dict[str, Any] = {"version": __version__, "complete": complete}
+    meta["models"] = [{"name": s.name, "kind": s.api.kind, "path": s.api.path} for s in specs]
+    if not several:
+        meta.update(name=first.name, kind=first.api.kind)
+    schema["x-servectl"] = meta
     schema["components"]["schemas"] = _used_components(schema)
-    return schema
+    return complete
+
+
+def _secure(schema: dict[str, Any], deployment: Deployment) -> None:
+    """Mark the operations that need a key (a model's own keys count for its routes)."""
+    auth = APIKeyAuth(deployment.spec.auth, protocols.open_paths(deployment.spec.models))
+    own = {
+        route.path
+        for m in deployment.models.values()
+        if m.spec.own_api_keys
+        for route in protocols.model_routes(m.spec)
+    }
+    if not (auth.enabled or own or auth.admin):
+        return
+    schema["components"]["securitySchemes"] = SECURITY_SCHEMES
+    for path, item in schema["paths"].items():
+        for operation in item.values():
+            if auth.required(path) or path in own or path.startswith(ADMIN_PREFIX):
+                operation["security"] = [{"bearer": []}, {"apiKey": []}]
+
+
+def _ident(name: str) -> str:
+    """A model name as an identifier part: `text-stats` -> `text_stats`."""
+    return re.sub(r"\W", "_", name)

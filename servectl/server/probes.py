@@ -3,9 +3,13 @@ declared so in OpenAPI so that generated clients return it rather than raise."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from servectl.runtime.local import LocalModel
 
 
 def probe_answer(model: type[BaseModel]) -> dict[str, Any]:
@@ -22,8 +26,42 @@ class Health(BaseModel):
     problems: list[str] | None = None
 
 
+class ModelReadiness(BaseModel):
+    name: str
+    ready: bool
+    workers: int
+    workers_ready: int
+
+
 class Readiness(BaseModel):
     ready: bool
     workers: int
     workers_ready: int
+    models: list[ModelReadiness]
     problems: list[str] | None = None
+
+
+class Reloaded(BaseModel):
+    model: str
+    reloaded: bool
+    seconds: float
+    workers: int
+
+
+def readiness(models: Sequence[LocalModel]) -> tuple[dict[str, Any], bool]:
+    """`/ready`'s body for these models, and whether all are ready."""
+    each = [
+        {"name": m.name, "ready": m.ready, "workers": len(m.slots), "workers_ready": m.supervisor.ready_count}
+        for m in models
+    ]
+    ok = all(m["ready"] for m in each)
+    body: dict[str, Any] = {
+        "ready": ok,
+        "workers": sum(m["workers"] for m in each),
+        "workers_ready": sum(m["workers_ready"] for m in each),
+        "models": each,
+    }
+    problems = [p if len(models) == 1 else f"{m.name}: {p}" for m in models for p in m.problems]
+    if problems:
+        body["problems"] = problems
+    return body, ok

@@ -1,6 +1,9 @@
 """The router: the model routes' endpoints by path (the edge calls an endpoint directly for
 its POST: the lean hot path); another method on a model path is a 405; anything else goes to
-FastAPI (probes, info, metrics, docs, protocol metadata), with the request id added."""
+FastAPI (probes, info, metrics, docs, protocol metadata, admin), with the request id added.
+
+Each model's routes are its own, but for OpenAI's: a route several models serve is one
+`ByModel` endpoint that picks the model from the body's `model` field."""
 
 from __future__ import annotations
 
@@ -11,23 +14,49 @@ from fastapi import FastAPI
 from servectl import protocols
 from servectl.deployment import Deployment
 from servectl.outcome import Failure
+from servectl.protocols import ModelRoute
+from servectl.runtime.local import LocalModel
 from servectl.server.asgi import Message, Receive, Scope, Send, send_bytes
+from servectl.server.auth import APIKeyAuth
+from servectl.server.by_model import ByModel
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:
     from servectl.server.edge import Request
 
 _ALLOW_POST = [(b"allow", b"POST")]
+Endpoint = ModelEndpoint | ByModel
+
+
+class RouteClash(Exception):
+    """Two models' routes on one path that cannot share it."""
+
+
+def build_endpoints(deployment: Deployment, auth: APIKeyAuth) -> dict[str, Endpoint]:
+    """Every model route's endpoint by path."""
+    by_path: dict[str, list[tuple[LocalModel, ModelRoute]]] = {}
+    for model in deployment.models.values():
+        for route in protocols.model_routes(model.spec):
+            by_path.setdefault(route.path, []).append((model, route))
+    endpoints: dict[str, Endpoint] = {}
+    for path, served in by_path.items():
+        made = {m.name: ModelEndpoint(m, r, protocols.get(r.protocol), auth) for m, r in served}
+        if len(served) == 1:
+            endpoints[path] = next(iter(made.values()))
+            continue
+        kinds = {(r.name, r.protocol) for _, r in served}
+        if len(kinds) != 1 or served[0][1].protocol != "openai":
+            names = ", ".join(f"{m.name} ({r.protocol} {r.name})" for m, r in served)
+            raise RouteClash(f"{path} is a route of several models that cannot share it: {names}")
+        route = served[0][1]
+        endpoints[path] = ByModel(route, protocols.get(route.protocol), made)
+    return endpoints
 
 
 class Router:
-    def __init__(self, deployment: Deployment, app: FastAPI) -> None:
-        spec = deployment.spec
+    def __init__(self, deployment: Deployment, app: FastAPI, auth: APIKeyAuth) -> None:
         self.app = app
-        self.endpoints = {
-            route.path: ModelEndpoint(spec, deployment.scheduler, route, protocols.get(route.protocol))
-            for route in protocols.model_routes(spec)
-        }
+        self.endpoints = build_endpoints(deployment, auth)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
         """Answer an HTTP request, setting its status."""

@@ -95,10 +95,11 @@ def test_stream_that_stops_yielding_is_replaced(serve) -> None:
         assert [json.loads(line)["token"] for line in r.iter_lines() if line] == [0, 1]
 
 
-# --- 2, 4. signals: the whole group, SIGHUP; workers ignore them ------------------------
+# --- 2, 4. signals: the whole group, SIGINT; workers ignore them ------------------------
+# (SIGHUP drained too until issue 13 made it reload every model: tests/test_models_e2e.py)
 
 
-@pytest.mark.parametrize("how", ["sigterm-to-group", "sighup"])
+@pytest.mark.parametrize("how", ["sigterm-to-group", "sigint"])
 def test_stop_signals_drain_in_flight_work(serve, how: str) -> None:
     server = serve(toolbox_spec(batching={"max_batch_size": 2}, limits={"drain_s": 20}))
     url = server.url + "/predict"
@@ -110,8 +111,8 @@ def test_stop_signals_drain_in_flight_work(serve, how: str) -> None:
             wait = time.monotonic() + 10
             while server.metric("servectl_worker_inflight") == 0 and time.monotonic() < wait:
                 await asyncio.sleep(0.02)
-            if how == "sighup":
-                server.proc.send_signal(signal.SIGHUP)
+            if how == "sigint":
+                server.proc.send_signal(signal.SIGINT)
             else:  # as systemd's KillMode=control-group or `timeout` reach every process of the group
                 os.killpg(server.proc.pid, signal.SIGTERM)
             os.kill(pid, signal.SIGINT)  # and a signal to the worker itself changes nothing

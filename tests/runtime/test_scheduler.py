@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from servectl.metrics import Metrics
+from servectl.metrics import ModelMetrics
 from servectl.outcome import ENDED, STREAMING, Failure, Reply
 from servectl.runtime.messages import Result
 from servectl.runtime.scheduler import STREAM_BUFFER_BYTES, NoWorkers, Pending, QueueFull, Scheduler, batch_delay
@@ -55,7 +55,7 @@ def answer_all(scheduler: Scheduler, worker: FakeWorker) -> None:
 
 
 async def _batches_form_while_busy() -> None:
-    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=0), 100, Metrics())
+    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=0), 100, ModelMetrics())
     worker = FakeWorker(0)
     scheduler.add_worker(worker)
     first = scheduler.submit("a", b"1")
@@ -76,7 +76,7 @@ def test_batches_form_while_busy() -> None:
 
 
 async def _max_wait_holds_partial_batch_under_load() -> None:
-    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=30), 100, Metrics())
+    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=30), 100, ModelMetrics())
     busy, idle = FakeWorker(0), FakeWorker(1)
     scheduler.add_worker(busy)
     scheduler.submit("x", b"0")  # busy now holds one request
@@ -92,7 +92,7 @@ def test_max_wait_holds_partial_batch_under_load() -> None:
 
 
 async def _queue_limit_drop_and_lost_worker() -> None:
-    metrics = Metrics()
+    metrics = ModelMetrics()
     scheduler = Scheduler(SPEC, 2, metrics)
     a, b = scheduler.submit("a", b""), scheduler.submit("b", b"")
     with pytest.raises(QueueFull):
@@ -114,7 +114,7 @@ def test_queue_limit_drop_and_lost_worker() -> None:
 
 
 async def _refuse_answers_waiting_requests() -> None:
-    scheduler = Scheduler(SPEC, 10, Metrics())
+    scheduler = Scheduler(SPEC, 10, ModelMetrics())
     waiting = scheduler.submit("a", b"")
     scheduler.refuse("worker 0 gave up")
     assert await waiting.future == Failure(503, "unavailable", "worker 0 gave up")
@@ -126,7 +126,7 @@ def test_refuse_answers_waiting_requests() -> None:
 
 
 async def _streams_end_with_an_answer_after_their_chunks() -> None:
-    scheduler = Scheduler(SPEC, 10, Metrics())
+    scheduler = Scheduler(SPEC, 10, ModelMetrics())
     worker = FakeWorker(0)
     scheduler.add_worker(worker)
     first = scheduler.submit("first", b"")  # keeps the worker busy while a batch of two queues
@@ -152,7 +152,7 @@ def test_streams_end_with_an_answer_after_their_chunks() -> None:
 
 
 async def _slow_reader_is_cut_and_abandon_answers_everything() -> None:
-    scheduler = Scheduler(BatchingSpec(max_batch_size=1, max_wait_ms=0), 10, Metrics())
+    scheduler = Scheduler(BatchingSpec(max_batch_size=1, max_wait_ms=0), 10, ModelMetrics())
     worker = FakeWorker(0)
     scheduler.add_worker(worker)
     slow, queued = scheduler.submit("slow", b""), scheduler.submit("queued", b"")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI
+import orjson
+from fastapi import FastAPI, Response
 from pydantic import BaseModel
 
 from servectl.deployment import Deployment
@@ -23,9 +24,33 @@ class ModelList(BaseModel):
 
 
 def add_openai_routes(app: FastAPI, deployment: Deployment) -> None:
-    name = deployment.spec.name
     started = int(time.time())
+    cards = {
+        name: ModelCard(id=name, object="model", created=started, owned_by="servectl")
+        for name, model in deployment.models.items()
+        if model.spec.api.kind == "openai"
+    }
 
-    @app.get("/v1/models", summary="OpenAI: the served model", tags=["openai"], operation_id="models")
+    @app.get("/v1/models", summary="OpenAI: the served models", tags=["openai"], operation_id="models")
     async def models() -> ModelList:
-        return ModelList(object="list", data=[ModelCard(id=name, object="model", created=started, owned_by="servectl")])
+        return ModelList(object="list", data=list(cards.values()))
+
+    @app.get(
+        "/v1/models/{model_id}",
+        summary="OpenAI: one served model",
+        tags=["openai"],
+        operation_id="model",
+        response_model=ModelCard,
+        responses={404: {"description": "No such model"}},
+    )
+    async def model(model_id: str) -> Response:
+        card = cards.get(model_id)
+        if card is None:
+            error = {
+                "message": f"The model `{model_id}` does not exist; served: {', '.join(cards)}",
+                "type": "invalid_request_error",
+                "param": "model",
+                "code": "model_not_found",
+            }
+            return Response(orjson.dumps({"error": error}), status_code=404, media_type="application/json")
+        return Response(card.model_dump_json(), media_type="application/json")

@@ -1,6 +1,6 @@
 """Open Inference Protocol (V2) routes: server and model metadata, health, readiness.
 
-`POST /v2/models/{name}/infer` for the deployed model is served by the edge (`servectl.server.endpoint`)
+`POST /v2/models/{name}/infer` for each V2 model is served by the edge (`servectl.server.endpoint`)
 (like the predict route); the FastAPI route here answers only other model names (404).
 """
 
@@ -53,7 +53,7 @@ def _not_found(name: str) -> JSONResponse:
 
 
 def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
-    spec, supervisor = deployment.spec, deployment.supervisor
+    served = {name: m for name, m in deployment.models.items() if m.spec.api.kind == "v2"}
 
     @app.get("/v2", summary="V2 server metadata", tags=["v2"], operation_id="server_metadata")
     async def server_metadata() -> ServerMetadata:
@@ -65,13 +65,13 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
 
     @app.get(
         "/v2/health/ready",
-        summary="V2 readiness",
+        summary="V2 readiness: every model",
         tags=["v2"],
         operation_id="server_ready",
         **probe_answer(Ready),
     )
     async def ready() -> JSONResponse:
-        return JSONResponse({"ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503)
+        return JSONResponse({"ready": deployment.ready}, status_code=200 if deployment.ready else 503)
 
     @app.get(
         "/v2/models/{name}",
@@ -81,9 +81,10 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         response_model=ModelMetadata,
     )
     async def model_metadata(name: str) -> JSONResponse:
-        info = supervisor.handler_info
-        if name != spec.name:
+        model = served.get(name)
+        if model is None:
             return _not_found(name)
+        info = model.supervisor.handler_info
         if info is None or info.metadata is None:
             return JSONResponse({"error": "the model is still loading"}, status_code=503)
         return JSONResponse(info.metadata)
@@ -96,12 +97,11 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         **probe_answer(ModelReady),
     )
     async def model_ready(name: str) -> JSONResponse:
-        if name != spec.name:
+        model = served.get(name)
+        if model is None:
             return _not_found(name)
-        return JSONResponse(
-            {"name": name, "ready": supervisor.all_ready}, status_code=200 if supervisor.all_ready else 503
-        )
+        return JSONResponse({"name": name, "ready": model.ready}, status_code=200 if model.ready else 503)
 
     @app.post("/v2/models/{name}/infer", include_in_schema=False)
-    async def infer(name: str) -> JSONResponse:  # the served model's path never reaches here
+    async def infer(name: str) -> JSONResponse:  # a served model's path never reaches here
         return _not_found(name)

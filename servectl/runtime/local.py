@@ -1,0 +1,125 @@
+"""One model served by worker processes on this machine: its scheduler, its supervisor, its
+metrics, and what the server asks of it (readiness, drain, reload, /info)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from servectl.metrics import ModelMetrics
+from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.launch import WorkerLauncher
+from servectl.runtime.scheduler import Scheduler
+from servectl.runtime.supervisor import ReloadFailed, Supervisor
+from servectl.spec import Spec
+
+log = logging.getLogger("servectl")
+
+Planner = Callable[[Spec], tuple[list[WorkerSlot], str]]  # a model's worker slots, and how they were chosen
+
+
+class LocalModel:
+    """A model's runtime: its own queue, batcher, limits and workers, isolated from the others."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        slots: list[WorkerSlot],
+        device_note: str,
+        metrics: ModelMetrics,
+        on_fatal: Callable[[str], None],
+        launcher: WorkerLauncher | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.device_note = device_note
+        self.metrics = metrics
+        self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, metrics)
+        self.supervisor = Supervisor(spec, slots, self.scheduler, metrics, on_fatal, launcher)
+        self.reloads = 0
+        metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
+        metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
+        metrics.gauge("servectl_workers_ready", "Workers that finished setup", self._ready)
+
+    @property
+    def slots(self) -> list[WorkerSlot]:
+        return self.supervisor.slots
+
+    @property
+    def ready(self) -> bool:
+        return self.supervisor.all_ready
+
+    @property
+    def given_up(self) -> bool:
+        """Every worker slot has given up: this model cannot answer until one is retried."""
+        return self.supervisor.all_given_up
+
+    @property
+    def problems(self) -> list[str]:
+        return [self.supervisor.problems[i] for i in sorted(self.supervisor.problems)]
+
+    def _queue_depth(self) -> dict[str, float]:
+        return {"": len(self.scheduler.queue)}
+
+    def _inflight(self) -> dict[str, float]:
+        workers = [*self.supervisor.workers.values(), *self.supervisor.retiring]
+        return {str(w.index): len(w.inflight) for w in workers}
+
+    def _ready(self) -> dict[str, float]:
+        return {"": self.supervisor.ready_count}
+
+    def open_requests(self) -> int:
+        """Requests queued or held by a worker."""
+        held = [*self.supervisor.workers.values(), *self.supervisor.retiring]
+        return len(self.scheduler.queue) + sum(len(w.inflight) for w in held)
+
+    async def reload(self, spec: Spec, plan: Planner) -> dict[str, Any]:
+        """Roll this model's workers to `spec` (its entry re-read); ReloadFailed says why not."""
+        if spec.api != self.spec.api:
+            raise ReloadFailed("api.* changed: a model's routes are fixed while serving; restart the server")
+        slots, note = plan(spec)
+        started = time.perf_counter()
+        log.info("reloading model %s: rolling %d worker(s)", self.name, len(slots))
+        try:
+            await self.supervisor.reload(spec, slots)
+        except ReloadFailed as exc:
+            log.error("reload of model %s failed: %s", self.name, exc)
+            raise
+        self.spec, self.device_note = spec, note  # the endpoints read limits and keys from here
+        self.scheduler.batching = spec.batching  # (workers split a batch larger than their own bound)
+        self.scheduler.max_queue = spec.limits.max_queue
+        self.reloads += 1
+        seconds = time.perf_counter() - started
+        log.info("model %s reloaded in %.2fs", self.name, seconds)
+        return {"model": self.name, "reloaded": True, "seconds": round(seconds, 3), "workers": len(slots)}
+
+    def info(self) -> dict[str, Any]:
+        """This model's part of `GET /info`: what is deployed and how; never secrets."""
+        spec, supervisor = self.spec, self.supervisor
+        data = spec.public_dict()
+        handler = supervisor.handler_info
+        return {
+            "name": spec.name,
+            "handler": spec.handler,
+            "hooks": list(handler.hooks) if handler else None,
+            "backend": spec.model.backend,
+            "devices": {"placement": self.device_note, "workers": [s.label for s in self.slots]},
+            "workers": {
+                "total": len(self.slots),
+                "ready": supervisor.ready_count,
+                "restarts": supervisor.restart_count,
+            },
+            "ready": self.ready,
+            "reloads": self.reloads,
+            "batching": data["batching"],
+            "limits": data["limits"],
+            "api": data["api"],
+            "auth": {"enabled": bool(spec.auth.api_keys or spec.own_api_keys), "own_keys": bool(spec.own_api_keys)},
+            "stats": {
+                "batches": self.scheduler.batches_sent,
+                "items": self.scheduler.items_sent,
+                "queued": len(self.scheduler.queue),
+            },
+        }

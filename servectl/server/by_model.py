@@ -1,0 +1,108 @@
+"""A route several models share (OpenAI's `/v1/...`): the body's `model` field picks the
+model, whose endpoint then answers as if the route were its own.
+
+The API process otherwise never parses bodies; here it reads one field with msgspec (which
+skips the rest without building it) to route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from servectl.outcome import CLIENT_GONE, Failure
+from servectl.protocols import ApiProtocol, ModelRoute
+from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
+from servectl.server.auth import KeySet, presented_key
+from servectl.server.endpoint import ModelEndpoint
+
+if TYPE_CHECKING:
+    from servectl.server.edge import Request
+
+_UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
+_CLOSE = [(b"connection", b"close")]
+
+
+class _ModelField(msgspec.Struct):
+    model: str | None = None
+
+
+_decode_model = msgspec.json.Decoder(_ModelField).decode
+
+
+class ByModel:
+    """POST on a shared route: read the body, pick the endpoint of the model it names."""
+
+    model_name = ""  # no model until the body names one (the metrics label is set then)
+
+    def __init__(self, route: ModelRoute, protocol: ApiProtocol, endpoints: dict[str, ModelEndpoint]) -> None:
+        self.route = route
+        self.protocol = protocol
+        self.endpoints = endpoints
+
+    @property
+    def keys(self) -> KeySet | None:
+        """Checked at the edge when every model here takes just the shared keys (or none);
+        else (a model has keys of its own) the chosen model's keys, once the body names it."""
+        shared = None
+        for endpoint in self.endpoints.values():
+            shared = endpoint.keys
+            if endpoint.spec.own_api_keys:
+                return None
+        return shared
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
+        rid = request.id
+        limit = max(endpoint.max_body for endpoint in self.endpoints.values())
+        timeout = max(endpoint.timeout_s for endpoint in self.endpoints.values())
+        too_large = Failure(413, "payload_too_large", f"request body larger than limits.max_body_mb ({limit} bytes)")
+        declared = request.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._fail(send, too_large, rid)
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + timeout - _elapsed(request)):
+                body = await read_body(receive, limit)
+        except BodyTooLarge:
+            return await self._fail(send, too_large, rid)
+        except TimeoutError:
+            msg = f"request body not received within limits.timeout_s={timeout:g}s"
+            return await self._fail(send, Failure(504, "timeout", msg), rid, _CLOSE)
+        if body is None:
+            return CLIENT_GONE
+        try:
+            name = _decode_model(body).model
+        except msgspec.DecodeError as exc:
+            detail = [{"loc": ["body"], "msg": str(exc), "type": "json_invalid"}]
+            return await self._fail(send, Failure(400, "invalid_json", f"malformed JSON: {exc}", detail), rid)
+        endpoint = self.endpoints.get(name) if name is not None else None
+        if endpoint is None:
+            return await self._fail(send, self._unknown(name), rid)
+        request.model = endpoint.model_name
+        keys = endpoint.keys
+        if keys is not None and presented_key(request.headers) not in keys:
+            msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+            return await self._fail(send, Failure(401, "unauthorized", msg), rid, _UNAUTHORIZED)
+        return await endpoint.with_body(scope, receive, send, request, body)
+
+    def _unknown(self, name: str | None) -> Failure:
+        served = ", ".join(self.endpoints)
+        detail = [{"loc": ["body", "model"], "msg": "unknown model", "type": "model_not_found"}]
+        if name is None:
+            msg = f"'model' is required on {self.route.path}: one of {served}"
+            return Failure(400, "invalid_request", msg, detail)
+        return Failure(
+            404, "not_found", f"The model `{name}` does not exist; {self.route.path} serves: {served}", detail
+        )
+
+    async def _fail(
+        self, send: Send, failure: Failure, rid: str, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> int:
+        await send_bytes(send, failure.status, self.protocol.error_body(failure, rid), rid, extra)
+        return failure.status
+
+
+def _elapsed(request: Request) -> float:
+    return time.perf_counter() - request.started
