@@ -13,7 +13,7 @@ from servectl import __version__
 from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
-from servectl.runtime.devices import plan_slots
+from servectl.runtime.devices import WorkerSlot, count_gpus, plan_slots
 from servectl.runtime.launch import WorkerLauncher
 from servectl.runtime.local import LocalModel, Planner
 from servectl.runtime.supervisor import ReloadFailed
@@ -22,9 +22,19 @@ from servectl.spec import Spec, SpecError
 log = logging.getLogger("servectl")
 
 
-def plan_devices(spec: Spec) -> tuple[list[Any], str]:
-    """A model's worker slots from its `devices:` (GPUs detected once per call)."""
-    return plan_slots(spec.devices)
+class DevicePlanner:
+    """Plans each model's worker slots from its `devices:`; GPUs are counted once (the count
+    runs torch in a subprocess: seconds), when a model first asks for them."""
+
+    def __init__(self, gpus: tuple[int, str] | None = None) -> None:
+        self._gpus = gpus  # (count, why none): counted on first use unless given
+
+    def __call__(self, spec: Spec) -> tuple[list[WorkerSlot], str]:
+        if spec.devices.accelerator == "cpu":
+            return plan_slots(spec.devices)
+        if self._gpus is None:
+            self._gpus = count_gpus()
+        return plan_slots(spec.devices, *self._gpus)
 
 
 class ReloadError(Exception):
@@ -41,12 +51,12 @@ class Deployment:
     def __init__(
         self,
         spec: DeploymentSpec,
-        plan: Planner = plan_devices,
+        plan: Planner | None = None,
         launcher: WorkerLauncher | None = None,
         reload_from: tuple[Sequence[Path], Sequence[str]] | None = None,
     ) -> None:
         self.spec = spec
-        self.plan = plan
+        self.plan = plan = plan or DevicePlanner()
         self.metrics = Metrics()
         self.models: dict[str, LocalModel] = {}
         for model_spec in spec.models:

@@ -48,9 +48,9 @@ def build_app(deployment: Deployment) -> FastAPI:
         model: Annotated[str | None, Query(description="Only this model's readiness.")] = None,
     ) -> JSONResponse:
         if model is None:
-            body, ok = readiness(list(deployment.models.values()))
+            body, ok = readiness(list(deployment.models.values()), deployment.several)
         elif model in deployment.models:
-            body, ok = readiness([deployment.models[model]])
+            body, ok = readiness([deployment.models[model]], deployment.several)
         else:
             return JSONResponse({"error": f"no model {model!r} here; served: {names}"}, status_code=404)
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -69,6 +69,7 @@ def build_app(deployment: Deployment) -> FastAPI:
         operation_id="reload",
         tags=["admin"],
         response_model=Reloaded,
+        include_in_schema=bool(spec.auth.admin_keys),  # documented while it can be used
     )
     async def reload(name: str) -> Response:
         try:

@@ -89,11 +89,14 @@ class RequireKey:
         return Refusal(Failure(401, "unauthorized", msg), self.shape, _UNAUTHORIZED)
 
     def _admin(self, request: Request) -> Refusal | None:
-        if self.auth.admin is None:
+        """Admin keys only; while there are none, 403 to whoever may use the API (anyone
+        else gets the 401 every protected path gives)."""
+        given = presented_key(request.headers)
+        if self.auth.admin is not None and given in self.auth.admin:
+            return None
+        if self.auth.admin is None and (not self.auth.enabled or given in self.auth.keys):
             msg = "admin routes are off: set auth.admin_keys to use them"
             return Refusal(Failure(403, "forbidden", msg), self.shape)
-        if presented_key(request.headers) in self.auth.admin:
-            return None
         msg = "missing or wrong admin key: send 'Authorization: Bearer KEY' with one of auth.admin_keys"
         return Refusal(Failure(401, "unauthorized", msg), self.shape, _UNAUTHORIZED)
 

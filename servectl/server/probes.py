@@ -37,7 +37,7 @@ class Readiness(BaseModel):
     ready: bool
     workers: int
     workers_ready: int
-    models: list[ModelReadiness]
+    models: list[ModelReadiness] | None = None  # with several models
     problems: list[str] | None = None
 
 
@@ -48,8 +48,9 @@ class Reloaded(BaseModel):
     workers: int
 
 
-def readiness(models: Sequence[LocalModel]) -> tuple[dict[str, Any], bool]:
-    """`/ready`'s body for these models, and whether all are ready."""
+def readiness(models: Sequence[LocalModel], several: bool) -> tuple[dict[str, Any], bool]:
+    """`/ready`'s body for these models (each listed when the server has `several`), and
+    whether all are ready."""
     each = [
         {"name": m.name, "ready": m.ready, "workers": len(m.slots), "workers_ready": m.supervisor.ready_count}
         for m in models
@@ -59,8 +60,9 @@ def readiness(models: Sequence[LocalModel]) -> tuple[dict[str, Any], bool]:
         "ready": ok,
         "workers": sum(m["workers"] for m in each),
         "workers_ready": sum(m["workers_ready"] for m in each),
-        "models": each,
     }
+    if several:
+        body["models"] = each
     problems = [p if len(models) == 1 else f"{m.name}: {p}" for m in models for p in m.problems]
     if problems:
         body["problems"] = problems
