@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,11 @@ class Deployment:
         for model_spec in spec.models:
             slots, note = plan(model_spec)
             metrics = self.metrics.model(model_spec.name)
-            self.models[model_spec.name] = LocalModel(model_spec, slots, note, metrics, self._fatal, launcher)
+            prefix = f"{model_spec.name}: " if len(spec.models) > 1 else ""  # which model a log line is of
+            self.models[model_spec.name] = LocalModel(model_spec, slots, note, metrics, self._fatal, launcher, prefix)
         self.reload_from = reload_from  # the spec files and overrides a reload re-reads
         self.fatal_error: str | None = None
-        self.on_fatal: Any = None  # called once with the fatal error
+        self.on_fatal: Callable[[str], None] | None = None  # called once with the fatal error
         self.draining = False
         self.version = 0  # one more after every reload: what workers report may have changed
 
@@ -145,6 +146,9 @@ class Deployment:
         if spec is None:
             msg = f"model {name!r} is no longer in the spec: removing a model needs a restart"
             raise ReloadError(Failure(422, "invalid_spec", msg))
+        if spec.api != model.spec.api:
+            msg = f"model {name}: api.* changed, but a model's routes are fixed while serving: restart the server"
+            raise ReloadError(Failure(409, "reload_refused", msg))
         try:
             answer = await model.reload(spec, self.plan)
         except ReloadFailed as exc:
@@ -162,6 +166,7 @@ class Deployment:
             try:
                 return await self.reload(name)
             except ReloadError as exc:
+                log.error("reload of model %s: %s", name, exc.failure.message)
                 return {"model": name, "reloaded": False, "error": exc.failure.message}
 
         return list(await asyncio.gather(*(one(name) for name in self.models)))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
-from servectl.deployment import Deployment, DevicePlanner
+from servectl.deployment import Deployment, DevicePlanner, ReloadError
 from servectl.deployment_spec import load_deployment
 from servectl.server.auth import APIKeyAuth
 from servectl.server.by_model import ByModel
@@ -68,3 +70,18 @@ def test_a_predict_path_on_an_openai_route_is_refused(tmp_path: Path) -> None:
     stats.spec = stats.spec.model_copy(update={"api": stats.spec.api.model_copy(update={"path": "/v1/embeddings"})})
     with pytest.raises(RouteClash, match="/v1/embeddings is a route of several models"):
         build_endpoints(built, APIKeyAuth(built.spec.auth))
+
+
+def test_a_reload_that_cannot_start_is_said_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    built = deployment(tmp_path)
+    spec_file = tmp_path / "spec.yaml"
+    built.reload_from = ([spec_file], [])
+    spec_file.write_text(spec_file.read_text().replace("workers_per_device: 2", "workers_per_device: 0"))
+    with caplog.at_level(logging.ERROR, logger="servectl"):
+        results = asyncio.run(built.reload_all())  # what SIGHUP runs
+    assert [r["reloaded"] for r in results] == [False, False, False]
+    assert "models.1.devices.workers_per_device" in results[0]["error"]
+    assert "reload of model stats: the spec no longer loads" in caplog.text
+    with pytest.raises(ReloadError) as missing:
+        asyncio.run(built.reload("nope"))
+    assert missing.value.failure.status == 404 and "embed-a, embed-b, stats" in missing.value.failure.message

@@ -31,13 +31,14 @@ class LocalModel:
         metrics: ModelMetrics,
         on_fatal: Callable[[str], None],
         launcher: WorkerLauncher | None = None,
+        log_prefix: str = "",
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.device_note = device_note
         self.metrics = metrics
         self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, metrics)
-        self.supervisor = Supervisor(spec, slots, self.scheduler, metrics, on_fatal, launcher)
+        self.supervisor = Supervisor(spec, slots, self.scheduler, metrics, on_fatal, launcher, log_prefix)
         self.reloads = 0
         metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
         metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
@@ -77,8 +78,6 @@ class LocalModel:
 
     async def reload(self, spec: Spec, plan: Planner) -> dict[str, Any]:
         """Roll this model's workers to `spec` (its entry re-read); ReloadFailed says why not."""
-        if spec.api != self.spec.api:
-            raise ReloadFailed("api.* changed: a model's routes are fixed while serving; restart the server")
         slots, note = plan(spec)
         started = time.perf_counter()
         log.info("reloading model %s: rolling %d worker(s)", self.name, len(slots))

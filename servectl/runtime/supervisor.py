@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
@@ -48,6 +49,13 @@ from servectl.runtime.scheduler import Pending, Scheduler
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.supervisor")
+
+
+class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Starts each line with the model's name (a server of several models)."""
+
+    def process(self, msg: str, kwargs: Any) -> tuple[str, Any]:
+        return f"{self.extra['prefix'] if self.extra else ''}{msg}", kwargs
 
 
 class WorkerHandle:
@@ -125,8 +133,10 @@ class Supervisor:
         metrics: ModelMetrics,
         on_fatal: Callable[[str], None],
         launcher: WorkerLauncher | None = None,
+        log_prefix: str = "",
     ) -> None:
         self.spec = spec
+        self.log = _Prefixed(log, {"prefix": log_prefix}) if log_prefix else log
         self.launcher = launcher or ProcessLauncher()
         self.slots = list(slots)
         self.slot_specs = {s.index: spec for s in slots}  # the version each slot runs (a reload mixes them)
@@ -187,7 +197,7 @@ class Supervisor:
         self._setup_timers[slot.index] = self._loop.call_later(
             spec.supervisor.setup_timeout_s, self._setup_timed_out, worker
         )
-        log.info("worker %d started (pid %s, %s)", slot.index, worker.pid, slot.label)
+        self.log.info("worker %d started (pid %s, %s)", slot.index, worker.pid, slot.label)
 
     def begin_stopping(self) -> None:
         """The server is draining: workers finish what they hold, and none is started again."""
@@ -341,13 +351,13 @@ class Supervisor:
         self.handler_info = info if probation or self.handler_info is None else self.handler_info
         self.started_once.add(worker.index)
         self.problems.pop(worker.index, None)
-        log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
+        self.log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
         self.scheduler.accept()
         self.scheduler.add_worker(worker)
 
     def _on_setup_failed(self, worker: WorkerHandle, message: str) -> None:
         self.problems[worker.index] = f"setup failed: {message}"
-        log.error("worker %d: setup failed: %s", worker.index, message)
+        self.log.error("worker %d: setup failed: %s", worker.index, message)
         if self._end_probation(worker.index, f"setup failed: {message}"):
             return
         if worker.index not in self.started_once:
@@ -376,7 +386,7 @@ class Supervisor:
         )
         if not worker.retiring:
             self.problems[worker.index] = problem
-        log.error("worker %d (pid %s) hung: %s", worker.index, worker.pid, problem)
+        self.log.error("worker %d (pid %s) hung: %s", worker.index, worker.pid, problem)
         worker.hung = True
         worker.ready = False
         self.scheduler.remove_worker(worker, self._answer_lost)  # its requests are answered now
@@ -427,7 +437,7 @@ class Supervisor:
             return
         if not worker.hung:
             self.problems.setdefault(worker.index, f"worker exited with code {code}")
-            log.error("worker %d (pid %s) exited with code %s", worker.index, worker.pid, code)
+            self.log.error("worker %d (pid %s) exited with code %s", worker.index, worker.pid, code)
         self._schedule_restart(worker.slot, "hung" if worker.hung else "crashed")
 
     def _schedule_restart(self, slot: WorkerSlot, reason: str) -> None:
@@ -456,7 +466,7 @@ class Supervisor:
         else:
             reason = f"worker {slot.index} gave up after {restarts} restarts in {window:g}s: {cause}"
         self.problems[slot.index] = f"{reason}; next try in {window:g}s"
-        log.error("%s; next try in %gs", reason, window)
+        self.log.error("%s; next try in %gs", reason, window)
         self.half_open.discard(slot.index)
         self.given_up.add(slot.index)
         if self.all_given_up:
@@ -471,7 +481,7 @@ class Supervisor:
         self.restarts[slot.index] = []
         self.restart_count += 1
         self.metrics.restart("retry")
-        log.info("worker %d: trying again after giving up", slot.index)
+        self.log.info("worker %d: trying again after giving up", slot.index)
         self._spawn(slot)
 
     @staticmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
@@ -18,6 +18,7 @@ from servectl.deployment import Deployment, ReloadError
 from servectl.protocols.predict.errors import failure_body
 from servectl.server.openapi import complete_schema
 from servectl.server.probes import Health, Readiness, Reloaded, probe_answer, readiness
+from servectl.server.router import REQUEST_ID
 
 
 def build_app(deployment: Deployment) -> FastAPI:
@@ -71,11 +72,11 @@ def build_app(deployment: Deployment) -> FastAPI:
         response_model=Reloaded,
         include_in_schema=bool(spec.auth.admin_keys),  # documented while it can be used
     )
-    async def reload(name: str) -> Response:
+    async def reload(name: str, request: Request) -> Response:
         try:
             answer = await deployment.reload(name)
         except ReloadError as exc:
-            body = failure_body(exc.failure, "reload")
+            body = failure_body(exc.failure, request.scope.get(REQUEST_ID, ""))
             return Response(body, status_code=exc.failure.status, media_type="application/json")
         app.openapi_schema = None  # what workers report may have changed
         return JSONResponse(answer)

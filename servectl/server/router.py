@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from servectl.server.edge import Request
 
 _ALLOW_POST = [(b"allow", b"POST")]
+REQUEST_ID = "servectl.request_id"  # the scope key of the request id
 Endpoint = ModelEndpoint | ByModel
 
 
@@ -83,5 +84,6 @@ class Router:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
+        scope[REQUEST_ID] = rid  # for FastAPI routes that write it in an error body
         await self.app(scope, receive, send_with_id)
         return status
