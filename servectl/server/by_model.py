@@ -20,6 +20,7 @@ from servectl.server.auth import KeySet, presented_key
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:
+    from servectl.deployment import Deployment
     from servectl.server.edge import Request
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
@@ -38,26 +39,39 @@ class ByModel:
 
     model_name = ""  # no model until the body names one (the metrics label is set then)
 
-    def __init__(self, route: ModelRoute, protocol: ApiProtocol, endpoints: dict[str, ModelEndpoint]) -> None:
+    def __init__(
+        self, route: ModelRoute, protocol: ApiProtocol, endpoints: dict[str, ModelEndpoint], deployment: Deployment
+    ) -> None:
         self.route = route
         self.protocol = protocol
         self.endpoints = endpoints
+        self.deployment = deployment
+        self._version = -1
+        self._configure()
+
+    def _configure(self) -> None:
+        """The route's body limit and deadline (the largest of its models'), and the keys the
+        edge checks: every model's when they all take just the shared keys (or none); else
+        (a model has keys of its own) none, and the chosen model's once the body names it.
+        Read again after a reload."""
+        endpoints = list(self.endpoints.values())
+        self.limit = max(endpoint.max_body for endpoint in endpoints)
+        self.timeout = max(endpoint.timeout_s for endpoint in endpoints)
+        own = any(endpoint.own_keys for endpoint in endpoints)
+        self._keys = None if own else endpoints[0].keys
+        self._version = self.deployment.version
 
     @property
     def keys(self) -> KeySet | None:
-        """Checked at the edge when every model here takes just the shared keys (or none);
-        else (a model has keys of its own) the chosen model's keys, once the body names it."""
-        shared = None
-        for endpoint in self.endpoints.values():
-            shared = endpoint.keys
-            if endpoint.spec.own_api_keys:
-                return None
-        return shared
+        if self._version != self.deployment.version:
+            self._configure()
+        return self._keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         rid = request.id
-        limit = max(endpoint.max_body for endpoint in self.endpoints.values())
-        timeout = max(endpoint.timeout_s for endpoint in self.endpoints.values())
+        if self._version != self.deployment.version:
+            self._configure()
+        limit, timeout = self.limit, self.timeout
         too_large = Failure(413, "payload_too_large", f"request body larger than limits.max_body_mb ({limit} bytes)")
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -55,6 +55,7 @@ class ModelEndpoint:
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
         self.stream = spec.api.stream
         self.format = spec.api.stream_format
+        self.own_keys = bool(spec.own_api_keys)  # (read once: a pydantic private attribute is slow)
         self._keys = self.auth.for_model(spec.own_api_keys)
 
     @property

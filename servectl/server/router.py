@@ -50,7 +50,7 @@ def build_endpoints(deployment: Deployment, auth: APIKeyAuth) -> dict[str, Endpo
             names = ", ".join(f"{m.name} ({r.protocol} {r.name})" for m, r in served)
             raise RouteClash(f"{path} is a route of several models that cannot share it: {names}")
         route = served[0][1]
-        endpoints[path] = ByModel(route, protocols.get(route.protocol), made)
+        endpoints[path] = ByModel(route, protocols.get(route.protocol), made, deployment)
     return endpoints
 
 

@@ -1,0 +1,74 @@
+"""The API process's view of one worker: its run (process or thread), what it holds, whether
+it is ready, hung or retiring, and its hang watchdog timer."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+
+from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.launch import WorkerRun
+from servectl.runtime.messages import Batch, Cancel, Request
+from servectl.runtime.scheduler import Pending
+
+
+class WorkerHandle:
+    """The API process's view of one worker: `run` is the started worker (process or thread)."""
+
+    def __init__(self, slot: WorkerSlot, hang_grace_s: float, on_watchdog: Callable[[WorkerHandle], None]) -> None:
+        self.slot = slot
+        self.index = slot.index
+        self.run: WorkerRun | None = None  # set once launched
+        self.exited = False
+        self.drained = False
+        self.gone = False
+        self.ready = False
+        self.hung = False
+        self.retiring = False  # replaced by a reload: takes no batch, stops once it holds none
+        self.inflight: dict[int, Pending] = {}
+        self.started_at = time.monotonic()
+        self.hang_grace_s = hang_grace_s
+        self.watchdog: asyncio.TimerHandle | None = None
+        self._on_watchdog = on_watchdog
+
+    @property
+    def idle(self) -> bool:
+        return self.ready and not self.inflight
+
+    def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
+        assert self.run is not None  # ready implies launched
+        hang_at = max(pending.deadline for pending in batch) + self.hang_grace_s
+        items: list[Request] = []
+        for pending in batch:
+            pending.hang_at = hang_at
+            items.append(Request(pending.key, pending.request_id, pending.body, pending.route))
+        self.run.send(Batch(batch_id, items))
+        if self.watchdog is None:
+            self.arm_watchdog(hang_at)
+
+    def arm_watchdog(self, at: float) -> None:
+        """Check for a hung batch at perf_counter time `at` (one timer per worker, re-armed
+        from its own callback: nothing per request)."""
+        if at != math.inf:
+            delay = max(at - time.perf_counter(), 0.0)
+            self.watchdog = asyncio.get_running_loop().call_later(delay, self._on_watchdog, self)
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.run.pid if self.run is not None else None
+
+    def kill(self) -> None:
+        """End the worker and everything it started."""
+        if self.run is not None:
+            self.run.kill()
+
+    def send_cancel(self, keys: list[int]) -> None:
+        if self.run is not None:
+            self.run.send(Cancel(keys))
