@@ -57,6 +57,8 @@ class ByModel:
         endpoints = list(self.endpoints.values())
         self.limit = max(endpoint.max_body for endpoint in endpoints)
         self.timeout = max(endpoint.timeout_s for endpoint in endpoints)
+        msg = f"request body larger than limits.max_body_mb ({self.limit} bytes)"
+        self.too_large = Failure(413, "payload_too_large", msg)
         own = any(endpoint.own_keys for endpoint in endpoints)
         self._keys = None if own else endpoints[0].keys
         self._version = self.deployment.version
@@ -72,18 +74,23 @@ class ByModel:
         if self._version != self.deployment.version:
             self._configure()
         limit, timeout = self.limit, self.timeout
-        too_large = Failure(413, "payload_too_large", f"request body larger than limits.max_body_mb ({limit} bytes)")
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await self._fail(send, too_large, rid)
+            return await self._fail(send, self.too_large, rid)
+        loop = asyncio.get_running_loop()
+        late = _Late(asyncio.current_task())
+        timer = loop.call_at(loop.time() + timeout - (time.perf_counter() - request.started), late)
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + timeout - _elapsed(request)):
-                body = await read_body(receive, limit)
+            body = await read_body(receive, limit)
         except BodyTooLarge:
-            return await self._fail(send, too_large, rid)
-        except TimeoutError:
+            return await self._fail(send, self.too_large, rid)
+        except asyncio.CancelledError:
+            if not late.fired or late.task is None or late.task.uncancel():
+                raise  # not the deadline's cancel
             msg = f"request body not received within limits.timeout_s={timeout:g}s"
             return await self._fail(send, Failure(504, "timeout", msg), rid, _CLOSE)
+        finally:
+            timer.cancel()
         if body is None:
             return CLIENT_GONE
         try:
@@ -118,5 +125,16 @@ class ByModel:
         return failure.status
 
 
-def _elapsed(request: Request) -> float:
-    return time.perf_counter() - request.started
+class _Late:
+    """The body's deadline: cancels the task reading it, and says so."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[object] | None) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        if self.task is not None:
+            self.task.cancel()
