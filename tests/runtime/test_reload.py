@@ -62,7 +62,7 @@ def test_reload_rolls_workers_without_failing_a_request() -> None:
 async def _failing_canary_changes_nothing() -> None:
     async with InProcess(versioned(1), workers=2) as rt:
         before = [s.index for s in rt.supervisor.slots]
-        with pytest.raises(ReloadFailed, match="version 9 cannot load.*old workers keep serving"):
+        with pytest.raises(ReloadFailed, match=r"version 9 cannot load.*old workers keep serving"):
             await rt.supervisor.reload(versioned(9, fail=True), slots(2))
         assert [s.index for s in rt.supervisor.slots] == before and rt.supervisor.all_ready
         assert not rt.fatal, "a failed reload is not the server's fatal error"

@@ -59,7 +59,8 @@ def test_the_body_names_a_served_model_or_gets_an_openai_error(tmp_path: Path) -
     status, body, _ = post(app, [b'{"model": "c", "messages": []}'])
     assert status == 404 and body["error"]["code"] == "model_not_found" and "serves: a, b" in body["error"]["message"]
     status, body, _ = post(app, [b'{"messages": []}'])
-    assert status == 400 and "'model' is required" in body["error"]["message"] and body["error"]["param"] == "body.model"
+    assert status == 400 and "'model' is required" in body["error"]["message"]
+    assert body["error"]["param"] == "body.model"
     status, body, _ = post(app, [b'{"model": "a", '])
     assert status == 400 and body["error"]["message"].startswith("malformed JSON")
     status, body, _ = post(app, [b'{"model": "a", "messages": ["' + b"x" * 600, b"x" * 600 + b'"]}'])
