@@ -16,7 +16,7 @@ def _quote(text: str) -> str:
 def _command(op: Operation, url: str, name: str, body: Any, accept: str | None) -> str:
     path = op.path
     for param in op.params:
-        path = path.replace(f"{{{param}}}", name if param == "name" else f"<{param}>")
+        path = path.replace(f"{{{param}}}", name if param in ("name", "model") else f"<{param}>")
     method = "" if op.method == "GET" else f" -X {op.method}"
     lines = [f'curl -sS --fail-with-body{" -N" if accept else ""}{method} "${{SERVECTL_URL:-{url}}}{path}"']
     if op.secured:

@@ -36,18 +36,18 @@ def add_openai_routes(app: FastAPI, deployment: Deployment) -> None:
         return ModelList(object="list", data=list(cards.values()))
 
     @app.get(
-        "/v1/models/{model_id}",
+        "/v1/models/{model}",
         summary="OpenAI: one served model",
         tags=["openai"],
-        operation_id="model",
+        operation_id="retrieve_model",
         response_model=ModelCard,
         responses={404: {"description": "No such model"}},
     )
-    async def model(model_id: str) -> Response:
-        card = cards.get(model_id)
+    async def retrieve(model: str) -> Response:
+        card = cards.get(model)
         if card is None:
             error = {
-                "message": f"The model `{model_id}` does not exist; served: {', '.join(cards)}",
+                "message": f"The model `{model}` does not exist; served: {', '.join(cards)}",
                 "type": "invalid_request_error",
                 "param": "model",
                 "code": "model_not_found",
