@@ -13,9 +13,10 @@ from servectl import __version__
 from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
+from servectl.runtime.base import ModelRuntime, Planner
 from servectl.runtime.devices import WorkerSlot, count_gpus, plan_slots
 from servectl.runtime.launch import WorkerLauncher
-from servectl.runtime.local import LocalModel, Planner
+from servectl.runtime.local import LocalModel
 from servectl.runtime.supervisor import ReloadFailed
 from servectl.spec import Spec, SpecError
 
@@ -58,7 +59,7 @@ class Deployment:
         self.spec = spec
         self.plan = plan = plan or DevicePlanner()
         self.metrics = Metrics()
-        self.models: dict[str, LocalModel] = {}
+        self.models: dict[str, ModelRuntime] = {}
         for model_spec in spec.models:
             slots, note = plan(model_spec)
             metrics = self.metrics.model(model_spec.name)
@@ -94,14 +95,14 @@ class Deployment:
 
     def start(self) -> None:
         for model in self.models.values():
-            model.supervisor.start()
+            model.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(model.supervisor.stop() for model in self.models.values()))
+        await asyncio.gather(*(model.stop() for model in self.models.values()))
 
     def kill_all(self) -> None:
         for model in self.models.values():
-            model.supervisor.kill_all()
+            model.kill_all()
 
     @property
     def drain_s(self) -> float:
@@ -117,10 +118,10 @@ class Deployment:
         self.draining = True
         loop = asyncio.get_running_loop()
         for model in self.models.values():
-            model.supervisor.begin_stopping()
+            model.begin_stopping()
             loop.call_later(model.spec.limits.drain_s, self._drain_ran_out, model)
 
-    def _drain_ran_out(self, model: LocalModel) -> None:
+    def _drain_ran_out(self, model: ModelRuntime) -> None:
         limit = model.spec.limits.drain_s
         open_ = model.open_requests()
         if open_:

@@ -35,7 +35,7 @@ def from_spec(spec: Spec | DeploymentSpec, shown_as: str) -> Source:
     deployment = Deployment(deployment_spec, plan=lambda _spec: ([], "none: client-gen"))
     for model in deployment.models.values():
         handler = build_handler(model.spec)
-        model.supervisor.handler_info = describe(handler, build_adapters(model.spec, handler))
+        model.handler_info = describe(handler, build_adapters(model.spec, handler))
     return Source(build_app(deployment).openapi(), f"spec {shown_as}")
 
 

@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
+from servectl.runtime.base import Planner
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import WorkerLauncher
 from servectl.runtime.scheduler import Scheduler
@@ -16,8 +18,6 @@ from servectl.runtime.supervisor import ReloadFailed, Supervisor
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
-
-Planner = Callable[[Spec], tuple[list[WorkerSlot], str]]  # a model's worker slots, and how they were chosen
 
 
 class LocalModel:
@@ -47,6 +47,30 @@ class LocalModel:
     @property
     def slots(self) -> list[WorkerSlot]:
         return self.supervisor.slots
+
+    @property
+    def handler_info(self) -> HandlerInfo | None:
+        return self.supervisor.handler_info
+
+    @handler_info.setter
+    def handler_info(self, info: HandlerInfo | None) -> None:
+        self.supervisor.handler_info = info
+
+    @property
+    def ready_count(self) -> int:
+        return self.supervisor.ready_count
+
+    def start(self) -> None:
+        self.supervisor.start()
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+
+    def begin_stopping(self) -> None:
+        self.supervisor.begin_stopping()
+
+    def kill_all(self) -> None:
+        self.supervisor.kill_all()
 
     @property
     def ready(self) -> bool:

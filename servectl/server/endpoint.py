@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from servectl.outcome import CLIENT_GONE, ENDED, GONE, Ended, Failure, Outcome, Reply, Streaming
 from servectl.protocols import ApiProtocol, ModelRoute
-from servectl.runtime.local import LocalModel
+from servectl.runtime.base import ModelRuntime
 from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull
 from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
 from servectl.server.auth import APIKeyAuth, KeySet
@@ -39,7 +39,7 @@ class ModelEndpoint:
     worker. One timer per request drives it all (see `_tick`).
     """
 
-    def __init__(self, model: LocalModel, route: ModelRoute, protocol: ApiProtocol, auth: APIKeyAuth) -> None:
+    def __init__(self, model: ModelRuntime, route: ModelRoute, protocol: ApiProtocol, auth: APIKeyAuth) -> None:
         self.model = model
         self.model_name = model.name
         self.scheduler = model.scheduler

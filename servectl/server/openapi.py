@@ -129,7 +129,7 @@ def complete_schema(schema: dict[str, Any], deployment: Deployment) -> bool:
             sharing.setdefault(route.path, []).append(model.name)
     complete = True
     for model in deployment.models.values():
-        spec, info = model.spec, model.supervisor.handler_info
+        spec, info = model.spec, model.handler_info
         complete &= info is not None
         served = {"predict", *info.routes} if info is not None else None
         for route in protocols.model_routes(spec, served):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from servectl.runtime.local import LocalModel
+    from servectl.runtime.base import ModelRuntime
 
 
 def probe_answer(model: type[BaseModel]) -> dict[str, Any]:
@@ -48,13 +48,10 @@ class Reloaded(BaseModel):
     workers: int
 
 
-def readiness(models: Sequence[LocalModel], several: bool) -> tuple[dict[str, Any], bool]:
+def readiness(models: Sequence[ModelRuntime], several: bool) -> tuple[dict[str, Any], bool]:
     """`/ready`'s body for these models (each listed when the server has `several`), and
     whether all are ready."""
-    each = [
-        {"name": m.name, "ready": m.ready, "workers": len(m.slots), "workers_ready": m.supervisor.ready_count}
-        for m in models
-    ]
+    each = [{"name": m.name, "ready": m.ready, "workers": len(m.slots), "workers_ready": m.ready_count} for m in models]
     ok = all(m["ready"] for m in each)
     body: dict[str, Any] = {
         "ready": ok,

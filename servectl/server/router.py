@@ -15,7 +15,7 @@ from servectl import protocols
 from servectl.deployment import Deployment
 from servectl.outcome import Failure
 from servectl.protocols import ModelRoute
-from servectl.runtime.local import LocalModel
+from servectl.runtime.base import ModelRuntime
 from servectl.server.asgi import Message, Receive, Scope, Send, send_bytes
 from servectl.server.auth import APIKeyAuth
 from servectl.server.by_model import ByModel
@@ -35,7 +35,7 @@ class RouteClash(Exception):
 
 def build_endpoints(deployment: Deployment, auth: APIKeyAuth) -> dict[str, Endpoint]:
     """Every model route's endpoint by path."""
-    by_path: dict[str, list[tuple[LocalModel, ModelRoute]]] = {}
+    by_path: dict[str, list[tuple[ModelRuntime, ModelRoute]]] = {}
     for model in deployment.models.values():
         for route in protocols.model_routes(model.spec):
             by_path.setdefault(route.path, []).append((model, route))

@@ -84,7 +84,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         model = served.get(name)
         if model is None:
             return _not_found(name)
-        info = model.supervisor.handler_info
+        info = model.handler_info
         if info is None or info.metadata is None:
             return JSONResponse({"error": "the model is still loading"}, status_code=503)
         return JSONResponse(info.metadata)
