@@ -61,8 +61,13 @@ class Deployment:
         self.metrics = Metrics()
         self.models: dict[str, ModelRuntime] = {}
         for model_spec in spec.models:
-            slots, note = plan(model_spec)
             metrics = self.metrics.model(model_spec.name)
+            if spec.runtime.kind == "ray":
+                from servectl.runtime.ray.model import RayModel  # the `ray` extra: never imported locally
+
+                self.models[model_spec.name] = RayModel(model_spec, metrics, self._fatal)
+                continue
+            slots, note = plan(model_spec)
             prefix = f"{model_spec.name}: " if len(spec.models) > 1 else ""  # which model a log line is of
             self.models[model_spec.name] = LocalModel(model_spec, slots, note, metrics, self._fatal, launcher, prefix)
         self.reload_from = reload_from  # the spec files and overrides a reload re-reads

@@ -30,6 +30,7 @@ from servectl.spec import (
     SHARED_SECTIONS,
     AuthSpec,
     ModelAuthSpec,
+    RuntimeSpec,
     ServerSpec,
     Spec,
     SpecFile,
@@ -56,6 +57,7 @@ class SharedSpec(BaseModel):
 
     server: ServerSpec = ServerSpec()
     auth: AuthSpec = AuthSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
 
 
 class DeploymentSpec(SharedSpec):
@@ -68,14 +70,14 @@ class DeploymentSpec(SharedSpec):
         for what, values in (("name", [m.name for m in self.models]), ("api.path", [m.api.path for m in self.models])):
             if len(set(values)) != len(values):
                 raise ValueError(f"models share a {what}: {values}")
-        if any(m.server != self.server or m.auth != self.auth for m in self.models):
-            raise ValueError("every model must carry the deployment's server and auth")
+        if any(m.server != self.server or m.auth != self.auth or m.runtime != self.runtime for m in self.models):
+            raise ValueError("every model must carry the deployment's server, auth and runtime")
         return self
 
     @classmethod
     def of(cls, spec: Spec) -> DeploymentSpec:
         """The deployment of one model."""
-        return cls(server=spec.server, auth=spec.auth, models=[spec])
+        return cls(server=spec.server, auth=spec.auth, runtime=spec.runtime, models=[spec])
 
     @property
     def sources(self) -> list[str]:
@@ -175,7 +177,8 @@ def load_deployment(
     _raise(issues)
     first = files[0].shared
     assert first is not None
-    return DeploymentSpec(server=first.server, auth=first.auth, models=[m.spec for m in models if m.spec])
+    models_ = [m.spec for m in models if m.spec]
+    return DeploymentSpec(server=first.server, auth=first.auth, runtime=first.runtime, models=models_)
 
 
 def _raise(issues: list[SpecIssue]) -> None:
@@ -308,9 +311,10 @@ def _validate_model(m: _Model, shared: dict[str, Any], models: int, issues: list
         return
     own = None
     if m.entry:
-        if "server" in data:
-            message = "'server' is shared by every model: it belongs at the top level, beside models:"
-            issues.append(f.locator.issue((*m.entry, "server"), message))
+        for key in ("server", "runtime"):
+            if key in data:
+                message = f"{key!r} is shared by every model: it belongs at the top level, beside models:"
+                issues.append(f.locator.issue((*m.entry, key), message))
         own = _own_auth(m, data.get("auth"), issues)
     data = {k: v for k, v in data.items() if k not in SHARED_SECTIONS}
     api, name = data.get("api", {}), data.get("name", DEFAULT_NAME)

@@ -145,6 +145,10 @@ def serve(
         console.print(f"[bold red]servectl could not start:[/] {escape(str(exc))}", highlight=False)
         return 1
     raise_fd_limit(spec.server.max_connections)
+    if spec.runtime.kind == "ray":  # joined from the main thread: Ray's exit hooks need it
+        from servectl.runtime.ray import cluster
+
+        cluster.connect(spec.runtime)
     deployment = Deployment(spec, reload_from=reload_from)
     try:
         edge = build_edge(deployment, build_app(deployment))
@@ -180,6 +184,10 @@ def serve(
     gc.collect()
     gc.freeze()
     server.run(sockets=sockets)
+    if spec.runtime.kind == "ray":
+        from servectl.runtime.ray import cluster
+
+        cluster.shutdown()
     if deployment.fatal_error:
         if spec.server.log_format == "json":
             log.error("servectl could not start: %s", deployment.fatal_error)

@@ -27,7 +27,7 @@ from servectl.spec_issues import SpecIssue as SpecIssue
 
 DEFAULT_SPEC = Path(__file__).parent / "examples" / "quickstart.yaml"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-SHARED_SECTIONS = ("server", "auth")  # one per server: shared by every model of a deployment
+SHARED_SECTIONS = ("server", "auth", "runtime")  # one per server: shared by every model of a deployment
 
 
 def _package_path(package: str, *parts: str) -> str:
@@ -197,6 +197,37 @@ class ServerSpec(_Section):
     keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Idle keep-alive connections are closed after this.")
 
 
+class RuntimeSpec(_Section):
+    """Where the models' workers run: worker processes on this machine, or Ray Serve replicas."""
+
+    kind: Literal["local", "ray"] = Field(
+        "local", description="`local`: worker processes on this machine; `ray`: Ray Serve deployments."
+    )
+    address: str | None = Field(
+        None,
+        description="ray: null starts a Ray instance for this server; `auto` joins this node's cluster; "
+        "`ray://host:10001` a remote one.",
+    )
+    num_cpus: int | None = Field(None, ge=1, description="ray, a Ray it starts: the CPUs it may use (null: all).")
+    namespace: str = Field("servectl", min_length=1, description="ray: the namespace of the deployments.")
+
+
+class ScalingSpec(_Section):
+    """Autoscaling of a model's replicas (runtime.kind: ray; Kubernetes' HPA from `export k8s`)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0, description="Requests per replica the autoscaler aims at.")
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("scaling.min_replicas must not exceed scaling.max_replicas")
+        return self
+
+
 class SupervisorSpec(_Section):
     max_restarts: int = Field(
         5, ge=0, description="Restarts of one worker slot within restart_window_s before giving up."
@@ -225,6 +256,10 @@ class Spec(_Section):
     api: ApiSpec = ApiSpec()
     server: ServerSpec = ServerSpec()
     supervisor: SupervisorSpec = SupervisorSpec()
+    runtime: RuntimeSpec = RuntimeSpec()
+    scaling: ScalingSpec | None = Field(
+        None, description="Autoscaling (runtime.kind: ray, and Kubernetes); null: the replicas `devices` plans."
+    )
 
     @model_validator(mode="after")
     def _handler_or_runner(self) -> Spec:

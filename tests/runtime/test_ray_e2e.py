@@ -1,0 +1,116 @@
+"""`runtime.kind: ray`: the same spec served on a local Ray Serve, behind servectl's front end.
+
+Ray probes a public address to learn its IP and binds every interface, so these tests run
+only inside a network namespace that has nothing but loopback: outside one, the module's
+single test re-runs this file under `unshare -n` (root) and passes when it passes; where
+that cannot be done, it skips with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import toolbox_spec
+
+pytest.importorskip("ray.serve", reason="ray[serve] is not installed (the `ray` extra)")
+INSIDE = os.environ.get("SERVECTL_RAY_NETNS") == "1"
+KEY = "ray-key"
+
+
+@pytest.mark.skipif(INSIDE, reason="inside the loopback-only namespace already")
+def test_ray_runtime_in_a_loopback_only_namespace() -> None:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to give Ray a loopback-only network namespace")
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"unshare -n is not allowed here: {probe.stderr.strip()}")
+    command = (
+        "ip link set lo up && exec env SERVECTL_RAY_NETNS=1 "
+        f"{sys.executable} -m pytest -q -p no:cacheprovider -x {Path(__file__)}"
+    )
+    done = subprocess.run(
+        ["unshare", "-n", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=420,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "1 passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]  # the test below, inside
+
+
+inside = pytest.mark.skipif(not INSIDE, reason="runs inside the loopback-only namespace (see the test above)")
+
+
+def ray_spec() -> dict:
+    return toolbox_spec(
+        runtime={"kind": "ray", "num_cpus": 2},
+        batching={"max_batch_size": 16, "max_wait_ms": 5},
+        limits={"timeout_s": 2},
+        auth={"api_keys": [KEY]},
+        server={"access_log": False},
+    )
+
+
+@inside
+def test_the_same_answers_batches_auth_504_and_a_killed_replica(serve) -> None:
+    local = serve(toolbox_spec(auth={"api_keys": [KEY]}, server={"access_log": False}))
+    ray = serve(ray_spec())
+    ray.wait_ready(180)
+    auth = {"Authorization": f"Bearer {KEY}"}
+    info = httpx.get(ray.url + "/info", headers=auth).json()
+    assert info["runtime"] == "ray" and info["ready"], info
+
+    # the same predictions as the local runtime
+    for x in (0.0, 1.5, -3.25, 1e10):
+        mine = httpx.post(ray.url + "/predict", json={"x": x}, headers=auth).json()
+        theirs = httpx.post(local.url + "/predict", json={"x": x}, headers=auth).json()
+        assert mine["y"] == theirs["y"], (x, mine, theirs)
+    failed = httpx.post(ray.url + "/predict", json={"fail": True}, headers=auth)
+    assert failed.status_code == 500 and failed.json()["error"]["type"] == "handler_error"
+    invalid = httpx.post(ray.url + "/predict", json={"x": "nope"}, headers=auth)
+    assert invalid.status_code == 422
+
+    # batches form under concurrency
+    async def burst(n: int) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=ray.url, headers=auth, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/predict", json={"x": i, "sleep": 0.02}) for i in range(n)))
+
+    before = ray.metric("servectl_batch_size_count")
+    answers = asyncio.run(burst(64))
+    assert {r.status_code for r in answers} == {200}
+    assert all(r.json()["y"] == float(i) ** 2 for i, r in enumerate(answers))
+    ray.headers = auth
+    batches = ray.metric("servectl_batch_size_count") - before
+    assert batches < 64 and max(r.json()["batch_size"] for r in answers) > 1, batches
+
+    # auth and the deadline, as locally
+    assert httpx.post(ray.url + "/predict", json={"x": 1}).status_code == 401
+    late = httpx.post(ray.url + "/predict", json={"sleep": 3}, headers=auth, timeout=30)
+    assert late.status_code == 504 and late.json()["error"]["type"] == "timeout"
+
+    # a replica killed with SIGKILL: its requests fail with 503, Ray Serve replaces it
+    pid = httpx.post(ray.url + "/predict", json={"x": 1}, headers=auth).json()["pid"]
+    os.kill(pid, signal.SIGKILL)
+    deadline, new_pid, statuses = time.monotonic() + 120, None, []
+    while time.monotonic() < deadline:
+        r = httpx.post(ray.url + "/predict", json={"x": 2}, headers=auth, timeout=30)
+        statuses.append(r.status_code)
+        if r.status_code == 200 and r.json()["pid"] != pid:
+            new_pid = r.json()["pid"]
+            break
+        time.sleep(0.5)
+    assert new_pid is not None, f"no new replica answered: {statuses[-10:]}\n{ray.log()[-3000:]}"
+    assert set(statuses) <= {200, 503, 504}, statuses  # a call to the dead replica: 503, or its deadline
+    later = asyncio.run(burst(16))
+    assert {r.status_code for r in later} == {200}
