@@ -62,20 +62,6 @@ def _load_deployment(spec_path: Path | None, overrides: list[str] | None) -> Dep
         raise typer.Exit(1) from None
 
 
-def _load(spec_path: Path | None, overrides: list[str] | None) -> Spec:
-    """One model to serve; several (one multi-model spec, or several files) exit 1, for now."""
-    deployment = _load_deployment(spec_path, overrides)
-    if len(deployment.models) > 1:
-        names = ", ".join(m.name for m in deployment.models)
-        console.print(
-            f"[bold red]{len(deployment.models)} models ({escape(names)}):[/] serving several models is not "
-            "built yet; serve one model per spec (and per server) for now",
-            highlight=False,
-        )
-        raise typer.Exit(1)
-    return deployment.models[0]
-
-
 def _print_issues(issues: Sequence[object]) -> None:
     console.print(f"[bold red]{len(issues)} problem(s) in the spec:[/]")
     for issue in issues:
@@ -171,7 +157,15 @@ def bench(
     payload: Annotated[
         str | None, typer.Option(help="Request body: a JSON file or JSON text; default: the handler's example.")
     ] = None,
-    route: Annotated[str | None, typer.Option(help="Path to load (default: the spec's api.path).")] = None,
+    route: Annotated[
+        str | None, typer.Option(help="Path to load (default: the model's api.path, from the spec or GET /info).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model to load, by name, when the spec or server has several (its route and batch size)."
+        ),
+    ] = None,
     stream: Annotated[bool, typer.Option(help="Measure time to first chunk and chunks/s.")] = False,
     api_key: Annotated[
         str | None, typer.Option(envvar="SERVECTL_API_KEY", help="API key for a protected server.")
@@ -179,7 +173,7 @@ def bench(
     procs: Annotated[int, typer.Option(help="Load-generating processes.")] = 1,
     engine: Annotated[str, typer.Option(help="Load generator: `python` (built in) or `wrk`.")] = "python",
     baseline: Annotated[
-        bool, typer.Option(help="Also measure the handler in-process at batch 1/8/32/64 (spec only).")
+        bool, typer.Option(help="Also measure the model's handler in-process at batch 1/8/32/64 (spec only).")
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write every figure to this JSON file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write throughput and p99 plots to this PNG.")] = None,
@@ -202,13 +196,18 @@ def bench(
         procs=procs,
         engine=engine,
         baseline=baseline,
+        model=model,
     )
-    raise typer.Exit(run_bench(target, options, console, json_out, plot, compare, _load))
+    raise typer.Exit(run_bench(target, options, console, json_out, plot, compare, _load_deployment))
 
 
 @app.command("client-gen")
 def client_gen(
     target: Annotated[str, typer.Argument(help="A spec (read in-process, no model load) or a running server's URL.")],
+    more: Annotated[
+        list[str] | None,
+        typer.Argument(help="More spec files of the same deployment (one client for every model of them)."),
+    ] = None,
     lang: Annotated[str, typer.Option(help="python, typescript (or ts), or curl.")] = "python",
     out: Annotated[
         Path | None, typer.Option(help="File to write (default: client.py, client.ts or CLIENT.md); - for stdout.")
@@ -220,18 +219,24 @@ def client_gen(
         list[str] | None, typer.Option("--set", help="Spec override (dotlist), repeatable: --set server.port=9000.")
     ] = None,
 ) -> None:
-    """Generate a typed client of a deployment from its OpenAPI schema."""
+    """Generate a typed client of a deployment from its OpenAPI schema: with several models (a spec
+    with `models:`, several spec files, or such a server), one client with a group of calls per model."""
     from servectl.clientgen import ClientGenError, from_spec, from_url, generate
     from servectl.handler import HandlerError
 
     lang = "typescript" if lang == "ts" else lang
     try:
         if target.startswith(("http://", "https://")):
+            if more:
+                raise ClientGenError(f"a server's URL is the whole deployment: drop {' '.join(more)}")
             source, url = from_url(target, api_key), target.rstrip("/").removesuffix("/openapi.json")
         else:
-            spec = _load(Path(target), overrides)
-            host = "127.0.0.1" if spec.server.host in ("0.0.0.0", "::") else spec.server.host
-            source, url = from_spec(spec, target), f"http://{host}:{spec.server.port}"
+            deployment = _load_deployment(Path(target), [*(more or []), *(overrides or [])])
+            paths, _ = _split_args(Path(target), more)
+            shown = " ".join([target, *(a for a in more or [] if Path(a) in paths)])  # the files, as given
+            server = deployment.server
+            host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+            source, url = from_spec(deployment, shown), f"http://{host}:{server.port}"
         text = generate(source, lang, url)
     except (ClientGenError, HandlerError) as exc:
         console.print(f"[bold red]client-gen:[/] {escape(str(exc))}", highlight=False)

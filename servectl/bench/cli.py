@@ -14,9 +14,23 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from servectl.bench import report as show
 from servectl.bench.runner import BenchError, BenchOptions, bench, served
+from servectl.deployment_spec import DeploymentSpec
 from servectl.spec import Spec
 
 __all__ = ["BenchOptions", "run_bench"]
+
+
+def pick_model(names: list[str], wanted: str | None, where: str) -> int:
+    """The index of the model to load: `--model`, or the only one; several and no `--model`
+    (or an unknown one) is an error naming them all."""
+    listed = ", ".join(names)
+    if wanted is None:
+        if len(names) == 1:
+            return 0
+        raise BenchError(f"{where} serves {len(names)} models ({listed}): pick one with --model NAME")
+    if wanted not in names:
+        raise BenchError(f"--model {wanted}: {where} serves no such model, only {listed}")
+    return names.index(wanted)
 
 
 def _spec_info(spec: Spec) -> dict[str, Any]:
@@ -29,18 +43,24 @@ def _spec_info(spec: Spec) -> dict[str, Any]:
     }
 
 
-def _url_info(url: str, api_key: str | None) -> dict[str, Any]:
+def _url_info(url: str, api_key: str | None, model: str | None) -> dict[str, Any]:
+    """The loaded model's figures from `GET /info` (its `models`, or, from an older server, its
+    top level); empty when the server does not say, unless `model` must be found there."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         info = httpx.get(url + "/info", headers=headers, timeout=5).json()
+        models = info.get("models") or [info]
+        chosen = models[pick_model([str(m["name"]) for m in models], model, url)]
         return {
-            "name": info["name"],
-            "route": info["api"]["path"],
-            "max_batch_size": info["batching"]["max_batch_size"],
-            "handler": info["handler"],
-            "backend": info["backend"],
+            "name": chosen["name"],
+            "route": chosen["api"]["path"],
+            "max_batch_size": chosen["batching"]["max_batch_size"],
+            "handler": chosen["handler"],
+            "backend": chosen["backend"],
         }
-    except (httpx.HTTPError, KeyError, ValueError, TypeError):
+    except (httpx.HTTPError, KeyError, ValueError, TypeError, AttributeError):
+        if model is not None:
+            raise BenchError(f"--model {model}: cannot read the models {url}/info serves") from None
         return {}
 
 
@@ -51,8 +71,9 @@ def run_bench(
     json_out: Path | None,
     plot_out: Path | None,
     compare_to: Path | None,
-    load_spec: Callable[[Path, list[str]], Spec],
+    load_deployment: Callable[[Path, list[str]], DeploymentSpec],
 ) -> int:
+    """Serve a spec (every model of it) or reach a URL, load one model's route; the exit code."""
     progress = Progress(
         TextColumn("[bold]c={task.fields[level]}"), BarColumn(), TimeRemainingColumn(), console=console, transient=True
     )
@@ -69,12 +90,14 @@ def run_bench(
         if target.startswith(("http://", "https://")):
             if options.baseline:
                 raise BenchError("--baseline needs a spec (it loads the handler in-process)")
+            url = target.rstrip("/")
+            info = _url_info(url, options.api_key, options.model)
             with progress:
-                report = bench(
-                    target.rstrip("/"), options, None, _url_info(target.rstrip("/"), options.api_key), on_level
-                )
+                report = bench(url, options, None, info, on_level)
         else:
-            spec = load_spec(Path(target), [])
+            deployment = load_deployment(Path(target), [])
+            names = [m.name for m in deployment.models]
+            spec = deployment.models[pick_model(names, options.model, target)]
             baseline = None
             with served(Path(target), []) as (url, pid):
                 if options.baseline:

@@ -44,6 +44,7 @@ class BenchOptions:
     procs: int
     engine: str
     baseline: bool
+    model: str | None = None  # of several: the one loaded (its route, batch size, metrics)
 
 
 def free_port() -> int:
@@ -102,8 +103,9 @@ def served(spec_path: Path, overrides: list[str]) -> Iterator[tuple[str, int]]:
 _SAMPLE = re.compile(r"^(servectl_\w+?)(?:\{([^}]*)\})? (\S+)$", re.M)
 
 
-def scrape(url: str, headers: dict[str, str]) -> dict[str, float]:
-    """servectl's own metrics, summed over labels; empty when the server has none."""
+def scrape(url: str, headers: dict[str, str], model: str | None = None) -> dict[str, float]:
+    """servectl's own metrics, summed over labels (only `model`'s samples when given: other
+    models of the server may be busy too); empty when the server has none."""
     try:
         r = httpx.get(url + "/metrics", headers=headers, timeout=5)
     except httpx.TransportError:
@@ -112,7 +114,7 @@ def scrape(url: str, headers: dict[str, str]) -> dict[str, float]:
         return {}
     out: dict[str, float] = {}
     for name, labels, value in _SAMPLE.findall(r.text):
-        if name.endswith("_bucket"):
+        if name.endswith("_bucket") or (model is not None and f'model="{model}"' not in labels):
             continue
         key = name
         if name == "servectl_requests_total" and labels:
@@ -282,7 +284,7 @@ def bench(
         for level in options.concurrency:
             if options.warmup_s:
                 run_load(target, level, options.warmup_s, None, options.procs)
-            before, stats0 = scrape(url, headers), process_stats(server_pid)
+            before, stats0 = scrape(url, headers, options.model), process_stats(server_pid)
             if on_level:
                 on_level(level, options.duration_s or 0.0)
             if options.engine == "wrk":
@@ -295,7 +297,7 @@ def bench(
                 figures["first_error"] = result.first_error
             stats1 = process_stats(server_pid)
             figures["concurrency"] = level
-            figures["server"] = server_split(before, scrape(url, headers), route)
+            figures["server"] = server_split(before, scrape(url, headers, options.model), route)
             if stats0 and stats1 and figures["seconds"]:
                 figures["server_process"] = {
                     "cpu_percent": round(100 * (stats1[0] - stats0[0]) / figures["seconds"], 1),

@@ -10,7 +10,7 @@ from importlib.metadata import version
 from typing import Any
 
 from servectl.clientgen import copied_runtime
-from servectl.clientgen.operations import Operation, read_operations, ref_name
+from servectl.clientgen.operations import Group, Operation, group_operations, read_operations, ref_name
 from servectl.clientgen.source import ClientGenError, Source
 
 _CLIENT_IMPORTS = "from collections.abc import AsyncIterator, Iterator, Mapping\nfrom typing import Any\n"
@@ -136,8 +136,11 @@ def _literal(value: str | None) -> str:
     return "None" if value is None else json.dumps(value)
 
 
-def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
-    """One client method (two for a route that streams on request: `name` and `name_stream`)."""
+def _method(
+    op: Operation, types: _Types, is_async: bool, name: str | None = None, fill: str | None = None
+) -> list[str]:
+    """One client method (two for a route that streams on request: `name` and `name_stream`);
+    `fill`: the body's `model` unless the caller names one (a model's group of OpenAI calls)."""
     params = [f"{p}: str" for p in op.params]
     if op.body is not None:
         params.append(f"body: {types.body(op.body)}")
@@ -147,11 +150,15 @@ def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
         path = "f" + json.dumps(op.path).replace("{", "{quote(").replace("}", ", safe='')}")
     else:
         path = json.dumps(path)
-    body = ", dump(body)" if op.body is not None else ""
+    prefix = f"{{{json.dumps('model')}: {json.dumps(fill)}, **" if fill is not None else ""
+    body = f", {prefix}dump(body){'}' if prefix else ''}" if op.body is not None else ""
     await_, def_, iter_, for_ = (
         ("await ", "async def", "AsyncIterator", "async for") if is_async else ("", "def", "Iterator", "for")
     )
-    doc = f'        """{op.summary or op.name} ({op.method} {op.path})."""'
+    filled = f"; `model` {json.dumps(fill)} unless the body names one" if fill is not None else ""
+    where = f"({op.method} {op.path}{filled})"
+    doc = f'        """{op.summary or op.name} {where}."""'
+    name = name or op.name
     methods: list[list[str]] = []
     if op.stream is None or op.stream.flag is not None:
         returns = types.of(op.response) if op.response is not None else "str"
@@ -159,7 +166,7 @@ def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
         result = types.parse(returns, "response.json()") if op.response is not None else "response.text"
         methods.append(
             [
-                f"    {def_} {op.name}({signature}) -> {returns}:",
+                f"    {def_} {name}({signature}) -> {returns}:",
                 doc,
                 f'        response = {await_}self.request("{op.method}", {path}{body}{answers})',
                 f"        return {result}",
@@ -168,13 +175,14 @@ def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
     if op.stream is not None:
         s = op.stream
         chunk = types.of(s.chunk)
-        name = f"{op.name}_stream" if s.flag else op.name
+        stream_name = f"{name}_stream" if s.flag else name
         stream_body = f"dump(body, {json.dumps(s.flag)})" if s.flag and op.body is not None else "dump(body)"
+        stream_body = f"{prefix}{stream_body}}}" if prefix else stream_body
         call = f'self.stream("{op.method}", {path}, {stream_body}, {json.dumps(s.format)}, {_literal(s.done)})'
         methods.append(
             [
-                f"    {def_} {name}({signature}) -> {iter_}[{chunk}]:",
-                f'        """{op.summary or op.name}, streamed: chunks as they arrive ({op.method} {op.path})."""',
+                f"    {def_} {stream_name}({signature}) -> {iter_}[{chunk}]:",
+                f'        """{op.summary or op.name}, streamed: chunks as they arrive {where}."""',
                 f"        {for_} chunk in {call}:",
                 f"            yield {types.parse(chunk, 'chunk')}",
             ]
@@ -182,35 +190,134 @@ def _method(op: Operation, types: _Types, is_async: bool) -> list[str]:
     return [line for m in methods for line in [*m, ""]]
 
 
-def _client_class(name: str, base: str, ops: list[Operation], types: _Types, is_async: bool, title: str) -> str:
+_CALLS_BASES = {
+    False: ("_SyncCalls", "SyncClientBase"),
+    True: ("_AsyncCalls", "AsyncClientBase"),
+}
+
+
+def _calls_base(is_async: bool) -> str:
+    """The base of a client's model groups: its client's `request` and `stream`, so a group's
+    methods are written as the client's own are."""
+    name, client = _CALLS_BASES[is_async]
+    return "\n".join(
+        [
+            f"class {name}:",
+            '    """Calls of one model of the deployment, over its client\'s connection, key and retries."""',
+            "",
+            f"    def __init__(self, client: {client}) -> None:",
+            "        self.request = client.request",
+            "        self.stream = client.stream",
+        ]
+    )
+
+
+def _class_names(groups: list[Group], taken: set[str]) -> dict[str, tuple[str, str]]:
+    """Each group's (sync, async) class: `TextStatsCalls`, `AsyncTextStatsCalls`."""
+    names: dict[str, tuple[str, str]] = {}
+    for group in groups:
+        name = "".join(part[:1].upper() + part[1:] for part in group.attr.split("_")) + "Calls"
+        while name in taken or f"Async{name}" in taken:
+            name += "_"
+        taken |= {name, f"Async{name}"}
+        names[group.model] = (name, f"Async{name}")
+    return names
+
+
+def _group_class(name: str, group: Group, types: _Types, is_async: bool) -> str:
+    kind = "Asynchronous" if is_async else "Synchronous"
+    base = _CALLS_BASES[is_async][0]
+    lines = [
+        f"class {name}({base}):",
+        f'    """{kind} calls of the model {group.model!r} (api.kind {group.kind})."""',
+        "",
+    ]
+    for op in group.operations:
+        fill = group.model if op.call in group.prefilled else None
+        lines += _method(op, types, is_async, op.call, fill)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _client_class(
+    name: str,
+    base: str,
+    ops: list[Operation],
+    types: _Types,
+    is_async: bool,
+    title: str,
+    groups: dict[str, tuple[Group, str]] | None = None,
+) -> str:
+    """A client class: a `cached_property` per model group (`groups`: attribute -> (group, class)),
+    then its own methods."""
     kind = "Asynchronous" if is_async else "Synchronous"
     lines = [f"class {name}({base}):", f'    """{kind} client of {title}."""', ""]
+    for attr, (group, class_name) in (groups or {}).items():
+        lines += [
+            "    @cached_property",
+            f"    def {attr}(self) -> {class_name}:",
+            f'        """The model {group.model!r} (api.kind {group.kind})."""',
+            f"        return {class_name}(self)",
+            "",
+        ]
     for op in ops:
         lines += _method(op, types, is_async)
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _clients(operations: list[Operation], groups: list[Group], types: _Types, title: str) -> list[str]:
+    """The client classes (code parts): with several models, each model's group classes first."""
+    if not groups:
+        return [
+            _client_class("Client", "SyncClientBase", operations, types, False, title),
+            _client_class("AsyncClient", "AsyncClientBase", operations, types, True, title),
+        ]
+    names = _class_names(groups, set(types.classes))
+    parts: list[str] = []
+    for is_async, client, base in ((False, "Client", "SyncClientBase"), (True, "AsyncClient", "AsyncClientBase")):
+        parts.append(_calls_base(is_async))
+        parts += [_group_class(names[g.model][is_async], g, types, is_async) for g in groups]
+        attrs = {g.attr: (g, names[g.model][is_async]) for g in groups}
+        parts.append(_client_class(client, base, operations, types, is_async, title, attrs))
+    return parts
+
+
+def _title(meta: dict[str, Any], groups: list[Group]) -> tuple[str, str]:
+    """What the client is of, and that with its model's api.kind (with several, each model's)."""
+    if not groups:
+        title = f"the servectl deployment {meta.get('name', '?')!r}"
+        return title, f"{title} (api.kind {meta.get('kind', '?')})"
+    title = f"the servectl deployment of {len(groups)} models"
+    return title, f"{title}: " + ", ".join(f"{g.model!r} ({g.kind})" for g in groups)
+
+
 def generate_python(source: Source, default_url: str) -> str:
     schema = source.schema
     meta = schema.get("x-servectl", {})
-    operations = read_operations(schema)
+    operations, groups = group_operations(schema)
     models = _models(schema)
     types = _Types(models)
     runtime = copied_runtime("pyruntime.py", default_url)
     model_imports, model_code = _split_imports(models)
     runtime_imports, runtime_code = _split_imports(runtime)
     client_imports, _ = _split_imports(_CLIENT_IMPORTS)
-    if any(op.params for op in operations):
+    if any(op.params for op in read_operations(schema)):
         client_imports += _split_imports("from urllib.parse import quote\n")[0]
-    title = f"the servectl deployment {meta.get('name', '?')!r}"
+    if groups:
+        client_imports += _split_imports("from functools import cached_property\n")[0]
+    title, first_line = _title(meta, groups)
+    example = (
+        f"client.{groups[0].attr}.{groups[0].operations[0].call}(...)  # a group of calls per model"
+        if groups
+        else "..."
+    )
     header = [
-        f'"""Client of {title} (api.kind {meta.get("kind", "?")}).',
+        f'"""Client of {first_line}.',
         "",
         f"Generated by servectl {meta.get('version', '?')} `client-gen` from {source.origin};",
         f"models by datamodel-code-generator {version('datamodel-code-generator')}. Do not edit: regenerate.",
         "",
         "    with Client(api_key=...) as client:  # base URL: $SERVECTL_URL, else the deployment's",
-        "        ...",
+        f"        {example}",
         "",
         "Errors raise APIError (status, request_id, body); 429 and 503 are retried, honouring Retry-After.",
         '"""',
@@ -224,7 +331,6 @@ def generate_python(source: Source, default_url: str) -> str:
         "# --- runtime ---",
         runtime_code,
         "# --- clients ---",
-        _client_class("Client", "SyncClientBase", operations, types, False, title),
-        _client_class("AsyncClient", "AsyncClientBase", operations, types, True, title),
+        *_clients(operations, groups, types, title),
     ]
     return "\n\n\n".join(p.strip("\n") for p in parts) + "\n"

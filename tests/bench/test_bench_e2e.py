@@ -232,3 +232,60 @@ def test_bench_ctrl_c_prints_what_was_measured(shared_serve, tmp_path: Path) -> 
     assert "interrupted" in stderr and "servectl bench" in stdout
     report = json.loads(out.read_text())
     assert report["interrupted"] is True and [lv["concurrency"] for lv in report["levels"]] == [1]
+
+
+def two_models() -> dict:
+    """A deployment of two light models: `square` and `text-stats` (batches of up to 8)."""
+    cpu = {"accelerator": "cpu"}
+    stats = {"name": "text-stats", "handler": str(ROOT / "handlers" / "text_stats.py"), "devices": cpu}
+    return {
+        "models": [
+            {"name": "square", "handler": "servectl.examples.square", "devices": cpu},
+            {**stats, "batching": {"max_batch_size": 8}},
+        ],
+        "server": {"access_log": False},
+    }
+
+
+def test_bench_one_model_of_a_multi_model_spec(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, two_models())
+    unnamed = start_bench(str(spec), "--concurrency", "1", "--requests", "10")  # fails before serving
+    out = tmp_path / "r.json"
+    quick = ("--requests", "100", "--warmup", "0s", "--json", str(out))
+    r = bench(str(spec), "--model", "text-stats", "--baseline", "--concurrency", "1,4", *quick)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["spec"] == {
+        "name": "text-stats",
+        "route": "/models/text-stats/predict",
+        "max_batch_size": 8,
+        "handler": str(ROOT / "handlers" / "text_stats.py"),
+        "backend": "python",
+    }
+    assert report["target"].endswith("/models/text-stats/predict") and set(report["baseline"]) == {"1", "8", "32", "64"}
+    for level in report["levels"]:
+        assert level["requests"] == level["ok"] == 100 and level["efficiency"]["raw_items_per_s"] > 0
+        assert level["server"]["responses_by_status"] == {"200": 100} and level["server"]["batch_size_mean"] >= 1
+    unnamed_result = finished(unnamed)
+    assert unnamed_result.returncode == 1
+    assert "serves 2 models (square, text-stats): pick one with --model NAME" in unnamed_result.stderr
+
+
+def test_bench_a_url_loads_the_model_named_in_info(shared_serve, tmp_path: Path) -> None:
+    server = shared_serve(two_models())
+    unnamed = start_bench(server.url, "--concurrency", "1", "--requests", "10")
+    unknown = start_bench(server.url, "--model", "nope", "--concurrency", "1", "--requests", "10")
+    out = tmp_path / "u.json"
+    quick = ("--requests", "60", "--warmup", "0s", "--json", str(out))
+    r = bench(server.url, "--model", "square", "--concurrency", "2", *quick)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert (report["spec"]["name"], report["spec"]["route"], report["spec"]["max_batch_size"]) == (
+        "square",
+        "/models/square/predict",
+        16,
+    )
+    assert report["levels"][0]["server"]["responses_by_status"] == {"200": 60}
+    unnamed_result, unknown_result = finished(unnamed), finished(unknown)
+    assert unnamed_result.returncode == 1 and "(square, text-stats): pick one with --model" in unnamed_result.stderr
+    assert unknown_result.returncode == 1 and "no such model, only square, text-stats" in unknown_result.stderr

@@ -107,7 +107,8 @@ def openai_server() -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def python_clients(specs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Python clients of a custom typed handler, a streaming handler, the built-in embeddings
-    runner, the OpenAI kind and the V2 kind, generated from their specs: no model is loaded
+    runner, the OpenAI kind, the V2 kind and the three models of configs/multi.yaml, generated
+    from their specs: no model is loaded
     (the V2 spec's model file need not even exist)."""
     out = tmp_path_factory.mktemp("clients")
     targets = {
@@ -116,6 +117,7 @@ def python_clients(specs: dict[str, Path], tmp_path_factory: pytest.TempPathFact
         "embeddings": ROOT / "configs" / "embeddings.yaml",
         "openai": ROOT / "configs" / "openai_custom.yaml",
         "v2": ROOT / "configs" / "v2_onnx.yaml",
+        "multi": ROOT / "configs" / "multi.yaml",  # a group of calls per model
     }
     paths = {name: out / f"{name}_client.py" for name in targets}
     runs = {name: start_client_gen(target, "python", paths[name]) for name, target in targets.items()}
