@@ -66,8 +66,11 @@ def deployment_options(spec: Spec, plan: RayPlan) -> dict[str, Any]:
 
 
 def replica_args(spec: Spec) -> dict[str, Any]:
-    """What a replica is built from: the model's spec as JSON, and where it was read."""
-    return {"spec_data": spec.model_dump(mode="json"), "source": spec.source, "base_dir": str(spec.base_dir)}
+    """What a replica is built from: the model's spec as JSON (without `auth`: replicas check
+    no keys, and no key may land in a config file), and where it was read (a cluster needs
+    the handler and model files at that path, or a `runtime_env` that puts them there)."""
+    data = spec.model_dump(mode="json", exclude={"auth"})
+    return {"spec_data": data, "source": spec.source, "base_dir": str(spec.base_dir)}
 
 
 def application(spec: Spec, plan: RayPlan) -> Any:
