@@ -30,6 +30,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from models import run_wrk  # noqa: E402
 
+from servectl.bench.runner import free_port  # noqa: E402
+
 SQUARE = HERE / "apps" / "square.py"
 PROXY = """
 import sys, time, yaml
@@ -38,13 +40,14 @@ import ray
 from ray import serve
 from servectl.deployment_spec import load_deployment
 from servectl.export.ray import serve_config
-from servectl.runtime.ray.app import build
+from servectl.runtime.ray.replica import Replica
 config = serve_config(load_deployment([sys.argv[1]]))
 app = config["applications"][0]
 ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, configure_logging=False)
 serve.start(http_options={"host": "127.0.0.1", "port": int(sys.argv[2])})
 deployment = app["deployments"][0]
-serve.run(build(app["args"]).options(**deployment), name=app["name"], route_prefix=app["route_prefix"])
+serve.run(serve.deployment(Replica).options(**deployment).bind(**app["args"]), name=app["name"],
+          route_prefix=app["route_prefix"])
 print("READY", flush=True)
 time.sleep(10**6)
 """
@@ -106,7 +109,7 @@ def main() -> None:
         (folder / "proxy.py").write_text(PROXY)
         for _ in range(args.runs):
             for setup in args.setups.split(","):
-                port = 8600 + len(results) % 50
+                port = free_port()
                 url = f"http://127.0.0.1:{port}/predict"
                 if setup == "ray-proxy":
                     command = [sys.executable, str(folder / "proxy.py"), str(spec("ray", folder)), str(port)]

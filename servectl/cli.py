@@ -28,6 +28,10 @@ app = typer.Typer(
 )
 console = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
 
+from servectl.export.cli import export_app  # noqa: E402  (its commands import from here when run)
+
+app.add_typer(export_app, name="export")
+
 SpecArg = Annotated[
     Path | None,
     typer.Argument(help="Deployment spec (YAML). Omit to use the built-in quickstart spec."),

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import toolbox_spec
+from conftest import echo_llm_spec, streamer_spec, toolbox_spec
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (the `ray` extra)")
 INSIDE = os.environ.get("SERVECTL_RAY_NETNS") == "1"
@@ -46,7 +46,8 @@ def test_ray_runtime_in_a_loopback_only_namespace() -> None:
         cwd=Path(__file__).parents[2],
     )
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert "1 passed" in done.stdout.splitlines()[-1], done.stdout[-2000:]  # the test below, inside
+    last = done.stdout.splitlines()[-1]
+    assert "2 passed" in last and "failed" not in last, done.stdout[-2000:]  # the tests below, inside
 
 
 inside = pytest.mark.skipif(not INSIDE, reason="runs inside the loopback-only namespace (see the test above)")
@@ -114,3 +115,38 @@ def test_the_same_answers_batches_auth_504_and_a_killed_replica(serve) -> None:
     assert set(statuses) <= {200, 503, 504}, statuses  # a call to the dead replica: 503, or its deadline
     later = asyncio.run(burst(16))
     assert {r.status_code for r in later} == {200}
+
+
+@inside
+def test_streams_openai_routing_and_a_reload_on_ray(serve) -> None:
+    stream = {**streamer_spec(), "name": "stream"}
+    chat_a, chat_b = {**echo_llm_spec(), "name": "chat-a"}, {**echo_llm_spec(), "name": "chat-b"}
+    spec = {
+        "runtime": {"kind": "ray", "num_cpus": 2},
+        "server": {"access_log": False},
+        "auth": {"admin_keys": ["adm"]},
+        "models": [{k: v for k, v in m.items() if k != "server"} for m in (stream, chat_a, chat_b)],
+    }
+    server = serve(spec, ready=False)
+    server.wait_ready(240)
+    with httpx.stream("POST", server.url + "/models/stream/predict", json={"n": 3}) as r:
+        assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+        tokens = [line for line in r.iter_lines() if line]
+    assert len(tokens) == 3 and '"token":2' in tokens[-1], tokens
+    for name in ("chat-a", "chat-b"):
+        body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=30)
+        assert answer.status_code == 200 and answer.json()["model"] == name, answer.text
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json={**body, "stream": True}) as r:
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]" and len(events) > 2, events
+    unknown = httpx.post(server.url + "/v1/chat/completions", json={"model": "nope", "messages": []})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+    reloaded = httpx.post(
+        server.url + "/admin/models/chat-a/reload", headers={"Authorization": "Bearer adm"}, timeout=180
+    )
+    assert reloaded.status_code == 200 and reloaded.json()["reloaded"], reloaded.text
+    again = httpx.post(
+        server.url + "/v1/chat/completions", json={"model": "chat-a", "messages": [{"role": "user", "content": "x"}]}
+    )
+    assert again.status_code == 200

@@ -90,5 +90,5 @@ def build(args: dict[str, Any]) -> Any:
 
     from servectl.runtime.ray.replica import Replica
 
-    deployment: Any = serve.deployment(Replica)
-    return deployment.bind(**args)
+    deployment: Any = serve.deployment(Replica)  # named as the config's deployment: the model's name
+    return deployment.options(name=args["spec_data"]["name"]).bind(**args)
