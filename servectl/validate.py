@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import orjson
 
 from servectl.deployment_spec import DeploymentSpec
@@ -65,6 +67,9 @@ def check_deployment(deployment: DeploymentSpec) -> tuple[list[SpecIssue], list[
         found, handler = check_spec(spec)
         issues += found
         handlers.append(handler)
+    if deployment.runtime.kind == "ray" and importlib.util.find_spec("ray") is None:
+        message = "runtime.kind 'ray' needs Ray: pip install 'servectl[ray]'"
+        issues.append(issue_at(deployment.models[0], "runtime.kind", message))
     return issues, handlers
 
 

@@ -38,8 +38,8 @@ def stub(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """servectl.export.ray replaced by a stub: what it is given, and what it answers."""
     seen: dict[str, Any] = {"answer": None}
 
-    def serve_config(deployment: Any, gpus: float | None = None) -> dict[str, Any]:
-        seen["deployment"], seen["gpus"] = deployment, gpus
+    def serve_config(deployment: Any, gpus: float | None = None, spec_dir: str | None = None) -> dict[str, Any]:
+        seen["deployment"], seen["gpus"], seen["spec_dir"] = deployment, gpus, spec_dir
         return seen["answer"] or {
             "http_options": {"host": "0.0.0.0", "port": deployment.server.port},
             "applications": [{"name": m.name, "route_prefix": m.api.path} for m in deployment.models],

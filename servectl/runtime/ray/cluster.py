@@ -9,17 +9,21 @@ from servectl.spec import RuntimeSpec
 
 log = logging.getLogger("servectl")
 _lock = threading.Lock()
+_started_here = False  # this process started Ray (address: null): stopping it ends every replica
+deploying = threading.Lock()  # one `serve.run` at a time: concurrent ones race in Ray's pickling
 
 
 def connect(runtime: RuntimeSpec) -> None:
     """Join the cluster at `runtime.address` (or start one: node IP 127.0.0.1, no dashboard,
     at most `runtime.num_cpus`), and Serve with no HTTP proxy: servectl is the front end."""
+    global _started_here
     import ray
     from ray import serve
 
     with _lock:
         if not ray.is_initialized():
             if runtime.address is None:
+                _started_here = True
                 ray.init(
                     _node_ip_address="127.0.0.1",
                     include_dashboard=False,
@@ -41,13 +45,14 @@ def gpus() -> float:
 
 
 def delete(name: str) -> None:
-    """Remove a model's application. A Ray this process started ends with the process (Ray's
-    own exit hook: shutting it down from another thread aborts the process)."""
+    """Remove a model's application from a cluster this process joined. A Ray it started is
+    shut down at exit (`shutdown`, from the main thread: from another one it aborts the
+    process), which ends every replica at once."""
     import ray
     from ray import serve
 
     with _lock:
-        if not ray.is_initialized():
+        if _started_here or not ray.is_initialized():
             return
         try:
             serve.delete(name)

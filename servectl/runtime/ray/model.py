@@ -227,7 +227,8 @@ def _deploy_blocking(spec: Spec) -> tuple[Any, RayPlan, Ready]:
 
     cluster.connect(spec.runtime)
     plan = RayPlan(spec, cluster.gpus())
-    handle = serve.run(application(spec, plan), name=spec.name, route_prefix=None)
+    with cluster.deploying:
+        handle = serve.run(application(spec, plan), name=spec.name, route_prefix=None)
     ready = decode_from_worker(handle.info.remote().result())
     assert isinstance(ready, Ready)
     return handle, plan, ready
