@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import Server, echo_llm_spec, streamer_spec, toolbox_spec, write_spec
+from conftest import NamespacedRun, Server, echo_llm_spec, streamer_spec, toolbox_spec, write_spec
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (the `ray` extra)")
 INSIDE = os.environ.get("SERVECTL_RAY_NETNS") == "1"
@@ -30,26 +26,14 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.mark.skipif(INSIDE, reason="inside the loopback-only namespace already")
-def test_ray_runtime_in_a_loopback_only_namespace() -> None:
-    if shutil.which("unshare") is None or os.geteuid() != 0:
-        pytest.skip("needs root and unshare(1) to give Ray a loopback-only network namespace")
-    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"unshare -n is not allowed here: {probe.stderr.strip()}")
-    command = (
-        "ip link set lo up && exec env SERVECTL_RAY_NETNS=1 "
-        f"{sys.executable} -m pytest -q -p no:cacheprovider -x {Path(__file__)}"
-    )
-    done = subprocess.run(
-        ["unshare", "-n", "sh", "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=420,
-        cwd=Path(__file__).parents[2],
-    )
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    last = done.stdout.splitlines()[-1]
-    assert "2 passed" in last and "failed" not in last, done.stdout[-2000:]  # the tests below, inside
+def test_ray_runtime_in_a_loopback_only_namespace(ray_run: NamespacedRun) -> None:
+    """This file's tests, run by pytest inside the namespace (started with the session)."""
+    if ray_run.reason is not None:
+        pytest.skip(ray_run.reason)
+    code, output = ray_run.result()
+    assert code == 0, output[-8000:]
+    last = output.strip().splitlines()[-1]
+    assert "2 passed" in last and "failed" not in last, output[-2000:]  # the tests below, inside
 
 
 inside = pytest.mark.skipif(not INSIDE, reason="runs inside the loopback-only namespace (see the test above)")
