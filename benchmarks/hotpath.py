@@ -35,7 +35,11 @@ def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
     assert servectl.__file__ is not None and servectl.__file__.startswith(root), servectl.__file__
     from servectl.deployment import Deployment
     from servectl.server.app import build_app
-    from servectl.spec import load_spec
+
+    try:
+        from servectl.spec_loading import load_spec  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # a checkout from before the schema and its loading were two modules
+        from servectl.spec import load_spec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
     folder = Path(tempfile.mkdtemp())
     spec_path = folder / "spec.yaml"

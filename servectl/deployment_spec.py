@@ -33,13 +33,9 @@ from servectl.spec import (
     RuntimeSpec,
     ServerSpec,
     Spec,
-    SpecFile,
-    describe_errors,
-    read_spec_file,
-    resolve,
-    validate_model,
 )
 from servectl.spec_issues import Locator, Path_, SpecError, SpecIssue, dotted
+from servectl.spec_loading import SpecFile, describe_errors, read_spec_file, resolve, validate_model
 
 MODEL_KEYS = tuple(k for k in Spec.model_fields if k not in SHARED_SECTIONS)
 DEFAULT_NAME: str = Spec.model_fields["name"].default

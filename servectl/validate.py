@@ -12,7 +12,8 @@ from servectl.outcome import Answer
 from servectl.runners import build_handler, missing_extra
 from servectl.runtime.batch import BatchRunner
 from servectl.runtime.messages import Request
-from servectl.spec import Spec, SpecIssue, issue_at
+from servectl.spec import Spec, SpecIssue
+from servectl.spec_loading import issue_at
 
 
 def _model_file_problem(spec: Spec) -> str | None:

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from servectl.cli import app
 from servectl.deployment_spec import DeploymentSpec, SharedSpec, load_deployment
-from servectl.spec import SHARED_SECTIONS, SpecError, SpecIssue, issue_at, load_spec
+from servectl.spec import SHARED_SECTIONS, SpecError, SpecIssue
+from servectl.spec_loading import issue_at, load_spec
 from servectl.validate import check_deployment
 
 ROOT = Path(__file__).resolve().parent.parent

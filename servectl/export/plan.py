@@ -15,7 +15,8 @@ from pathlib import Path
 
 from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.export.keys import KeyVariables, key_variables, placeholder_keys
-from servectl.spec import ScalingSpec, Spec, read_spec_file
+from servectl.spec import ScalingSpec, Spec
+from servectl.spec_loading import read_spec_file
 
 SPEC_DIR = "/etc/servectl"  # where the pod mounts the ConfigMap
 NAME_LIMIT = 40  # room for suffixes (-keys, -spec) and the names KubeRay derives from it
