@@ -25,7 +25,6 @@ import uvloop
 import yaml
 
 APP = Path(__file__).resolve().parent / "apps" / "square.py"
-HEADERS = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", b"10")]
 
 
 def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
@@ -104,15 +103,17 @@ class FakeWorker:
         pass
 
 
-async def one(app: Any) -> None:
-    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": HEADERS, "extensions": {}}
+async def one(app: Any, path: str = "/predict", body: bytes = b'{"x": 2.0}') -> None:
+    """One POST of `body` to `path`, as uvicorn would hand it to the app (the client never leaves)."""
+    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "extensions": {}}
     sent = False
 
     async def receive() -> dict[str, Any]:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": b'{"x": 2.0}', "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         await asyncio.sleep(3600)
         raise AssertionError
 

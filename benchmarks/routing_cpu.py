@@ -29,7 +29,7 @@ from servectl.server.edge import build_edge
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from hotpath import FakeWorker  # noqa: E402
+from hotpath import FakeWorker, one  # noqa: E402
 
 ROUTES = {
     "predict": ("square.py", "/models/m0/predict", b'{"x": 2.0}'),
@@ -54,25 +54,6 @@ def build(models: int, kind: str) -> tuple[Any, Any]:
     path.write_text(yaml.safe_dump({"server": {"access_log": False}, "models": entries}))
     deployment = Deployment(load_deployment([path]), plan=lambda _spec: ([], "cpu"))
     return build_edge(deployment, build_app(deployment)), deployment.models["m0"].scheduler
-
-
-async def one(app: Any, path: str, body: bytes) -> None:
-    headers = [(b"host", b"x"), (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    scope = {"type": "http", "method": "POST", "path": path, "headers": headers, "extensions": {}}
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(3600)
-        raise AssertionError
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
-    await app(scope, receive, send)
 
 
 async def cpu_per_request(models: int, kind: str, requests: int) -> float:
