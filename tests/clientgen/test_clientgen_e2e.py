@@ -336,6 +336,27 @@ console.log(JSON.stringify({ ...result, ready: ready.ready }));
 """
 
 
+TSC_FLAGS = ["--strict", "--target", "es2022", "--module", "es2022", "--lib", "es2022,dom"]
+
+
+def run_on_node(tsc: Path, client: Path, script: str, tmp_path: Path, env: dict[str, str]) -> Any:
+    """Compile a generated TypeScript client with a script using it (strict), run the script on
+    Node, and return what it printed, parsed as JSON."""
+    (tmp_path / "run.ts").write_text(script)
+    built = subprocess.run(
+        [str(tsc), *TSC_FLAGS, "--outDir", str(tmp_path / "js"), str(client), str(tmp_path / "run.ts")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (tmp_path / "js" / "package.json").write_text('{"type": "module"}')
+    run = ["node", str(tmp_path / "js" / "run.js")]
+    ran = subprocess.run(run, capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    return json.loads(ran.stdout)
+
+
 def test_typescript_client_type_checks_and_runs_on_node(openai_server: Server, tsc: Path, tmp_path: Path) -> None:
     runs = [
         (start_client_gen(openai_server.url, "typescript", tmp_path / name, "--api-key", KEY), tmp_path / name)
@@ -344,22 +365,11 @@ def test_typescript_client_type_checks_and_runs_on_node(openai_server: Server, t
     client, again = (finish(run, path) for run, path in runs)
     assert client.read_bytes() == again.read_bytes()
     again.unlink()
-    (tmp_path / "run.ts").write_text(_TS_SCRIPT)
-    flags = ["--strict", "--target", "es2022", "--module", "es2022", "--lib", "es2022,dom"]
-    checked = subprocess.run([str(tsc), "--noEmit", *flags, str(client)], capture_output=True, text=True, timeout=120)
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    built = subprocess.run(
-        [str(tsc), *flags, "--outDir", str(tmp_path / "js"), str(client), str(tmp_path / "run.ts")],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    checked = subprocess.run(
+        [str(tsc), "--noEmit", *TSC_FLAGS, str(client)], capture_output=True, text=True, timeout=120
     )
-    assert built.returncode == 0, built.stdout + built.stderr
-    (tmp_path / "js" / "package.json").write_text('{"type": "module"}')
-    env = {**os.environ, "URL": openai_server.url, "KEY": KEY}
-    ran = subprocess.run(["node", str(tmp_path / "js" / "run.js")], capture_output=True, text=True, env=env, timeout=60)
-    assert ran.returncode == 0, ran.stderr
-    result = json.loads(ran.stdout)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    result = run_on_node(tsc, client, _TS_SCRIPT, tmp_path, {"URL": openai_server.url, "KEY": KEY})
     assert result == {
         "whole": "You said: three little words",
         "streamed": "You said: three little words",
