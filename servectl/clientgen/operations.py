@@ -4,6 +4,7 @@ with several models, which model each belongs to (a client has one group of call
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,3 +157,13 @@ def group_operations(schema: dict[str, Any]) -> tuple[list[Operation], list[Grou
         )
         groups.append(Group(model, kind, attr, ops, prefilled))
     return top, groups
+
+
+def deployment_title(meta: dict[str, Any], groups: list[Group], quote: Callable[[str], str]) -> tuple[str, str]:
+    """What a client is of, and that with its model's api.kind (with several, each model's);
+    names quoted as the client's language writes strings."""
+    if not groups:
+        title = f"the servectl deployment {quote(meta.get('name', '?'))}"
+        return title, f"{title} (api.kind {meta.get('kind', '?')})"
+    title = f"the servectl deployment of {len(groups)} models"
+    return title, f"{title}: " + ", ".join(f"{quote(g.model)} ({g.kind})" for g in groups)

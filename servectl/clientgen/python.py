@@ -10,7 +10,14 @@ from importlib.metadata import version
 from typing import Any
 
 from servectl.clientgen import copied_runtime
-from servectl.clientgen.operations import Group, Operation, group_operations, read_operations, ref_name
+from servectl.clientgen.operations import (
+    Group,
+    Operation,
+    deployment_title,
+    group_operations,
+    read_operations,
+    ref_name,
+)
 from servectl.clientgen.source import ClientGenError, Source
 
 _CLIENT_IMPORTS = "from collections.abc import AsyncIterator, Iterator, Mapping\nfrom typing import Any\n"
@@ -281,15 +288,6 @@ def _clients(operations: list[Operation], groups: list[Group], types: _Types, ti
     return parts
 
 
-def _title(meta: dict[str, Any], groups: list[Group]) -> tuple[str, str]:
-    """What the client is of, and that with its model's api.kind (with several, each model's)."""
-    if not groups:
-        title = f"the servectl deployment {meta.get('name', '?')!r}"
-        return title, f"{title} (api.kind {meta.get('kind', '?')})"
-    title = f"the servectl deployment of {len(groups)} models"
-    return title, f"{title}: " + ", ".join(f"{g.model!r} ({g.kind})" for g in groups)
-
-
 def generate_python(source: Source, default_url: str) -> str:
     schema = source.schema
     meta = schema.get("x-servectl", {})
@@ -304,7 +302,7 @@ def generate_python(source: Source, default_url: str) -> str:
         client_imports += _split_imports("from urllib.parse import quote\n")[0]
     if groups:
         client_imports += _split_imports("from functools import cached_property\n")[0]
-    title, first_line = _title(meta, groups)
+    title, first_line = deployment_title(meta, groups, repr)
     example = (
         f"client.{groups[0].attr}.{groups[0].operations[0].call}(...)  # a group of calls per model"
         if groups

@@ -9,10 +9,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from servectl.clientgen import copied_runtime
-from servectl.clientgen.operations import Group, Operation, group_operations
+from servectl.clientgen.operations import Group, Operation, deployment_title, group_operations
 from servectl.clientgen.source import ClientGenError, Source
 
 OPENAPI_TYPESCRIPT = "openapi-typescript@7.13.0"  # pinned: the same schema gives the same file
@@ -136,21 +135,12 @@ def _group_class(name: str, group: Group) -> str:
     return "\n".join([*lines[:-1], "}"] if lines[-1] == "" else [*lines, "}"])
 
 
-def _title(meta: dict[str, Any], groups: list[Group]) -> tuple[str, str]:
-    """What the client is of, and that with its model's api.kind (with several, each model's)."""
-    if not groups:
-        title = f"the servectl deployment {json.dumps(meta.get('name', '?'))}"
-        return title, f"{title} (api.kind {meta.get('kind', '?')})"
-    title = f"the servectl deployment of {len(groups)} models"
-    return title, f"{title}: " + ", ".join(f"{json.dumps(g.model)} ({g.kind})" for g in groups)
-
-
 def generate_typescript(source: Source, default_url: str) -> str:
     meta = source.schema.get("x-servectl", {})
     operations, groups = group_operations(source.schema)
     types = _types(source)
     runtime = copied_runtime("tsruntime.ts", default_url)
-    title, first_line = _title(meta, groups)
+    title, first_line = deployment_title(meta, groups, json.dumps)
     example = []
     if groups:
         call = f"{_camel(groups[0].attr)}.{_camel(groups[0].operations[0].call)}"
