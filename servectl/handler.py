@@ -47,6 +47,7 @@ class HandlerInfo(msgspec.Struct, frozen=True, kw_only=True):
     chunk_schema: dict[str, Any] | None = None  # one streamed chunk, when the handler declares it
     metadata: dict[str, Any] | None = None  # V2 model metadata, for api.kind v2
     routes: dict[str, HandlerInfo] = {}  # api.kind's protocol adapters, by route
+    continuous: bool = False  # generation: the worker takes requests while it generates (up to max_batch_size)
 
 
 def _search_dirs(base_dir: Path) -> list[Path]:
@@ -214,7 +215,10 @@ class Handler:
 
     @property
     def streams(self) -> bool:
-        """True when `predict` or `encode` is a generator: answers go out chunk by chunk."""
+        """True when `predict` or `encode` is a generator, or a generation job has chunks (the
+        OpenAI adapters): answers go out chunk by chunk."""
+        if callable(getattr(self.obj, "generation_job", None)) and getattr(self.obj, "chunk_model", None):
+            return True
         return any(inspect.isgeneratorfunction(self.hooks.get(h)) for h in ("predict", "encode"))
 
     # --- the calling convention -------------------------------------------------

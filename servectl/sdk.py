@@ -29,10 +29,11 @@ class InvalidInput(ValueError):
     """Raised by `decode` (or `predict`) for input that does not fit the model: the request
     gets a 422 naming `field` (or the status given, e.g. 404 for an unknown model name)."""
 
-    def __init__(self, message: str, field: str = "inputs", status: int = 422) -> None:
+    def __init__(self, message: str, field: str = "inputs", status: int = 422, code: str | None = None) -> None:
         super().__init__(message)
         self.field = field
         self.status = status
+        self.code = code  # a machine-readable kind (OpenAI's `code`), e.g. "context_length_exceeded"
 
 
 class _End:
@@ -77,13 +78,23 @@ class Many(list[Any]):
 
 @dataclass
 class Sampling:
-    """One generation's settings, as an OpenAI request gave them (defaults filled in)."""
+    """One generation's settings, as an OpenAI request gave them (defaults filled in).
+
+    `temperature` 0 is greedy. `top_k` 0 and penalties at their neutral values are off.
+    `logprobs` None returns none; k >= 0 returns the chosen token's log-probability and
+    the k most likely alternatives at each step."""
 
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logprobs: int | None = None
 
 
 # --- the hook sets --------------------------------------------------------------------

@@ -60,7 +60,12 @@ class ModelSpec(_Section):
     compile: bool = Field(False, description="pytorch: torch.compile the model (warns and skips where unsupported).")
     inputs: list[str] | None = Field(None, description="Names of a tensor model's inputs, in call order.")
     pad: float | None = Field(None, description="Pad value for variable-length inputs; null: never pad.")
-    max_length: int = Field(512, ge=1, description="transformers: truncate inputs to this many tokens.")
+    max_length: int | None = Field(
+        None,
+        ge=1,
+        description="transformers: the context in tokens (inputs are truncated to it, a generation's prompt plus "
+        "max_tokens must fit); null: the model's own limit.",
+    )
     normalize: bool = Field(True, description="feature-extraction: L2-normalise embeddings.")
     top_k: int = Field(1, ge=1, description="text-classification: labels returned per input.")
     max_new_tokens: int = Field(32, ge=1, le=4096, description="text-generation: default tokens to generate.")
@@ -103,6 +108,14 @@ class DevicesSpec(_Section):
 class BatchingSpec(_Section):
     max_batch_size: int = Field(16, ge=1, le=4096, description="Items per predict call.")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Upper bound on the extra wait for a batch to fill.")
+    continuous: bool = Field(
+        True,
+        description="Text generation: requests join the running batch between decoding steps and leave it when "
+        "done (max_batch_size caps running sequences); false: a batch runs until its longest row ends.",
+    )
+    max_batch_tokens: int = Field(
+        2048, ge=1, description="Continuous batching: prompt tokens one step may prefill for joining requests."
+    )
 
 
 class LimitsSpec(_Section):

@@ -37,7 +37,7 @@ class Overlay:
 
     def __init__(self, runner: Any, user: Any) -> None:
         self.runner = runner
-        for hook in ("setup", "batch", "predict", "unbatch"):
+        for hook in ("setup", "batch", "predict", "unbatch", "generation_job"):
             if hasattr(runner, hook):
                 setattr(self, hook, getattr(runner, hook))
         self._user_decode = getattr(user, "decode", None)

@@ -1,18 +1,24 @@
 """Built-in transformers runners: feature-extraction, text-classification, text-generation.
 
 Models load from a local folder only (workers set HF_HUB_OFFLINE=1). Tokenization is
-batched, padded to the longest text in the batch and truncated to `model.max_length`.
+batched, padded to the longest text in the batch and truncated to the context
+(`model.max_length`, by default the model's own limit). Text generation runs on the token
+engine (`runners.engine`): requests join and leave the running batch between steps.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from servectl.runners.generate import Sampling, generate_steps
-from servectl.sdk import InvalidInput, Many
+from servectl.runners.engine import TokenEngine
+from servectl.runners.sequence import Prompt, Sequence
+from servectl.sdk import Final, InvalidInput, Many, Sampling
 from servectl.spec import Spec
+
+if TYPE_CHECKING:
+    from servectl.runtime.generation import Job
 
 Item = tuple[str, dict[str, Any]]  # one text and its request's parameters
 
@@ -46,6 +52,7 @@ class TextRunner:
         path = str(spec.model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         self.model = self.load(path).to(self.device, getattr(torch, spec.model.dtype)).eval()
+        self.context = spec.model.max_length or model_context(self.model, self.tokenizer)
 
     def load(self, path: str) -> Any:
         raise NotImplementedError
@@ -61,9 +68,9 @@ class TextRunner:
         return Many((text, request.parameters) for text in request.inputs)
 
     def tokenize(self, texts: list[str]) -> Any:
-        return self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.spec.model.max_length, return_tensors="pt"
-        ).to(self.device)
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.context, return_tensors="pt").to(
+            self.device
+        )
 
     def encode(self, output: Any) -> TextResponse:
         return TextResponse(outputs=output)
@@ -118,7 +125,7 @@ class TextClassification(TextRunner):
 
 
 class TextGeneration(TextRunner):
-    """Continues a prompt; a batch generates together, each item with its own parameters."""
+    """Continues a prompt; each item joins the engine's running batch with its own parameters."""
 
     example: ClassVar[Any] = {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8}}
     allowed_parameters = frozenset({"max_new_tokens", "temperature", "top_p", "do_sample", "seed", "return_full_text"})
@@ -130,21 +137,40 @@ class TextGeneration(TextRunner):
 
     def setup(self, device: str, spec: Spec) -> None:
         super().setup(device, spec)
-        self.tokenizer.padding_side = "left"  # generation continues at the right edge
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        b = spec.batching
+        self.engine = TokenEngine(
+            self.model, self.tokenizer, self.context, b.max_batch_size, b.max_batch_tokens, static=not b.continuous
+        )
 
-    def predict(self, batch: list[Item]) -> list[dict[str, str]]:
-        """One token loop for the batch (the same one the OpenAI routes use), each row with
-        its own parameters."""
-        settings = [self._sampling(params) for _, params in batch]
-        prompts = [text for text, _ in batch]
-        *_, last = generate_steps(self.model, self.tokenizer, prompts, settings, self.spec.model.max_length)
-        states = [state for _, state in last]  # every step holds the rows' states; the last is final
-        return [
-            {"generated_text": (prompt if params.get("return_full_text", True) else "") + state.text}
-            for prompt, (_, params), state in zip(prompts, batch, states, strict=True)
-        ]
+    def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
+        """A sequence for the engine. A prompt that leaves no room in the context, or one plus
+        the `max_tokens` the client `asked` for that does not fit, is a 400 (OpenAI's
+        `context_length_exceeded`); a default `max_tokens` is cut to the room left."""
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
+        vocab = self.model.get_input_embeddings().num_embeddings
+        if any(not 0 <= i < vocab for i in ids):
+            raise InvalidInput(f"token ids must be in [0, {vocab})", field, status=400)
+        if not ids:  # an empty prompt starts from the beginning-of-text token
+            ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.engine.pad]
+        wanted = len(ids) + sampling.max_tokens
+        if len(ids) >= self.context or (asked and wanted > self.context):
+            raise InvalidInput(
+                f"This model's maximum context length is {self.context} tokens. However, you requested {wanted} "
+                f"tokens ({len(ids)} in the prompt, {sampling.max_tokens} for the completion). Please reduce the "
+                "length of the prompt or of the completion.",
+                field,
+                status=400,
+                code="context_length_exceeded",
+            )
+        sampling.max_tokens = min(sampling.max_tokens, self.context - len(ids))
+        return Sequence(sampling, ids, len(ids))
+
+    def generation_job(self, decoded: Item | Many) -> Job:
+        items = list(decoded) if isinstance(decoded, Many) else [decoded]
+        seqs = [self.sequence(text, self._sampling(p), "max_new_tokens" in p, "inputs") for text, p in items]
+        return TextJob(self.engine, items, seqs, many=isinstance(decoded, Many))
 
     def _sampling(self, params: dict[str, Any]) -> Sampling:
         sample = bool(params.get("do_sample", float(params.get("temperature", 0)) > 0))
@@ -154,6 +180,43 @@ class TextGeneration(TextRunner):
             top_p=float(params.get("top_p", 1.0)),
             seed=int(params["seed"]) if "seed" in params else None,
         )
+
+
+class TextJob:
+    """A predict-route request's generation: one answer once all its items are done."""
+
+    def __init__(self, engine: TokenEngine, items: list[Item], seqs: list[Sequence], many: bool) -> None:
+        self.engine = engine
+        self.items = items
+        self.seqs = seqs
+        self.many = many
+        engine.add(seqs)
+
+    def progress(self) -> Any:
+        if not all(seq.done for seq in self.seqs):
+            return None
+        for seq in self.seqs:
+            if seq.error is not None:
+                raise seq.error
+        outputs = [
+            {"generated_text": (text if params.get("return_full_text", True) else "") + seq.text}
+            for (text, params), seq in zip(self.items, self.seqs, strict=True)
+        ]
+        return Final(outputs if self.many else outputs[0], sum(len(seq.ids) for seq in self.seqs))
+
+    def close(self) -> None:
+        self.engine.remove(self.seqs)
+
+
+def model_context(model: Any, tokenizer: Any) -> int:
+    """The longest input a model takes: its position table, or its tokenizer's limit."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else 2048
 
 
 RUNNERS: dict[str, type[TextRunner]] = {

@@ -39,9 +39,9 @@ class BatchRunner:
         self.handler = handler
         self.max_batch_size = max_batch_size
 
-    def _invalid(self, key: int, exc: InvalidInput) -> Result:
+    def invalid(self, key: int, exc: InvalidInput) -> Result:
         detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
-        kind = "not_found" if exc.status == 404 else "validation_error"
+        kind = exc.code or ("not_found" if exc.status == 404 else "validation_error")
         return failed(key, exc.status, kind, f"invalid {exc.field}: {exc}", detail)
 
     def handler_failed(self, key: int, rid: str, stage: str, exc: BaseException) -> Result:
@@ -85,7 +85,7 @@ class BatchRunner:
             try:
                 ready.append((key, item.request_id, self.handler.decode(request)))
             except InvalidInput as exc:
-                results.append(self._invalid(key, exc))
+                results.append(self.invalid(key, exc))
             except Exception as exc:
                 results.append(self.handler_failed(key, item.request_id, "decode", exc))
         return results, ready
@@ -101,7 +101,7 @@ class BatchRunner:
         for i, (key, rid, decoded) in enumerate(ready):
             exc = errors.get(i)
             if isinstance(exc, InvalidInput):
-                results.append(self._invalid(key, exc))
+                results.append(self.invalid(key, exc))
             elif exc is not None:
                 results.append(self.handler_failed(key, rid, "predict", exc))
             else:

@@ -27,6 +27,7 @@ class WorkerHandle:
         self.ready = False
         self.hung = False
         self.retiring = False  # replaced by a reload: takes no batch, stops once it holds none
+        self.capacity = 0  # requests it takes while busy (continuous generation), set when ready; 0: one batch
         self.inflight: dict[int, Pending] = {}
         self.started_at = time.monotonic()
         self.hang_grace_s = hang_grace_s
@@ -34,8 +35,14 @@ class WorkerHandle:
         self._on_watchdog = on_watchdog
 
     @property
-    def idle(self) -> bool:
-        return self.ready and not self.inflight
+    def room(self) -> int:
+        """How many more requests it takes now: a batch's worth when it holds none, or up to
+        its capacity while it generates continuously."""
+        if not self.ready:
+            return 0
+        if self.capacity:
+            return max(self.capacity - len(self.inflight), 0)
+        return 0 if self.inflight else 1 << 30
 
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         assert self.run is not None  # ready implies launched

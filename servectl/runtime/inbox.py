@@ -1,9 +1,10 @@
 """A worker's two ends of its channel: the Inbox (its one reader) and the Outbox.
 
-The worker's main loop takes batches from the Inbox, blocking; a streaming batch calls
-`poll()` between steps, which reads whatever has arrived without blocking: Cancel keys are
-recorded for the stream to take, Stop is noted, and a Batch is kept for later. Nothing
-else reads the channel, so no message is lost to a reader that did not expect it.
+The worker's main loop takes batches from the Inbox, blocking (or, while it generates,
+`take_batch()` without waiting); a stream or generation calls `poll()` between steps,
+which reads whatever has arrived without blocking: Cancel keys are recorded for the
+stream to take, Stop is noted, and a Batch is kept for later. Nothing else reads the
+channel, so no message is lost to a reader that did not expect it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class Inbox:
             live = {item.key for kept in (batch, *self._batches) for item in kept.items}
             self._cancelled &= live
         return batch
+
+    def take_batch(self) -> Batch | None:
+        """A batch that has arrived, if any, without waiting (between generation steps)."""
+        return self._batches.popleft() if self._batches and not self.stopped else None
 
     def poll(self) -> None:
         """Read what has arrived, without waiting (between a stream's steps)."""

@@ -102,7 +102,8 @@ class WorkerPort(Protocol):
     inflight: dict[int, Pending]
 
     @property
-    def idle(self) -> bool: ...
+    def room(self) -> int:
+        """How many more requests it takes now (0: none)."""
 
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None: ...
 
@@ -259,17 +260,17 @@ class Scheduler:
     def dispatch(self) -> None:
         """Give queued work to idle workers, least loaded first, as the policy allows."""
         while self.queue:
-            idle = [w for w in self.workers if w.idle]
-            if not idle:
+            open_ = [w for w in self.workers if w.room > 0]
+            if not open_:
                 return
             now = time.perf_counter()
             oldest = next(iter(self.queue.values()))
-            busy = len(self.workers) - len(idle)
+            busy = len(self.workers) - len(open_)
             delay = batch_delay(len(self.queue), now - oldest.queued_at, busy, self.batching)
             if delay > 0:
                 self._arm_timer(delay)
                 return
-            self._send(idle[0], now)
+            self._send(max(open_, key=lambda w: w.room), now)
 
     def _arm_timer(self, delay: float) -> None:
         if self._timer is None:
@@ -280,7 +281,7 @@ class Scheduler:
         self.dispatch()
 
     def _send(self, worker: WorkerPort, now: float) -> None:
-        size = min(self.batching.max_batch_size, len(self.queue))
+        size = min(self.batching.max_batch_size, worker.room, len(self.queue))
         batch: list[Pending] = []
         for _ in range(size):
             _, pending = self.queue.popitem(last=False)

@@ -96,31 +96,35 @@ class StreamRunner:
         return [Result(key, ENDED) for key, _ in open_.values()]
 
     def _send_entry(self, open_: dict[int, tuple[int, str]], i: int, entry: Any) -> None:
-        """Send one request's share of a step: chunks, then maybe its end."""
         key, rid = open_[i]
-        tokens = getattr(entry, "tokens", 0)
-        if tokens:
-            self.outbox.send(Tokens(tokens))
-        for chunk in entry if isinstance(entry, Chunks) else [entry]:
-            if chunk is END:
-                del open_[i]
-                self._end_now([Result(key, ENDED)])
-                return
-            if isinstance(chunk, Final):  # the whole answer at once (a client that did not ask to stream)
-                del open_[i]
-                self._end_now([self._encode(key, rid, chunk.value)])
-                return
-            result = self._encode(key, rid, chunk)
-            if not isinstance(result.outcome, Reply):  # the chunk could not be encoded: its stream ends with the error
-                del open_[i]
-                self._end_now([result])
-                return
-            self.outbox.send(Chunk(key, result.outcome.body))
+        if send_entry(self.runner, self.outbox, self._batch_id, key, rid, entry):
+            del open_[i]
 
-    def _encode(self, key: int, rid: str, chunk: Any) -> Result:
-        if isinstance(chunk, _Raw):  # already encoded by a streaming encode
-            return self.runner.serialize(key, rid, chunk.value)
-        return self.runner.encode(key, rid, chunk)
+
+def send_entry(runner: BatchRunner, outbox: Outbox, batch_id: int, key: int, rid: str, entry: Any) -> bool:
+    """Send one request's share of a step: chunks, then maybe its end. True when it ended."""
+    tokens = getattr(entry, "tokens", 0)
+    if tokens:
+        outbox.send(Tokens(tokens))
+    for chunk in entry if isinstance(entry, Chunks) else [entry]:
+        if chunk is END:
+            outbox.send(Results(batch_id, [Result(key, ENDED)], None))
+            return True
+        if isinstance(chunk, Final):  # the whole answer at once (a client that did not ask to stream)
+            outbox.send(Results(batch_id, [_encode(runner, key, rid, chunk.value)], None))
+            return True
+        result = _encode(runner, key, rid, chunk)
+        if not isinstance(result.outcome, Reply):  # the chunk could not be encoded: its stream ends with the error
+            outbox.send(Results(batch_id, [result], None))
+            return True
+        outbox.send(Chunk(key, result.outcome.body))
+    return False
+
+
+def _encode(runner: BatchRunner, key: int, rid: str, chunk: Any) -> Result:
+    if isinstance(chunk, _Raw):  # already encoded by a streaming encode
+        return runner.serialize(key, rid, chunk.value)
+    return runner.encode(key, rid, chunk)
 
 
 class _Raw:

@@ -284,6 +284,8 @@ class Supervisor:
         if timer:
             timer.cancel()
         worker.ready = True
+        if info.continuous:
+            worker.capacity = self.slot_specs.get(worker.index, self.spec).batching.max_batch_size
         probation = self._end_probation(worker.index, None)
         self.handler_info = info if probation or self.handler_info is None else self.handler_info
         self.started_once.add(worker.index)

@@ -20,12 +20,15 @@ import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 
+import msgspec
+
 from servectl.handler import Handler
 from servectl.logs import configure
 from servectl.protocols import build_adapters, describe
 from servectl.runners import build_handler
 from servectl.runtime.batch import BatchRunner, failed, short
 from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.generation import GenerationLoop, generates
 from servectl.runtime.inbox import Inbox, Outbox
 from servectl.runtime.messages import Batch, Conn, PipeClosed, Ready, Request, Result, Results, SetupFailed, encode
 from servectl.runtime.streaming import StreamRunner
@@ -67,20 +70,28 @@ def _exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
 Route = Callable[[int, list[Request]], list[Result]]
 
 
-def _route(handler: Handler, spec: Spec, outbox: Outbox, inbox: Inbox) -> Route:
+def _route(handler: Handler, spec: Spec, outbox: Outbox, inbox: Inbox, generation: GenerationLoop) -> Route:
     runner = BatchRunner(handler, spec.batching.max_batch_size)
+    if generates(handler):
+        return generation.route(handler, runner)
     if handler.streams:
         return StreamRunner(runner, outbox, inbox).run
     return lambda _batch_id, items: runner.run(items)
 
 
 def build_routes(
-    spec: Spec, handler: Handler, adapters: dict[str, Handler], outbox: Outbox, inbox: Inbox
+    spec: Spec,
+    handler: Handler,
+    adapters: dict[str, Handler],
+    outbox: Outbox,
+    inbox: Inbox,
+    generation: GenerationLoop | None = None,
 ) -> dict[str, Route]:
     """The handler behind each API route: the spec's own, and the adapters of its api.kind."""
-    routes = {"predict": _route(handler, spec, outbox, inbox)}
+    generation = generation or GenerationLoop(outbox)
+    routes = {"predict": _route(handler, spec, outbox, inbox, generation)}
     for name, adapter in adapters.items():
-        routes[name] = _route(adapter, spec, outbox, inbox)
+        routes[name] = _route(adapter, spec, outbox, inbox, generation)
     return routes
 
 
@@ -103,12 +114,15 @@ def serve(conn: Conn, spec: Spec, slot: WorkerSlot) -> None:
     """A worker's life once its process (or test thread) is set up: build the handler, run
     setup, report Ready (or SetupFailed), then answer batches until Stop or the channel closes."""
     outbox, inbox = Outbox(conn), Inbox(conn)
+    generation = GenerationLoop(outbox)
     try:
         handler = build_handler(spec)
         handler.setup(slot.device, spec)
         adapters = build_adapters(spec, handler)
-        routes = build_routes(spec, handler, adapters, outbox, inbox)
-        ready = encode(Ready(describe(handler, adapters)))
+        routes = build_routes(spec, handler, adapters, outbox, inbox, generation)
+        info = describe(handler, adapters)
+        continuous = spec.batching.continuous and any(map(generates, [handler, *adapters.values()]))
+        ready = encode(Ready(msgspec.structs.replace(info, continuous=continuous)))
     except BaseException as exc:
         log.debug("setup failed\n%s", traceback.format_exc())
         with contextlib.suppress(PipeClosed):
@@ -116,14 +130,34 @@ def serve(conn: Conn, spec: Spec, slot: WorkerSlot) -> None:
         return
     try:
         outbox.send_encoded(ready)
-        while (batch := inbox.next_batch()) is not None:
-            t0 = time.perf_counter()
-            results = run_by_route(routes, batch)
-            outbox.send(Results(batch.batch_id, results, time.perf_counter() - t0))
-            if inbox.stopped:
-                return
+        _answer_batches(routes, inbox, outbox, generation)
     except PipeClosed:
         return  # the API process closed the pipe: it is stopping, or gone
+
+
+def _answer_batches(routes: dict[str, Route], inbox: Inbox, outbox: Outbox, generation: GenerationLoop) -> None:
+    """Batches until Stop. While jobs generate, the loop steps them and takes what arrives
+    between steps without waiting: new requests join the running batch."""
+    while True:
+        if generation.busy:
+            inbox.poll()
+            generation.cancel(inbox.take_cancelled(list(generation.jobs)))
+            if inbox.stopped:
+                generation.end_all()
+                return
+            batch = inbox.take_batch()
+        elif (batch := inbox.next_batch()) is None:
+            return
+        if batch is not None:
+            t0 = time.perf_counter()
+            results = run_by_route(routes, batch)
+            predict_s = None if generation.took(batch.items) else time.perf_counter() - t0
+            if results or predict_s is not None:
+                outbox.send(Results(batch.batch_id, results, predict_s))
+            if inbox.stopped and not generation.busy:
+                return
+        if generation.busy:
+            generation.step()
 
 
 def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int) -> None:

@@ -38,9 +38,15 @@ class FakeWorker:
         self.sent: list[list[tuple[int, str, bytes, str]]] = []
         self.cancelled: list[int] = []
 
+    capacity = 0  # a continuous-generation worker's: requests it takes while busy
+
     @property
-    def idle(self) -> bool:
-        return self.ready and not self.inflight
+    def room(self) -> int:
+        if not self.ready:
+            return 0
+        if self.capacity:
+            return max(self.capacity - len(self.inflight), 0)
+        return 0 if self.inflight else 1 << 30
 
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         self.sent.append([(p.key, p.request_id, p.body, p.route) for p in batch])

@@ -73,11 +73,12 @@ class OpenAIProtocol(ApiProtocol):
 
     def adapters(self, spec: Spec, handler: Handler) -> dict[str, Any]:
         from servectl.protocols.openai import lm
-        from servectl.protocols.openai.adapters import ChatCompletions, Completions, Embeddings
+        from servectl.protocols.openai.adapters import ChatCompletions, Completions
+        from servectl.protocols.openai.embeddings import Embeddings
 
         model: lm.LanguageModel
         if handler.runner is None:  # the custom contract: complete / embed hooks
-            model = lm.HandlerLM(handler.obj, spec.model.max_new_tokens)
+            model = lm.HandlerLM(handler.obj, spec.model.max_new_tokens, spec.batching.max_batch_size)
             generates, embeds = model.generates, model.embeds
         else:
             model = lm.TransformersLM(handler.runner)

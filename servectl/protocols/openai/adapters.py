@@ -1,34 +1,33 @@
-"""OpenAI-compatible routes over the built-in transformers runners.
+"""`/v1/chat/completions` and `/v1/completions` over a language model's engine.
 
-`/v1/chat/completions` and `/v1/completions` over text-generation (real token streaming,
-per-request sampling, stop strings, n, usage from token ids), `/v1/embeddings` over
-feature-extraction (batched across requests like any other items).
+Each request becomes a job: a sequence per prompt and choice, each with its own sampling,
+joining the engine's running batch (continuous batching); after every step the job says
+what to send: stream chunks (text, finish reasons, log-probabilities, usage last) or, for a
+client that did not ask to stream, the whole answer once every choice is done.
 """
 
 from __future__ import annotations
 
-import base64
-import struct
 import time
 import uuid
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
 from servectl.protocols.openai.lm import LanguageModel
+from servectl.protocols.openai.params import prompts_of, sampling_of
 from servectl.protocols.openai.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequest,
     Completion,
     CompletionRequest,
-    EmbeddingRequest,
-    EmbeddingResponse,
     GenerationRequest,
 )
-from servectl.runners.generate import RowState, Sampling
-from servectl.sdk import END, Chunks, Final, InvalidInput, Many
+from servectl.runners.engine import Engine
+from servectl.runners.sequence import Prompt, Sequence, TokenLogprob
+from servectl.sdk import END, Chunks, Final, InvalidInput
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -37,12 +36,22 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
     return content or ""
 
 
+@dataclass(slots=True)
+class Decoded:
+    """A generation request, checked: a sequence per prompt and choice, in choice order."""
+
+    request: GenerationRequest
+    seqs: list[Sequence]
+
+
 class _Generation:
-    """What chat and completions share: the request item, the step loop, the answers."""
+    """What chat and completions share: sequences per request, and their answers after
+    every step of the engine that runs them."""
 
     kind = "text_completion"
     response_model: type[BaseModel] = Completion  # documented answer types (OpenAPI, clients)
     chunk_model: type[BaseModel] = Completion
+    field = "prompt"  # the parameter a too-long prompt is blamed on
 
     def __init__(self, lm: LanguageModel, model_name: str) -> None:
         self.lm = lm
@@ -57,86 +66,23 @@ class _Generation:
                 f"The model `{model}` does not exist; this server serves `{self.model_name}`", "model", status=404
             )
 
-    def prompt(self, request: Any) -> str:
+    def prompts(self, request: Any) -> list[Prompt]:
         raise NotImplementedError
 
-    def decode_request(self, request: GenerationRequest) -> tuple[str, Sampling, GenerationRequest]:
+    def decode_request(self, request: GenerationRequest) -> Decoded:
         self.check_model(request.model)
-        limit = request.max_completion_tokens or request.max_tokens or self.lm.max_new_tokens
-        stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
-        sampling = Sampling(
-            max_tokens=limit, temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=stop
-        )
-        return self.prompt(request), sampling, request
-
-    def predict(self, batch: list[tuple[str, Sampling, GenerationRequest]]) -> Iterator[list[Any]]:
-        prompts, settings, owners = [], [], []
-        for i, (prompt, sampling, request) in enumerate(batch):
+        asked = request.max_completion_tokens is not None or request.max_tokens is not None
+        seqs = []
+        for prompt in self.prompts(request):
             for choice in range(request.n):
-                seed = None if sampling.seed is None else sampling.seed + choice
-                prompts.append(prompt)
-                settings.append(
-                    Sampling(sampling.max_tokens, sampling.temperature, sampling.top_p, seed, sampling.stop)
-                )
-                owners.append((i, choice))
-        created, ids = int(time.time()), [f"{self.kind}-{uuid.uuid4().hex[:24]}" for _ in batch]
-        states: dict[int, list[RowState]] = {}
-        done = [False] * len(batch)
-        for step in self.lm.steps(prompts, settings):
-            entries: list[Any] = [None] * len(batch)
-            deltas: dict[int, list[tuple[int, str, RowState]]] = {}
-            for (i, choice), (text, state) in zip(owners, step, strict=True):
-                states.setdefault(i, [None] * batch[i][2].n)[choice] = state  # type: ignore[list-item]
-                deltas.setdefault(i, []).append((choice, text, state))
-            for i, (_, _, request) in enumerate(batch):
-                if done[i]:
-                    continue
-                finished = all(s.finish_reason for s in states[i])
-                tokens = sum(len(s.ids) for s in states[i]) if finished else 0
-                if request.stream:
-                    entries[i] = self._chunks(ids[i], created, deltas[i], finished, request, states[i], tokens)
-                elif finished:
-                    entries[i] = Final(self._whole(ids[i], created, states[i]), tokens)
-                if finished:
-                    done[i] = True
-            yield entries
-            if all(done):
-                return
+                sampling = sampling_of(request, self.lm.max_new_tokens)
+                if sampling.seed is not None:
+                    sampling.seed += choice
+                seqs.append(self.lm.sequence(prompt, sampling, asked, self.field))
+        return Decoded(request, seqs)
 
-    def _usage(self, states: list[RowState]) -> dict[str, int]:
-        completion = sum(len(s.ids) for s in states)
-        return {
-            "prompt_tokens": states[0].prompt_tokens,
-            "completion_tokens": completion,
-            "total_tokens": states[0].prompt_tokens + completion,
-        }
-
-    def _chunks(
-        self,
-        cid: str,
-        created: int,
-        deltas: list[tuple[int, str, RowState]],
-        finished: bool,
-        request: GenerationRequest,
-        states: list[RowState],
-        tokens: int,
-    ) -> Any:
-        choices = [
-            self.delta_choice(choice, text, state.finish_reason)
-            for choice, text, state in deltas
-            if text or (state.finish_reason and not getattr(state, "reported", False))
-        ]
-        for _, _, state in deltas:
-            if state.finish_reason:
-                state.reported = True  # type: ignore[attr-defined]
-        out: list[Any] = []
-        if choices:
-            out.append(self.chunk(cid, created, choices))
-        if finished and request.stream_options and request.stream_options.include_usage:
-            out.append({**self.chunk(cid, created, []), "usage": self._usage(states)})
-        if finished:
-            out.append(END)
-        return Chunks(out, tokens) if out else None
+    def generation_job(self, decoded: Decoded) -> GenerationJob:
+        return GenerationJob(self, decoded, self.lm.engine)
 
     def chunk(self, cid: str, created: int, choices: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -147,25 +93,69 @@ class _Generation:
             "choices": choices,
         }
 
-    def delta_choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
+    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: list[TokenLogprob] | None) -> Any:
         raise NotImplementedError
 
-    def whole_choice(self, index: int, state: RowState) -> dict[str, Any]:
+    def whole_choice(self, index: int, seq: Sequence) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _whole(self, cid: str, created: int, states: list[RowState]) -> dict[str, Any]:
+
+class GenerationJob:
+    """One request's sequences in the engine; after each step, the chunks (or the whole
+    answer) they make."""
+
+    def __init__(self, adapter: _Generation, decoded: Decoded, engine: Engine) -> None:
+        self.adapter = adapter
+        self.request = decoded.request
+        self.seqs = decoded.seqs
+        self.engine = engine
+        self.id = f"{adapter.kind}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        engine.add(self.seqs)
+
+    def close(self) -> None:
+        self.engine.remove(self.seqs)
+
+    def progress(self) -> Any:
+        finished = all(seq.done for seq in self.seqs)
+        for seq in self.seqs:
+            if seq.error is not None:
+                raise seq.error
+        tokens = sum(len(seq.ids) for seq in self.seqs) if finished else 0
+        if not self.request.stream:
+            return Final(self._whole(), tokens) if finished else None
+        a = self.adapter
+        choices = []
+        for index, seq in enumerate(self.seqs):
+            text = seq.take()
+            finish = seq.finish_reason if seq.done and not seq.reported else None
+            if text or finish:
+                seq.reported = seq.reported or finish is not None
+                logprobs = seq.take_logprobs() if seq.sampling.logprobs is not None else None
+                choices.append(a.delta_choice(index, text, finish, logprobs))
+        out: list[Any] = [a.chunk(self.id, self.created, choices)] if choices else []
+        if finished:
+            options = self.request.stream_options
+            if options and options.include_usage:
+                out.append({**a.chunk(self.id, self.created, []), "usage": self._usage()})
+            out.append(END)
+        return Chunks(out, tokens) if out else None
+
+    def _usage(self) -> dict[str, int]:
+        n = self.request.n
+        prompt = sum(seq.prompt_tokens for seq in self.seqs[::n])
+        completion = sum(len(seq.ids) for seq in self.seqs)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _whole(self) -> dict[str, Any]:
         """The non-streamed answer: every choice, and usage."""
-        choices = [
-            {**self.whole_choice(i, s), "finish_reason": s.finish_reason, "logprobs": None}
-            for i, s in enumerate(states)
-        ]
         return {
-            "id": cid,
-            "object": self.kind,
-            "created": created,
-            "model": self.model_name,
-            "choices": choices,
-            "usage": self._usage(states),
+            "id": self.id,
+            "object": self.adapter.kind,
+            "created": self.created,
+            "model": self.adapter.model_name,
+            "choices": [self.adapter.whole_choice(i, seq) for i, seq in enumerate(self.seqs)],
+            "usage": self._usage(),
         }
 
 
@@ -173,79 +163,73 @@ class ChatCompletions(_Generation):
     kind = "chat.completion"
     response_model = ChatCompletion
     chunk_model = ChatCompletionChunk
+    field = "messages"
     example_body: ClassVar[dict[str, Any]] = {"messages": [{"role": "user", "content": "Say hello."}]}
 
-    def decode(self, request: ChatRequest) -> tuple[str, Sampling, GenerationRequest]:
+    def decode(self, request: ChatRequest) -> Decoded:
         return self.decode_request(request)
 
-    def prompt(self, request: ChatRequest) -> str:
-        return str(self.lm.render([{"role": m.role, "content": _text(m.content)} for m in request.messages]))
+    def prompts(self, request: ChatRequest) -> list[Prompt]:
+        return [str(self.lm.render([{"role": m.role, "content": _text(m.content)} for m in request.messages]))]
 
-    def delta_choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
+    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: list[TokenLogprob] | None) -> Any:
         delta = {"role": "assistant", "content": text} if text else {}
-        return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": _chat_logprobs(logprobs)}
 
-    def whole_choice(self, index: int, state: RowState) -> dict[str, Any]:
-        return {"index": index, "message": {"role": "assistant", "content": state.text}}
+    def whole_choice(self, index: int, seq: Sequence) -> dict[str, Any]:
+        return {
+            "index": index,
+            "message": {"role": "assistant", "content": seq.text},
+            "finish_reason": seq.finish_reason,
+            "logprobs": _chat_logprobs(seq.logprobs if seq.sampling.logprobs is not None else None),
+        }
 
 
 class Completions(_Generation):
     kind = "text_completion"
 
-    def decode(self, request: CompletionRequest) -> tuple[str, Sampling, GenerationRequest]:
+    def decode(self, request: CompletionRequest) -> Decoded:
         return self.decode_request(request)
 
-    def prompt(self, request: CompletionRequest) -> str:
-        return request.prompt
+    def prompts(self, request: CompletionRequest) -> list[Prompt]:
+        return prompts_of(request)
 
-    def delta_choice(self, index: int, text: str, finish: str | None) -> dict[str, Any]:
-        return {"index": index, "text": text, "finish_reason": finish, "logprobs": None}
+    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: list[TokenLogprob] | None) -> Any:
+        return {"index": index, "text": text, "finish_reason": finish, "logprobs": _completion_logprobs(logprobs)}
 
-    def whole_choice(self, index: int, state: RowState) -> dict[str, Any]:
-        return {"index": index, "text": state.text}
-
-
-class Embeddings:
-    """`/v1/embeddings`: each input string is one item, batched with other requests' items."""
-
-    response_model = EmbeddingResponse
-
-    def __init__(self, lm: LanguageModel, model_name: str) -> None:
-        self.lm = lm
-        self.model_name = model_name
-        self.example = {"model": model_name, "input": ["servectl serves models.", "One YAML file."]}
-
-    def decode(self, request: EmbeddingRequest) -> Many:
-        if request.model != self.model_name:
-            msg = f"The model `{request.model}` does not exist; this server serves `{self.model_name}`"
-            raise InvalidInput(msg, "model", status=404)
-        texts = [request.input] if isinstance(request.input, str) else request.input
-        if not texts:
-            raise InvalidInput("input must not be empty", "input", status=400)
-        if request.dimensions is not None and request.dimensions > self.lm.width:
-            raise InvalidInput(f"dimensions must be at most {self.lm.width} for this model", "dimensions", status=400)
-        return Many(zip(texts, [request] * len(texts), self.lm.count(texts), strict=True))
-
-    def predict(self, batch: list[tuple[str, EmbeddingRequest, int]]) -> list[Any]:
-        vectors = self.lm.embed([text for text, _, _ in batch])
-        return [(vec, request, n) for vec, (_, request, n) in zip(vectors, batch, strict=True)]
-
-    def encode(self, outputs: list[tuple[list[float], EmbeddingRequest, int]]) -> dict[str, Any]:
-        data = []
-        request = outputs[0][1]
-        for i, (vec, _, _) in enumerate(outputs):
-            if request.dimensions:
-                vec = vec[: request.dimensions]
-                norm = sum(v * v for v in vec) ** 0.5 or 1.0
-                vec = [v / norm for v in vec]
-            embedding: Any = vec
-            if request.encoding_format == "base64":
-                embedding = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
-            data.append({"object": "embedding", "index": i, "embedding": embedding})
-        tokens = sum(n for _, _, n in outputs)
+    def whole_choice(self, index: int, seq: Sequence) -> dict[str, Any]:
+        logprobs = seq.logprobs if seq.sampling.logprobs is not None else None
         return {
-            "object": "list",
-            "data": data,
-            "model": self.model_name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "index": index,
+            "text": seq.text,
+            "finish_reason": seq.finish_reason,
+            "logprobs": _completion_logprobs(logprobs),
         }
+
+
+def _chat_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """Chat's `logprobs`: per token, its text, log-probability, UTF-8 bytes and alternatives."""
+    if entries is None:
+        return None
+
+    def one(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    content = [{**one(e.token, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]} for e in entries]
+    return {"content": content, "refusal": None}
+
+
+def _completion_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """Completions' legacy `logprobs`: parallel lists, alternatives as {token: logprob}."""
+    if entries is None:
+        return None
+    offsets, at = [], 0
+    for e in entries:
+        offsets.append(at)
+        at += len(e.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [dict(e.top) for e in entries],
+        "text_offset": offsets,
+    }

@@ -7,10 +7,13 @@ count_tokens; `EmbedHandler`: embed): all optional but one, looked up once here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable
 from typing import Any, Protocol
 
-from servectl.runners.generate import RowState, Sampling, generate_steps
+from servectl.runners.engine import Engine
+from servectl.runners.sequence import Prompt, Sequence
+from servectl.sdk import InvalidInput, Sampling
 
 
 def plain_chat(messages: list[dict[str, str]]) -> str:
@@ -23,9 +26,15 @@ class LanguageModel(Protocol):
     max_new_tokens: int
 
     @property
+    def context(self) -> int | None:
+        """Tokens a prompt and its completion may hold together; None: unknown."""
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
     def width(self) -> int: ...
     def render(self, messages: list[dict[str, str]]) -> str: ...
-    def steps(self, prompts: list[str], settings: list[Sampling]) -> Iterator[list[tuple[str, RowState]]]: ...
+    def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence: ...
     def count(self, texts: list[str]) -> list[int]: ...
     def embed(self, texts: list[str]) -> list[list[float]]: ...
 
@@ -36,6 +45,8 @@ class TransformersLM:
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self.max_new_tokens = runner.spec.model.max_new_tokens
+        self.context = runner.context
+        self.engine: Any = getattr(runner, "engine", None)  # text-generation only
 
     def render(self, messages: list[dict[str, str]]) -> str:
         tokenizer = self.runner.tokenizer
@@ -43,12 +54,12 @@ class TransformersLM:
             return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
         return plain_chat(messages)
 
-    def steps(self, prompts: list[str], settings: list[Sampling]) -> Iterator[list[tuple[str, RowState]]]:
-        r = self.runner
-        return generate_steps(r.model, r.tokenizer, prompts, settings, r.spec.model.max_length)
+    def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
+        seq: Sequence = self.runner.sequence(prompt, sampling, asked, field)
+        return seq
 
     def count(self, texts: list[str]) -> list[int]:
-        ids = self.runner.tokenizer(texts, truncation=True, max_length=self.runner.spec.model.max_length)["input_ids"]
+        ids = self.runner.tokenizer(texts, truncation=True, max_length=self.context)["input_ids"]
         return [len(i) for i in ids]
 
     @property
@@ -62,7 +73,9 @@ class TransformersLM:
 class HandlerLM:
     """A user's handler with the custom contract behind the OpenAI routes."""
 
-    def __init__(self, handler: Any, max_new_tokens: int) -> None:
+    context: int | None = None
+
+    def __init__(self, handler: Any, max_new_tokens: int, max_rows: int) -> None:
         self.max_new_tokens = max_new_tokens
         self._width = int(getattr(handler, "dimensions", 0)) or 1 << 16
         self._complete = _hook(handler, "complete")
@@ -71,6 +84,7 @@ class HandlerLM:
         self._embed = _hook(handler, "embed")
         self.generates = self._complete is not None
         self.embeds = self._embed is not None
+        self.engine = PieceEngine(self._complete, max_rows)
 
     @property
     def width(self) -> int:
@@ -86,37 +100,68 @@ class HandlerLM:
         assert self._embed is not None  # only the embeddings adapter calls it, made when it exists
         return [list(map(float, v)) for v in self._embed(texts)]
 
-    def steps(self, prompts: list[str], settings: list[Sampling]) -> Iterator[list[tuple[str, RowState]]]:
-        """Round-robin over one `complete` iterator per prompt: one piece each per step."""
-        rows = [RowState(s, self.count([p])[0]) for p, s in zip(prompts, settings, strict=True)]
-        pieces = [iter(self._complete(p, s)) for p, s in zip(prompts, settings, strict=True)]
-        while True:
-            step = []
-            for row, it in zip(rows, pieces, strict=True):
-                step.append((_piece(row, it) if row.finish_reason is None else "", row))
-            yield step
-            if all(row.finish_reason for row in rows):
-                return
+    def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
+        if not isinstance(prompt, str):
+            raise InvalidInput("token-id prompts need a model with a tokenizer; send text", field, status=400)
+        return Sequence(sampling, [], self.count([prompt])[0], prompt_text=prompt)
+
+
+class PieceEngine:
+    """Continuous batching for a handler's `complete`: one iterator per sequence, one piece
+    (one token) each per step; sequences join and leave between steps, `max_rows` at most
+    running. A failing iterator fails its own sequence only."""
+
+    def __init__(self, complete: Any, max_rows: int) -> None:
+        self.complete = complete
+        self.max_rows = max_rows
+        self.running: list[Sequence] = []
+        self.waiting: deque[Sequence] = deque()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def add(self, seqs: list[Sequence]) -> None:
+        self.waiting.extend(seqs)
+
+    def remove(self, seqs: Iterable[Sequence]) -> None:
+        for seq in seqs:
+            if not seq.done:
+                seq.finish_reason = "cancelled"
+        self._leave()
+
+    def step(self) -> None:
+        while self.waiting and len(self.running) < self.max_rows:
+            seq = self.waiting.popleft()
+            if seq.done:
+                continue
+            try:
+                seq.state = iter(self.complete(seq.prompt_text, seq.sampling))
+            except Exception as exc:
+                seq.fail(exc)
+                continue
+            self.running.append(seq)
+        for seq in self.running:
+            try:
+                piece = next(seq.state, None)
+            except Exception as exc:
+                seq.fail(exc)
+                continue
+            if piece is None:
+                seq.finish_reason = "stop"
+                continue
+            seq.ids.append(0)  # one piece, one token
+            seq.extend(str(piece))
+        self._leave()
+
+    def _leave(self) -> None:
+        for seq in self.running:
+            if seq.done and hasattr(seq.state, "close"):
+                seq.state.close()  # a generator's `finally` runs now
+        self.running = [seq for seq in self.running if not seq.done]
+        self.waiting = deque(seq for seq in self.waiting if not seq.done)
 
 
 def _hook(handler: Any, name: str) -> Any:
     fn = getattr(handler, name, None)
     return fn if callable(fn) else None
-
-
-def _piece(row: RowState, pieces: Iterator[str]) -> str:
-    piece = next(pieces, None)
-    if piece is None:
-        row.finish_reason = "stop"
-        return ""
-    row.ids.append(0)  # one piece, one token
-    before = len(row.text)
-    row.text += piece
-    for stop in row.sampling.stop:
-        at = row.text.find(stop)
-        if at != -1:
-            row.text, row.finish_reason = row.text[:at], "stop"
-            return row.text[before:]
-    if len(row.ids) >= row.sampling.max_tokens:
-        row.finish_reason = "length"
-    return piece

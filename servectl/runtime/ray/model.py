@@ -41,8 +41,8 @@ class RayPort:
         self._call: Any = None  # the open streaming call, cancelled when all its requests are
 
     @property
-    def idle(self) -> bool:
-        return self.model.ready and not self.inflight
+    def room(self) -> int:
+        return 1 << 30 if self.model.ready and not self.inflight else 0
 
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         items = [Request(p.key, p.request_id, p.body, p.route) for p in batch]

@@ -1,0 +1,244 @@
+"""The token engine: iteration-level (continuous) batching over a transformers causal LM.
+
+Sequences join the running batch between decoding steps and leave it as soon as they end,
+as TGI does for models without paged attention: a joining group is prefilled on its own
+(left-padded), then its KV cache is concatenated to the running one (the shorter one padded
+on the left); finished rows are filtered out of the cache, and columns no row attends to any
+more are trimmed. Positions are explicit, so left padding never shifts a row's positions and
+a row decodes the same tokens in any batch (up to float rounding).
+
+`static=True` is the classic batcher, kept for comparison: a group joins only an empty engine
+and every row computes until the longest one ends.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from servectl.runners.sampling import choose
+from servectl.runners.sequence import Sequence
+
+
+class Engine(Protocol):
+    """What a generation job needs from the engine that advances its sequences."""
+
+    @property
+    def busy(self) -> bool: ...
+    def add(self, seqs: list[Sequence]) -> None: ...
+    def remove(self, seqs: Iterable[Sequence]) -> None: ...
+    def step(self) -> None: ...
+
+
+class Detokenizer:
+    """Incremental detokenization: each token decodes a short window, never the whole row
+    (the prefix/read offsets of TGI and vLLM). The window starts in the prompt's last tokens,
+    so a first token's leading space survives tokenizers that drop it at a text's start."""
+
+    __slots__ = ("prefix", "read", "tokenizer", "tokens")
+
+    def __init__(self, tokenizer: Any, prompt: list[int]) -> None:
+        self.tokenizer = tokenizer
+        self.tokens = list(prompt[-5:])
+        self.prefix = 0
+        self.read = len(self.tokens)
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.tokens[self.prefix : self.read], skip_special_tokens=True)
+        text = decode(self.tokens[self.prefix :], skip_special_tokens=True)
+        if len(text) <= len(before) or text.endswith("\ufffd"):
+            return ""  # nothing new yet, or half a character
+        self.prefix, self.read = self.read, len(self.tokens)
+        if self.prefix > 64:  # keep the window short
+            del self.tokens[: self.prefix]
+            self.read -= self.prefix
+            self.prefix = 0
+        return str(text[len(before) :])
+
+
+def eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found = set(ids if isinstance(ids, list) else [ids])
+    found.add(tokenizer.eos_token_id)
+    return frozenset(i for i in found if i is not None)
+
+
+class TokenEngine:
+    """Advances every running sequence by one token per step; see the module's docstring."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, context: int, max_rows: int, max_prefill_tokens: int, static: bool = False
+    ) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        self.torch = torch
+        self.cache_type = DynamicCache
+        self.model = model
+        self.tokenizer = tokenizer
+        self.context = context
+        self.max_rows = max_rows
+        self.max_prefill_tokens = max_prefill_tokens
+        self.static = static
+        self.device = next(model.parameters()).device
+        self.eos = eos_ids(model, tokenizer)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
+        self.running: list[Sequence] = []
+        self.waiting: deque[Sequence] = deque()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.running = []
+        self.cache: list[tuple[Any, Any]] = []  # per layer: keys, values [rows, heads, time, dim]
+        self.mask: Any = None  # [rows, time]: 1 where a row has a token
+        self.last: Any = None  # [rows]: each row's next input token
+        self.positions: Any = None  # [rows]: each row's next position
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running or self.waiting)
+
+    def add(self, seqs: list[Sequence]) -> None:
+        """Queue sequences; they join at the next step that has room for them."""
+        for seq in seqs:
+            if seq.sampling.seed is not None:
+                seq.generator = self.torch.Generator(device=self.device).manual_seed(seq.sampling.seed)
+            seq.state = Detokenizer(self.tokenizer, seq.prompt)
+            self.waiting.append(seq)
+
+    def remove(self, seqs: Iterable[Sequence]) -> None:
+        """Stop sequences (cancelled): they leave before the next step computes anything."""
+        for seq in seqs:
+            if not seq.done:
+                seq.finish_reason = "cancelled"
+        self.waiting = deque(seq for seq in self.waiting if not seq.done)
+        self._filter(force=True)
+
+    def step(self) -> None:
+        """One token for every running sequence, and a first token for those that join. A
+        failed step fails every sequence it held (the model itself failed), and resets."""
+        joining: list[Sequence] = []
+        try:
+            with self.torch.inference_mode():
+                if self.running:
+                    self._decode()
+                joining = self._admit()
+                if joining:
+                    self._prefill(joining)
+        except Exception as exc:
+            for seq in [*self.running, *joining]:
+                seq.fail(exc)
+            self._reset()
+            return
+        self._filter()
+
+    # --- one step ---------------------------------------------------------------------
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+        past = self.cache_type(ddp_cache_data=cache) if cache else None
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+        )
+        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        return out.logits[:, -1, :].float(), layers
+
+    def _decode(self) -> None:
+        torch = self.torch
+        mask = torch.cat([self.mask, self.mask.new_ones((len(self.running), 1))], dim=1)
+        logits, self.cache = self._forward(self.last[:, None], mask, self.positions[:, None], self.cache)
+        self.mask = mask
+        self.positions = self.positions + 1
+        self.last = self._advance(self.running, logits)
+
+    def _admit(self) -> list[Sequence]:
+        """Who joins now: as many waiting sequences as there are free rows, while their padded
+        prompts fit the prefill budget (the first always joins)."""
+        if self.static and self.running:
+            return []
+        room = self.max_rows - len(self.running)
+        joining: list[Sequence] = []
+        longest = 0
+        while self.waiting and len(joining) < room:
+            longest = max(longest, len(self.waiting[0].prompt))
+            if joining and not self.static and longest * (len(joining) + 1) > self.max_prefill_tokens:
+                break
+            joining.append(self.waiting.popleft())
+        return joining
+
+    def _prefill(self, seqs: list[Sequence]) -> None:
+        torch = self.torch
+        width = max(len(seq.prompt) for seq in seqs)
+        ids = torch.full((len(seqs), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            ids[i, width - len(seq.prompt) :] = torch.tensor(seq.prompt)
+            mask[i, width - len(seq.prompt) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = self._forward(ids, mask, positions, None)
+        last = self._advance(seqs, logits)
+        self._merge(seqs, cache, mask, last, mask.sum(-1))
+
+    def _advance(self, seqs: list[Sequence], logits: Any) -> Any:
+        """Each row's next token, appended; rows end on EOS, a stop string, their budget or
+        the context's end. Returns the next input ids."""
+        tokens = choose(logits, seqs, self._token_text)
+        for seq, token in zip(seqs, tokens, strict=True):
+            if seq.done:
+                continue  # a static batch's finished row: computed, not used
+            if token in self.eos:
+                seq.finish_reason = "stop"
+                continue
+            seq.ids.append(token)
+            seq.extend(seq.state.push(token))
+            if not seq.done and len(seq.prompt) + len(seq.ids) >= self.context:
+                seq.finish_reason = "length"
+        return self.torch.tensor(tokens, device=self.device)
+
+    def _token_text(self, token: int) -> str:
+        return str(self.tokenizer.decode([token]))
+
+    # --- the running batch's shape ----------------------------------------------------------
+
+    def _merge(self, seqs: list[Sequence], cache: list[tuple[Any, Any]], mask: Any, last: Any, positions: Any) -> None:
+        if not self.running:
+            self.running, self.cache, self.mask, self.last, self.positions = list(seqs), cache, mask, last, positions
+            return
+        torch = self.torch
+        width = max(self.mask.shape[1], mask.shape[1])
+        old, new = self._pad_left(self.mask, self.cache, width), self._pad_left(mask, cache, width)
+        self.mask = torch.cat([old[0], new[0]])
+        self.cache = [
+            (torch.cat([ok, nk]), torch.cat([ov, nv])) for (ok, ov), (nk, nv) in zip(old[1], new[1], strict=True)
+        ]
+        self.last = torch.cat([self.last, last])
+        self.positions = torch.cat([self.positions, positions])
+        self.running += seqs
+
+    def _pad_left(self, mask: Any, cache: list[tuple[Any, Any]], width: int) -> tuple[Any, list[tuple[Any, Any]]]:
+        extra = width - mask.shape[1]
+        if extra == 0:
+            return mask, cache
+        fn = self.torch.nn.functional.pad
+        return fn(mask, (extra, 0)), [(fn(k, (0, 0, extra, 0)), fn(v, (0, 0, extra, 0))) for k, v in cache]
+
+    def _filter(self, force: bool = False) -> None:
+        """Finished rows leave the batch (a static batch's only once all are done), and time
+        columns that no remaining row attends to are dropped."""
+        keep = [i for i, seq in enumerate(self.running) if not seq.done]
+        if len(keep) == len(self.running) or (self.static and keep and not force):
+            return
+        if not keep:
+            self._reset()
+            return
+        idx = self.torch.tensor(keep, device=self.device)
+        self.running = [self.running[i] for i in keep]
+        mask = self.mask[idx]
+        first = int(mask.any(0).int().argmax())
+        self.mask = mask[:, first:]
+        self.cache = [(k[idx, :, first:], v[idx, :, first:]) for k, v in self.cache]
+        self.last = self.last[idx]
+        self.positions = self.positions[idx]
