@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -157,3 +160,107 @@ def test_custom_handler_serves_the_openai_routes(shared_serve) -> None:
     assert cut.choices[0].text == "one two" and cut.choices[0].finish_reason == "stop"
     vectors = client.embeddings.create(model="echo-llm", input=["a", "b"]).data
     assert len(vectors) == 2 and len(vectors[0].embedding) == 32
+
+
+# --- continuous batching, on the tiny GPT-2 server above (max_batch_size 8) ------------------
+
+
+async def _stream_times(client: httpx.AsyncClient, body: dict, times: list[float], texts: list[str]) -> str:
+    """Stream a completion, noting when each text chunk arrived; its finish reason."""
+    finish = ""
+    async with client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                choice = json.loads(line[6:])["choices"][0]
+                if choice["text"]:
+                    times.append(time.monotonic())
+                    texts.append(choice["text"])
+                finish = choice["finish_reason"] or finish
+    return finish
+
+
+def test_a_short_request_joins_a_running_generation(gpt2) -> None:
+    """Sent while a 110-token generation runs, a 2-token request is answered while the long
+    one still has most of its tokens to go: it joined the running batch, it did not wait."""
+    server, _ = gpt2
+    headers = {"Authorization": "Bearer sk-test"}
+
+    async def scenario() -> tuple[str, list[float], float, dict]:
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+            times: list[float] = []
+            body = {"model": "tiny-gpt2", "prompt": "a", "max_tokens": 110, "temperature": 0}
+            long = asyncio.create_task(_stream_times(client, body, times, []))
+            while not times:
+                await asyncio.sleep(0.001)
+            short = await client.post(
+                "/v1/completions", json={"model": "tiny-gpt2", "prompt": "hello", "max_tokens": 2, "temperature": 0}
+            )
+            answered = time.monotonic()
+            return await long, times, answered, short.json()
+
+    finish, times, answered, short = asyncio.run(scenario())
+    assert finish == "length" and short["usage"]["completion_tokens"] == 2
+    after = sum(t > answered for t in times)
+    assert after > 50, f"only {after} of the long generation's chunks came after the short answer"
+
+
+def test_concurrent_rows_give_the_tokens_each_gets_alone(gpt2) -> None:
+    """Rows of different lengths and settings share the running batch (joining at different
+    steps) and each gets exactly what it gets alone."""
+    _, client = gpt2
+    requests = [
+        {"prompt": "Once upon a time", "max_tokens": 30},
+        {"prompt": "hello", "max_tokens": 5},
+        {"prompt": "the quick brown fox", "max_tokens": 18, "temperature": 0.9, "seed": 11, "top_p": 0.9},
+        {"prompt": "a", "max_tokens": 40, "extra_body": {"top_k": 5, "repetition_penalty": 1.2}, "seed": 2},
+        {"prompt": "servectl", "max_tokens": 12, "frequency_penalty": 1.0, "logit_bias": {"7": 5}},
+    ]
+    requests = [{"temperature": 0, **r} for r in requests]
+    alone = [client.completions.create(model="tiny-gpt2", **r).choices[0].text for r in requests]
+
+    async def together() -> list[str]:
+        aclient = openai.AsyncOpenAI(base_url=client.base_url, api_key="sk-test", max_retries=0)
+        replies = await asyncio.gather(*(aclient.completions.create(model="tiny-gpt2", **r) for r in requests))
+        return [reply.choices[0].text for reply in replies]
+
+    assert asyncio.run(together()) == alone
+
+
+def test_a_cancelled_stream_leaves_and_the_others_go_on(gpt2) -> None:
+    server, _ = gpt2
+    headers = {"Authorization": "Bearer sk-test"}
+    kept = {"model": "tiny-gpt2", "prompt": "Once upon a time", "max_tokens": 60, "temperature": 0}
+
+    async def scenario() -> tuple[list[str], str]:
+        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60) as client:
+            texts: list[str] = []
+            other = asyncio.create_task(_stream_times(client, kept, [], texts))
+            body = {**kept, "prompt": "a", "stream": True}
+            async with client.stream("POST", "/v1/completions", json=body) as response:
+                lines = response.aiter_lines()
+                for _ in range(6):
+                    await anext(lines)  # a few chunks, then the client goes away mid-generation
+            return texts, await other
+
+    restarts = server.metric("servectl_worker_restarts_total")
+    texts, finish = asyncio.run(scenario())
+    alone = gpt2[1].completions.create(**kept).choices[0].text
+    assert finish == "length" and "".join(texts) == alone
+    assert server.metric("servectl_worker_restarts_total") == restarts  # the worker just went on
+
+
+def test_context_overflow_is_openais_400(gpt2) -> None:
+    _, client = gpt2
+    prompt = " ".join(["word"] * 30)  # about 90 tokens
+    with pytest.raises(openai.BadRequestError) as over:
+        client.completions.create(model="tiny-gpt2", prompt=prompt, max_tokens=100)
+    error = over.value.body
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+    assert "maximum context length is 128 tokens" in error["message"]
+    with pytest.raises(openai.BadRequestError) as chat:
+        client.chat.completions.create(model="tiny-gpt2", messages=[{"role": "user", "content": prompt * 2}])
+    assert chat.value.body["code"] == "context_length_exceeded" and chat.value.body["param"] == "messages"
+    # without max_tokens the completion gets the room the context has left
+    fits = client.completions.create(model="tiny-gpt2", prompt=prompt, temperature=0)
+    assert fits.usage.prompt_tokens + fits.usage.completion_tokens <= 128

@@ -81,6 +81,29 @@ def test_batches_form_while_busy() -> None:
     asyncio.run(_batches_form_while_busy())
 
 
+async def _continuous_worker_takes_requests_while_busy() -> None:
+    """A continuous-generation worker takes new requests while it holds some, up to its
+    capacity; each answered request frees a place at once."""
+    scheduler = Scheduler(BatchingSpec(max_batch_size=3, max_wait_ms=50), 100, ModelMetrics())
+    worker = FakeWorker(0)
+    worker.capacity = 3
+    scheduler.add_worker(worker)
+    first = scheduler.submit("a", b"1")
+    scheduler.submit("b", b"2")
+    scheduler.submit("c", b"3")
+    assert [len(b) for b in worker.sent] == [1, 1, 1]  # each joined at once, no max_wait
+    rest = [scheduler.submit(f"r{i}", b"x") for i in range(2)]
+    assert len(scheduler.queue) == 2  # full: they wait
+    scheduler.on_results(worker, [Result(first.key, Reply(b"1"))], None)
+    assert await first.future == Reply(b"1")
+    assert [len(b) for b in worker.sent] == [1, 1, 1, 1] and len(scheduler.queue) == 1
+    assert rest[0].key in worker.inflight
+
+
+def test_continuous_worker_takes_requests_while_busy() -> None:
+    asyncio.run(_continuous_worker_takes_requests_while_busy())
+
+
 async def _max_wait_holds_partial_batch_under_load() -> None:
     scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=30), 100, ModelMetrics())
     busy, idle = FakeWorker(0), FakeWorker(1)
