@@ -13,6 +13,7 @@ and every row computes until the longest one ends.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -32,19 +33,29 @@ class Engine(Protocol):
 
 
 class Detokenizer:
-    """Incremental detokenization: each token decodes a short window, never the whole row
-    (the prefix/read offsets of TGI and vLLM). The window starts in the prompt's last tokens,
-    so a first token's leading space survives tokenizers that drop it at a text's start."""
+    """Incremental detokenization: each token decodes a short window, never the whole row.
+    A fast tokenizer's own `DecodeStream` (Rust) does it in one call per token; otherwise the
+    prefix/read offsets of TGI and vLLM. Both start from the prompt's last tokens, so a first
+    token's leading space survives tokenizers that drop it at a text's start."""
 
-    __slots__ = ("prefix", "read", "tokenizer", "tokens")
+    __slots__ = ("prefix", "read", "stream", "tokenizer", "tokens")
 
     def __init__(self, tokenizer: Any, prompt: list[int]) -> None:
         self.tokenizer = tokenizer
         self.tokens = list(prompt[-5:])
         self.prefix = 0
         self.read = len(self.tokens)
+        self.stream: Any = None
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers.decoders import DecodeStream
+
+            self.tokenizer = backend
+            self.stream = DecodeStream(ids=self.tokens, skip_special_tokens=True)
 
     def push(self, token: int) -> str:
+        if self.stream is not None:
+            return self.stream.step(self.tokenizer, token) or ""
         self.tokens.append(token)
         decode = self.tokenizer.decode
         before = decode(self.tokens[self.prefix : self.read], skip_special_tokens=True)
@@ -73,10 +84,11 @@ class TokenEngine:
         self, model: Any, tokenizer: Any, context: int, max_rows: int, max_prefill_tokens: int, static: bool = False
     ) -> None:
         import torch
-        from transformers import DynamicCache
+        from transformers.cache_utils import Cache
 
         self.torch = torch
-        self.cache_type = DynamicCache
+        self.cache_type = Cache
+        self.layer_type = roomy_layer_class()
         self.model = model
         self.tokenizer = tokenizer
         self.context = context
@@ -92,7 +104,7 @@ class TokenEngine:
 
     def _reset(self) -> None:
         self.running = []
-        self.cache: list[tuple[Any, Any]] = []  # per layer: keys, values [rows, heads, time, dim]
+        self.past: Any = None  # the running batch's KV cache: a RoomyLayer per model layer
         self.mask: Any = None  # [rows, time]: 1 where a row has a token
         self.last: Any = None  # [rows]: each row's next input token
         self.positions: Any = None  # [rows]: each row's next position
@@ -137,18 +149,16 @@ class TokenEngine:
 
     # --- one step ---------------------------------------------------------------------
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> tuple[Any, list[tuple[Any, Any]]]:
-        past = self.cache_type(ddp_cache_data=cache) if cache else None
+    def _forward(self, ids: Any, mask: Any, positions: Any, past: Any) -> tuple[Any, Any]:
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
         )
-        layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        return out.logits[:, -1, :].float(), layers
+        return out.logits[:, -1, :].float(), out.past_key_values
 
     def _decode(self) -> None:
         torch = self.torch
         mask = torch.cat([self.mask, self.mask.new_ones((len(self.running), 1))], dim=1)
-        logits, self.cache = self._forward(self.last[:, None], mask, self.positions[:, None], self.cache)
+        logits, _ = self._forward(self.last[:, None], mask, self.positions[:, None], self.past)
         self.mask = mask
         self.positions = self.positions + 1
         self.last = self._advance(self.running, logits)
@@ -178,9 +188,9 @@ class TokenEngine:
             mask[i, width - len(seq.prompt) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = self._forward(ids, mask, positions, None)
+        logits, past = self._forward(ids, mask, positions, None)
         last = self._advance(seqs, logits)
-        self._merge(seqs, cache, mask, last, mask.sum(-1))
+        self._merge(seqs, [(layer.keys, layer.values) for layer in past.layers], mask, last, mask.sum(-1))
 
     def _advance(self, seqs: list[Sequence], logits: Any) -> Any:
         """Each row's next token, appended; rows end on EOS, a stop string, their budget or
@@ -203,27 +213,31 @@ class TokenEngine:
 
     # --- the running batch's shape ----------------------------------------------------------
 
+    @property
+    def cache(self) -> list[tuple[Any, Any]]:
+        """The running batch's keys and values per layer: [rows, heads, time, dim]."""
+        return [(layer.keys, layer.values) for layer in self.past.layers] if self.past is not None else []
+
+    def _set_cache(self, blocks: list[list[tuple[Any, Any]]], width: int) -> None:
+        """The running batch's cache, made of row blocks (each a list of per-layer keys and
+        values), each right-aligned in `width` columns, with room to grow: one copy each."""
+        spare = min(max(self.context - width, 1), 64)
+        layers = [self.layer_type([block[i] for block in blocks], width, spare) for i in range(len(blocks[0]))]
+        self.past = self.cache_type(layers=layers)
+
     def _merge(self, seqs: list[Sequence], cache: list[tuple[Any, Any]], mask: Any, last: Any, positions: Any) -> None:
         if not self.running:
-            self.running, self.cache, self.mask, self.last, self.positions = list(seqs), cache, mask, last, positions
+            self.running, self.mask, self.last, self.positions = list(seqs), mask, last, positions
+            self._set_cache([cache], mask.shape[1])
             return
         torch = self.torch
         width = max(self.mask.shape[1], mask.shape[1])
-        old, new = self._pad_left(self.mask, self.cache, width), self._pad_left(mask, cache, width)
-        self.mask = torch.cat([old[0], new[0]])
-        self.cache = [
-            (torch.cat([ok, nk]), torch.cat([ov, nv])) for (ok, ov), (nk, nv) in zip(old[1], new[1], strict=True)
-        ]
+        pad = torch.nn.functional.pad
+        self.mask = torch.cat([pad(self.mask, (width - self.mask.shape[1], 0)), pad(mask, (width - mask.shape[1], 0))])
+        self._set_cache([self.cache, cache], width)
         self.last = torch.cat([self.last, last])
         self.positions = torch.cat([self.positions, positions])
         self.running += seqs
-
-    def _pad_left(self, mask: Any, cache: list[tuple[Any, Any]], width: int) -> tuple[Any, list[tuple[Any, Any]]]:
-        extra = width - mask.shape[1]
-        if extra == 0:
-            return mask, cache
-        fn = self.torch.nn.functional.pad
-        return fn(mask, (extra, 0)), [(fn(k, (0, 0, extra, 0)), fn(v, (0, 0, extra, 0))) for k, v in cache]
 
     def _filter(self, force: bool = False) -> None:
         """Finished rows leave the batch (a static batch's only once all are done), and time
@@ -239,6 +253,52 @@ class TokenEngine:
         mask = self.mask[idx]
         first = int(mask.any(0).int().argmax())
         self.mask = mask[:, first:]
-        self.cache = [(k[idx, :, first:], v[idx, :, first:]) for k, v in self.cache]
+        self._set_cache([[(k[idx, :, first:], v[idx, :, first:]) for k, v in self.cache]], self.mask.shape[1])
         self.last = self.last[idx]
         self.positions = self.positions[idx]
+
+
+@functools.cache
+def roomy_layer_class() -> Any:
+    """The RoomyLayer class (made once transformers is imported)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class RoomyLayer(DynamicLayer):  # type: ignore[misc,no-untyped-call]
+        """A cache layer with spare columns: a decoding step writes its keys and values in
+        place (transformers' DynamicLayer concatenates, copying the whole cache every step);
+        built from row blocks right-aligned in one buffer (joins and leaves copy once); it
+        doubles when full."""
+
+        def __init__(self, blocks: list[tuple[Any, Any]], width: int, spare: int) -> None:
+            super().__init__()  # type: ignore[no-untyped-call]
+            keys = blocks[0][0]
+            rows = sum(k.shape[0] for k, _ in blocks)
+            self._k = keys.new_empty((rows, keys.shape[1], width + spare, keys.shape[-1]))
+            self._v = keys.new_empty((rows, blocks[0][1].shape[1], width + spare, blocks[0][1].shape[-1]))
+            row = 0
+            for k, v in blocks:
+                n, t = k.shape[0], k.shape[-2]
+                for buffer, part in ((self._k, k), (self._v, v)):
+                    buffer[row : row + n, :, : width - t].zero_()  # left padding: masked, but never NaN
+                    buffer[row : row + n, :, width - t : width] = part
+                row += n
+            self._show(width)
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+
+        def _show(self, length: int) -> None:
+            self.length = length
+            self.keys, self.values = self._k[:, :, :length], self._v[:, :, :length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            n = key_states.shape[-2]
+            end = self.length + n
+            if end > self._k.shape[-2]:  # full: double
+                grown = type(self)([(self.keys, self.values)], self.length, max(n, self.length))
+                self._k, self._v = grown._k, grown._v
+            self._k[:, :, self.length : end] = key_states
+            self._v[:, :, self.length : end] = value_states
+            self._show(end)
+            return self.keys, self.values
+
+    return RoomyLayer

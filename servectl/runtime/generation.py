@@ -6,11 +6,13 @@ A route whose handler has `generation_job(decoded) -> Job` is served here instea
 and the worker's loop calls `step()` between reading its messages, so requests that arrive
 meanwhile join at the next step (continuous batching; the scheduler sends them while the
 worker has room). After every step each job says what to send: a chunk, `Chunks`, `Final`
-or END, as a streaming `predict` step's entry would.
+or END, as a streaming `predict` step's entry would. When a batch's last job ends, an empty
+`Results` with the batch's time says the batch is complete (as for any other batch).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +59,7 @@ class GenerationLoop:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self.jobs: dict[int, _Open] = {}
+        self._batches: dict[int, list[float]] = {}  # batch id -> [open jobs, start time]
 
     @property
     def busy(self) -> bool:
@@ -75,6 +78,7 @@ class GenerationLoop:
                     results.append(runner.handler_failed(key, rid, "predict", exc))
                 else:
                     self.jobs[key] = _Open(batch_id, rid, job, runner)
+                    self._batches.setdefault(batch_id, [0, time.perf_counter()])[0] += 1
             return results
 
         return admit
@@ -98,6 +102,7 @@ class GenerationLoop:
                 continue
             if entry is not None and send_entry(o.runner, self.outbox, o.batch_id, key, o.request_id, entry):
                 del self.jobs[key]
+                self._ended(o)
 
     def cancel(self, keys: Iterable[int]) -> None:
         """Requests nobody waits for any more: their sequences leave at once."""
@@ -116,3 +121,11 @@ class GenerationLoop:
 
     def _answer(self, o: _Open, result: Result) -> None:
         self.outbox.send(Results(o.batch_id, [result], None))
+        self._ended(o)
+
+    def _ended(self, o: _Open) -> None:
+        batch = self._batches[o.batch_id]
+        batch[0] -= 1
+        if not batch[0]:
+            del self._batches[o.batch_id]
+            self.outbox.send(Results(o.batch_id, [], time.perf_counter() - batch[1]))

@@ -167,11 +167,15 @@ def test_static_engine_runs_a_batch_to_its_longest_row(lm) -> None:
     assert late.ids == hf_greedy(lm, PROMPTS[2], 3)
 
 
-def test_detokenizer_is_incremental_and_exact(lm) -> None:
+@pytest.mark.parametrize("fast", [True, False], ids=["decode-stream", "offsets"])
+def test_detokenizer_is_incremental_and_exact(lm, fast: bool) -> None:
     _, tok = lm
     text = "naïve café — “quoted” 日本語 emoji 🎉 end"
     ids = tok(text)["input_ids"]
-    d = Detokenizer(tok, [])
+    prompt = tok("A prompt:")["input_ids"]
+    d = Detokenizer(tok, prompt)
+    if not fast:
+        d.stream, d.tokenizer = None, tok  # the offsets path, as for a slow tokenizer
     pieces = [d.push(i) for i in ids]
     assert "".join(pieces) == tok.decode(ids)
     assert all("\ufffd" not in piece for piece in pieces)
