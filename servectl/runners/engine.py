@@ -263,7 +263,7 @@ def roomy_layer_class() -> Any:
     """The RoomyLayer class (made once transformers is imported)."""
     from transformers.cache_utils import DynamicLayer
 
-    class RoomyLayer(DynamicLayer):  # type: ignore[misc,no-untyped-call]
+    class RoomyLayer(DynamicLayer):  # type: ignore[no-untyped-call]
         """A cache layer with spare columns: a decoding step writes its keys and values in
         place (transformers' DynamicLayer concatenates, copying the whole cache every step);
         built from row blocks right-aligned in one buffer (joins and leaves copy once); it
