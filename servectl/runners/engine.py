@@ -21,6 +21,8 @@ from typing import Any, Protocol
 from servectl.runners.sampling import choose
 from servectl.runners.sequence import Sequence
 
+JOIN_AFTER_STEPS = 8  # the longest a sequence waits to join a running batch, in steps
+
 
 class Engine(Protocol):
     """What a generation job needs from the engine that advances its sequences."""
@@ -100,6 +102,7 @@ class TokenEngine:
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
         self.running: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
+        self._waited = 0  # steps the oldest waiting sequence has waited to join
         self._reset()
 
     def _reset(self) -> None:
@@ -164,11 +167,20 @@ class TokenEngine:
         self.last = self._advance(self.running, logits)
 
     def _admit(self) -> list[Sequence]:
-        """Who joins now: as many waiting sequences as there are free rows, while their padded
-        prompts fit the prefill budget (the first always joins)."""
-        if self.static and self.running:
+        """Who joins now. Joining costs a prefill pass and a cache rebuild, so while rows run,
+        joiners gather until there are a quarter as many as running rows, or the oldest has
+        waited JOIN_AFTER_STEPS steps (TGI's waiting_served_ratio and max_waiting_tokens);
+        then as many as there are free rows join, while their padded prompts fit the prefill
+        budget (the first always joins)."""
+        live = sum(not seq.done for seq in self.running)
+        if self.running and (self.static or not self.waiting):
+            self._waited = 0
             return []
-        room = self.max_rows - len(self.running)
+        if live and len(self.waiting) < max(1, live // 4) and self._waited < JOIN_AFTER_STEPS:
+            self._waited += 1
+            return []
+        self._waited = 0
+        room = self.max_rows - live
         joining: list[Sequence] = []
         longest = 0
         while self.waiting and len(joining) < room:
@@ -226,24 +238,33 @@ class TokenEngine:
         self.past = self.cache_type(layers=layers)
 
     def _merge(self, seqs: list[Sequence], cache: list[tuple[Any, Any]], mask: Any, last: Any, positions: Any) -> None:
-        if not self.running:
+        """Joiners join the running rows, and finished rows leave, in one cache rebuild."""
+        keep = [i for i, seq in enumerate(self.running) if not seq.done]
+        if not keep:
             self.running, self.mask, self.last, self.positions = list(seqs), mask, last, positions
             self._set_cache([cache], mask.shape[1])
             return
         torch = self.torch
-        width = max(self.mask.shape[1], mask.shape[1])
+        idx = torch.tensor(keep, device=self.device)
+        old_mask = self.mask[idx]
+        first = int(old_mask.any(0).int().argmax())
+        old_mask = old_mask[:, first:]
+        width = max(old_mask.shape[1], mask.shape[1])
         pad = torch.nn.functional.pad
-        self.mask = torch.cat([pad(self.mask, (width - self.mask.shape[1], 0)), pad(mask, (width - mask.shape[1], 0))])
-        self._set_cache([self.cache, cache], width)
-        self.last = torch.cat([self.last, last])
-        self.positions = torch.cat([self.positions, positions])
-        self.running += seqs
+        self.mask = torch.cat([pad(old_mask, (width - old_mask.shape[1], 0)), pad(mask, (width - mask.shape[1], 0))])
+        self._set_cache([[(k[idx, :, first:], v[idx, :, first:]) for k, v in self.cache], cache], width)
+        self.last = torch.cat([self.last[idx], last])
+        self.positions = torch.cat([self.positions[idx], positions])
+        self.running = [self.running[i] for i in keep] + seqs
 
     def _filter(self, force: bool = False) -> None:
-        """Finished rows leave the batch (a static batch's only once all are done), and time
-        columns that no remaining row attends to are dropped."""
+        """Finished rows leave the batch, and time columns that no remaining row attends to
+        are dropped: at once when forced (cancellation), else once they are a quarter of the
+        batch (a rebuild costs a copy of the cache; until then they ride along, or leave with
+        the next join), a static batch's only once all are done."""
         keep = [i for i, seq in enumerate(self.running) if not seq.done]
-        if len(keep) == len(self.running) or (self.static and keep and not force):
+        dead = len(self.running) - len(keep)
+        if not dead or (keep and not force and (self.static or dead * 4 < len(self.running))):
             return
         if not keep:
             self._reset()

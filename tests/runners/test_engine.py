@@ -56,7 +56,8 @@ def hf_greedy(lm: tuple[Any, Any], prompt: str, n: int) -> list[int]:
 
 def test_rows_that_join_and_leave_decode_as_alone(lm) -> None:
     """Rows of different lengths joining at different steps get the tokens of
-    `model.generate` run on each alone (greedy), and each row leaves when it is done."""
+    `model.generate` run on each alone (greedy); finished rows leave (a quarter of the batch
+    at a time, or with the next join) and the batch only shrinks once nobody joins."""
     tok = lm[1]
     e = engine(lm)
     rows = [seq(tok, p, max_tokens=n) for p, n in zip(PROMPTS, LENGTHS, strict=True)]
@@ -72,7 +73,7 @@ def test_rows_that_join_and_leave_decode_as_alone(lm) -> None:
         e.step()
         sizes.append(len(e.running))
     assert sizes[-1] == 0 and max(sizes) == 5
-    assert sizes == sorted(sizes, reverse=True)  # rows leave as they finish: the batch only shrinks
+    assert sizes == sorted(sizes, reverse=True)
     for row, prompt, n in zip(rows, PROMPTS, LENGTHS, strict=True):
         assert row.ids == hf_greedy(lm, prompt, n)
         assert row.text == tok.decode(row.ids, skip_special_tokens=True)  # incremental = whole decode
