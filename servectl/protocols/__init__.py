@@ -29,6 +29,7 @@ __all__ = [
     "of",
     "of_all",
     "open_paths",
+    "shape_for",
 ]
 
 PROTOCOLS = {
@@ -90,6 +91,15 @@ def describe(handler: Handler, adapters: dict[str, Handler]) -> HandlerInfo:
 def open_paths(specs: Sequence[Spec]) -> frozenset[str]:
     """Paths of the models' protocols that are never behind an API key (their probes)."""
     return frozenset().union(*(protocol.open_paths for protocol in of_all(specs)))
+
+
+def shape_for(path: str, specs: Sequence[Spec]) -> ApiProtocol:
+    """Whose error shape an answer on `path` takes: the served protocol whose paths start so
+    (`/v1/...`: OpenAI's), else servectl's own."""
+    for protocol in of_all(specs):
+        if protocol.path_prefix and path.startswith(protocol.path_prefix):
+            return protocol
+    return get("predict")
 
 
 def fixed_paths(specs: Sequence[Spec]) -> frozenset[str]:

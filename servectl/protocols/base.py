@@ -37,6 +37,7 @@ class ApiProtocol:
     open_paths: ClassVar[frozenset[str]] = frozenset()  # probes: never behind an API key
     fixed_paths: ClassVar[frozenset[str]] = frozenset()  # its GET paths, labelled as such in metrics
     sse_only: ClassVar[bool] = False  # streams always as SSE ending with `data: [DONE]` (OpenAI)
+    path_prefix: ClassVar[str | None] = None  # its paths' prefix: errors there (401, 404, 405) take its shape
 
     def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
         """The POST routes it adds; `served` (route names workers reported) narrows them."""

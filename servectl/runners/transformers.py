@@ -87,18 +87,18 @@ class FeatureExtraction(TextRunner):
         return AutoModel.from_pretrained(path, local_files_only=True)
 
     def predict(self, batch: list[Item]) -> list[list[float]]:
+        normalize = [bool(params.get("normalize", self.spec.model.normalize)) for _, params in batch]
+        return self.pool(self.tokenize([text for text, _ in batch]), normalize)
+
+    def pool(self, tokens: Any, normalize: list[bool]) -> list[list[float]]:
+        """Mean of the token vectors under the attention mask, L2-normalised where asked."""
         torch = self.torch
-        tokens = self.tokenize([text for text, _ in batch])
         with torch.inference_mode():
             hidden = self.model(**tokens).last_hidden_state
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             normed = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        out = []
-        for i, (_, params) in enumerate(batch):
-            row = normed[i] if params.get("normalize", self.spec.model.normalize) else pooled[i]
-            out.append(row.float().cpu().tolist())
-        return out
+        return [(normed[i] if norm else pooled[i]).float().cpu().tolist() for i, norm in enumerate(normalize)]
 
 
 class TextClassification(TextRunner):

@@ -38,6 +38,8 @@ class BatchRunner:
     def __init__(self, handler: Handler, max_batch_size: int) -> None:
         self.handler = handler
         self.max_batch_size = max_batch_size
+        # the status of a request its type does not accept: 422, or the protocol's (OpenAI: 400)
+        self.invalid_status = int(getattr(handler.obj, "invalid_status", 422))
 
     def invalid(self, key: int, exc: InvalidInput) -> Result:
         detail = [{"loc": exc.field.split("."), "msg": str(exc), "type": "invalid_input"}]
@@ -80,7 +82,9 @@ class BatchRunner:
                     {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors(include_url=False)
                 ]
                 fields = ", ".join(".".join(map(str, d["loc"])) or "<body>" for d in detail)
-                results.append(failed(key, 422, "validation_error", f"invalid request: {fields}", detail))
+                results.append(
+                    failed(key, self.invalid_status, "validation_error", f"invalid request: {fields}", detail)
+                )
                 continue
             try:
                 ready.append((key, item.request_id, self.handler.decode(request)))

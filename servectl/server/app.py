@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from servectl import __version__, protocols
 from servectl.deployment import Deployment, ReloadError
+from servectl.outcome import Failure
 from servectl.protocols.predict.errors import failure_body
 from servectl.server.openapi import complete_schema
 from servectl.server.probes import Health, Readiness, Reloaded, probe_answer, readiness
@@ -26,6 +29,21 @@ def build_app(deployment: Deployment) -> FastAPI:
     names = ", ".join(deployment.models)
     title = f"servectl: {names}" if len(deployment.models) < 4 else f"servectl: {len(deployment.models)} models"
     app = FastAPI(title=title, version=__version__)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """404 and 405 under a protocol's prefix (`/v1/...`) in that protocol's error shape."""
+        shape = protocols.shape_for(request.url.path, spec.models)
+        if shape.path_prefix is None:
+            return await http_exception_handler(request, exc)
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            failure = Failure(404, "unknown_url", f"Invalid URL ({where}): no such route on this server")
+        else:
+            failure = Failure(exc.status_code, "http_error", f"{exc.detail} ({where})")
+        body = shape.error_body(failure, request.scope.get(REQUEST_ID, ""))
+        headers = dict(exc.headers or {})
+        return Response(body, status_code=exc.status_code, headers=headers, media_type="application/json")
 
     @app.get(
         "/health",

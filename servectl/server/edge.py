@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from servectl.protocols import ApiProtocol
+    from servectl.spec import Spec
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
 _FIXED = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc"})
@@ -71,9 +72,10 @@ class RequireKey:
     takes the shared keys and the model's own, `/admin/...` only admin keys (403 while
     `auth.admin_keys` is unset), any other path the shared keys."""
 
-    def __init__(self, auth: APIKeyAuth) -> None:
+    def __init__(self, auth: APIKeyAuth, specs: Sequence[Spec]) -> None:
         self.auth = auth
         self.shape = protocols.get("predict")
+        self.specs = specs
 
     def __call__(self, scope: Scope, request: Request) -> Refusal | None:
         endpoint = request.endpoint
@@ -86,7 +88,8 @@ class RequireKey:
         elif not self.auth.required(scope["path"]) or self.auth.accepts(request.headers):
             return None
         msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
-        return Refusal(Failure(401, "unauthorized", msg), self.shape, _UNAUTHORIZED)
+        shape = endpoint.protocol if endpoint is not None else protocols.shape_for(scope["path"], self.specs)
+        return Refusal(Failure(401, "unauthorized", msg), shape, _UNAUTHORIZED)
 
     def _admin(self, request: Request) -> Refusal | None:
         """Admin keys only; while there are none, 403 to whoever may use the API (anyone
@@ -216,7 +219,7 @@ def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
     """The ASGI app uvicorn runs."""
     spec = deployment.spec
     auth = APIKeyAuth(spec.auth, protocols.open_paths(spec.models))
-    checks: list[Check] = [RequireKey(auth), require_json]
+    checks: list[Check] = [RequireKey(auth, spec.models), require_json]
     observers: list[Observer] = [RecordMetrics(deployment.metrics, protocols.fixed_paths(spec.models))]
     logged = spec.server.access_log and access_log.isEnabledFor(logging.INFO)
     log = AccessLog(spec.server.log_format) if logged else None

@@ -102,12 +102,19 @@ def test_errors_in_openai_shape(gpt2) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert missing.value.body["code"] == "model_not_found" and "gpt-4o" in missing.value.body["message"]
-    with pytest.raises(openai.UnprocessableEntityError) as bad:
+    with pytest.raises(openai.BadRequestError) as bad:  # OpenAI answers bad parameters with a 400
         client.chat.completions.create(model="tiny-gpt2", messages=[{"role": "user", "content": "x"}], temperature=5)
     assert bad.value.body["type"] == "invalid_request_error" and bad.value.body["param"] == "temperature"
+    assert "less than or equal to 2" in bad.value.body["message"]
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
     assert [m.id for m in client.models.list()] == ["tiny-gpt2"]
+
+
+def tokenizer_ids(path: Path, text: str) -> list[int]:
+    from transformers import AutoTokenizer
+
+    return list(AutoTokenizer.from_pretrained(path)(text)["input_ids"])
 
 
 def test_embeddings_equal_in_process_and_batched(early_servers: EarlyServers, request: pytest.FixtureRequest) -> None:
@@ -131,6 +138,19 @@ def test_embeddings_equal_in_process_and_batched(early_servers: EarlyServers, re
     assert len(small.data[0].embedding) == 64 and abs(np.linalg.norm(small.data[0].embedding) - 1) < 1e-5
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="minilm", input="x", dimensions=4096)
+    # token ids, as LangChain's OpenAIEmbeddings sends them: the same vectors as the texts
+    ids = [tokenizer_ids(spec.model_path(), t) for t in texts[:2]]
+    by_ids = client.embeddings.create(model="minilm", input=ids)
+    np.testing.assert_allclose([d.embedding for d in by_ids.data], direct[:2], atol=1e-5)
+    one = client.embeddings.create(model="minilm", input=ids[0])  # a flat list of ids is one input
+    np.testing.assert_allclose(one.data[0].embedding, direct[0], atol=1e-5)
+    assert one.usage.prompt_tokens == len(ids[0])
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.embeddings.create(model="minilm", input=" ".join(["word"] * 600))
+    assert too_long.value.body["code"] == "context_length_exceeded" and too_long.value.body["param"] == "input"
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.embeddings.create(model="minilm", input=[])
+    assert empty.value.body["param"] == "input"
 
     async def many() -> None:
         aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
@@ -264,3 +284,149 @@ def test_context_overflow_is_openais_400(gpt2) -> None:
     # without max_tokens the completion gets the room the context has left
     fits = client.completions.create(model="tiny-gpt2", prompt=prompt, temperature=0)
     assert fits.usage.prompt_tokens + fits.usage.completion_tokens <= 128
+
+
+# --- what real OpenAI consumers send -------------------------------------------------------
+
+
+def test_prompt_forms_nulls_and_model_retrieval(gpt2, models: Path) -> None:
+    server, client = gpt2
+    text = client.completions.create(model="tiny-gpt2", prompt="the quick brown fox", max_tokens=6, temperature=0)
+    ids = tokenizer_ids(models / "tiny-gpt2", "the quick brown fox")
+    by_ids = client.completions.create(model="tiny-gpt2", prompt=ids, max_tokens=6, temperature=0)
+    assert by_ids.choices[0].text == text.choices[0].text and by_ids.usage.prompt_tokens == len(ids)
+    several = client.completions.create(
+        model="tiny-gpt2", prompt=["the quick brown fox", "hello"], max_tokens=6, temperature=0, n=2
+    )
+    assert [c.index for c in several.choices] == [0, 1, 2, 3]  # prompt index * n + choice, as OpenAI
+    assert several.choices[0].text == several.choices[1].text == text.choices[0].text
+    hello = len(tokenizer_ids(models / "tiny-gpt2", "hello"))
+    assert several.usage.completion_tokens == 24 and several.usage.prompt_tokens == len(ids) + hello
+    lists = client.completions.create(model="tiny-gpt2", prompt=[ids, ids[:2]], max_tokens=3, temperature=0)
+    assert len(lists.choices) == 2 and lists.choices[0].text == text.choices[0].text[: len(lists.choices[0].text)]
+    # explicit nulls mean "default", on every optional field
+    nulls = {f: None for f in ("temperature", "top_p", "n", "stream", "max_tokens", "stop", "seed", "logit_bias")}
+    headers = {"Authorization": "Bearer sk-test"}
+    for path, body in (
+        ("/v1/completions", {"prompt": "hello"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": None}),
+    ):
+        answer = httpx.post(server.url + path, json={"model": "tiny-gpt2", **body, **nulls}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["usage"]["completion_tokens"] == 8  # model.max_new_tokens
+    assert client.models.retrieve("tiny-gpt2").id == "tiny-gpt2"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-4o")
+    assert missing.value.body["code"] == "model_not_found"
+
+
+def test_every_error_on_v1_is_openai_shaped(gpt2) -> None:
+    server, client = gpt2
+    chat = {"model": "tiny-gpt2", "messages": [{"role": "user", "content": "hi"}]}
+    wrong = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+    for call in (lambda: wrong.chat.completions.create(**chat), lambda: wrong.models.list()):
+        with pytest.raises(openai.AuthenticationError) as denied:
+            call()
+        assert denied.value.body["code"] == "invalid_api_key" and denied.value.body["type"] == "invalid_request_error"
+    headers = {"Authorization": "Bearer sk-test"}
+    for method, path, status in (
+        ("POST", "/v1/chat/completion", 404),
+        ("GET", "/v1/nothing/here", 404),
+        ("GET", "/v1/completions", 405),
+        ("POST", "/v1/models", 405),
+    ):
+        answer = httpx.request(method, server.url + path, headers=headers, json={})
+        error = answer.json()["error"]
+        assert answer.status_code == status and error["type"] == "invalid_request_error", answer.text
+        assert path in error["message"] or "method" in error["message"]
+    bad = [  # (request fields, the param the 400 names, words of its message)
+        ({"temperature": 5}, "temperature", "less than or equal to 2"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools", "not supported"),
+        ({"tool_choice": "required"}, "tool_choice", "not supported"),
+        ({"response_format": {"type": "json_object"}}, "response_format", "not supported"),
+        ({"top_logprobs": 2}, "top_logprobs", "logprobs: true"),
+        ({"logit_bias": {"x": 1}}, "logit_bias", "token ids"),
+        ({"n": 99}, "n", "less than or equal to 16"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, None, ""),
+    ]
+    for fields, param, words in bad:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(**{**chat, **fields})
+        error = refused.value.body
+        assert error["type"] == "invalid_request_error" and words in error["message"], error
+        assert param is None or error["param"] == param, error
+    assert error["param"].startswith("messages.0.content") and "image_url" in error["message"]
+    with pytest.raises(openai.BadRequestError) as echo:
+        client.completions.create(model="tiny-gpt2", prompt="x", echo=True)
+    assert echo.value.body["param"] == "echo"
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.completions.create(model="tiny-gpt2", prompt=[])
+    assert empty.value.body["param"] == "prompt"
+
+
+def test_sampling_parameters_logprobs_and_n_streaming(gpt2) -> None:
+    _, client = gpt2
+    chat = {"model": "tiny-gpt2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    reply = client.chat.completions.create(**chat, temperature=0, logprobs=True, top_logprobs=2)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens and all(len(t.top_logprobs) == 2 for t in content)
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    assert all(t.logprob <= 0 and t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob for t in content)
+    legacy = client.completions.create(model="tiny-gpt2", prompt="hello", max_tokens=4, temperature=0, logprobs=3)
+    assert len(legacy.choices[0].logprobs.tokens) == 4 and all(
+        len(t) <= 3 for t in legacy.choices[0].logprobs.top_logprobs
+    )
+    biased = client.completions.create(model="tiny-gpt2", prompt="hello", max_tokens=4, logit_bias={"7": 100})
+    assert biased.choices[0].logprobs is None and len(set(biased.choices[0].text)) == 1  # token 7, four times
+    extras = client.completions.create(
+        model="tiny-gpt2",
+        prompt="hello",
+        max_tokens=6,
+        temperature=0.8,
+        seed=1,
+        presence_penalty=1.5,
+        frequency_penalty=1.0,
+        extra_body={"top_k": 5, "repetition_penalty": 1.3},
+    )
+    assert extras.usage.completion_tokens == 6
+    chunks = list(client.chat.completions.create(**chat, n=2, stream=True, stream_options={"include_usage": True}))
+    by_choice: dict[int, str] = {}
+    finished = set()
+    for chunk in chunks:
+        for choice in chunk.choices:
+            by_choice[choice.index] = by_choice.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert finished == {0, 1} and chunks[-1].usage.completion_tokens == 10
+
+
+def test_langchain_clients(gpt2) -> None:
+    """LangChain's chat and completions models against the server; tools and structured
+    output, which the model cannot honour, are refused with a 400 instead of dropped."""
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI, OpenAI
+    from pydantic import BaseModel
+
+    server, _ = gpt2
+    options = {"base_url": server.url + "/v1", "api_key": "sk-test", "model": "tiny-gpt2", "max_retries": 0}
+    chat = ChatOpenAI(**options, max_tokens=5, temperature=0)
+    assert isinstance(chat.invoke("hello").content, str)
+    assert "".join(str(c.content) for c in chat.stream("hello"))
+    completions = OpenAI(**options, max_tokens=5, temperature=0)  # sends `prompt` as a list
+    assert isinstance(completions.invoke("once upon a time"), str)
+    assert len(completions.generate(["a", "b"]).generations) == 2
+
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    class Answer(BaseModel):
+        value: int
+
+    with pytest.raises(openai.BadRequestError) as tools:
+        chat.bind_tools([add]).invoke("what is 2 + 2?")
+    assert tools.value.body["param"] == "tools"
+    for method in ("json_schema", "function_calling", "json_mode"):
+        with pytest.raises(openai.BadRequestError) as structured:
+            chat.with_structured_output(Answer, method=method).invoke("a number")
+        assert structured.value.body["param"] in ("response_format", "tools", "tool_choice")

@@ -27,11 +27,21 @@ _ROUTES = {
 _BY_TASK = {"text-generation": ("chat", "completions"), "feature-extraction": ("embeddings",)}
 _TYPES = {
     400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "invalid_request_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
+    429: "requests",
     503: "server_error",
     504: "timeout",
+}
+_CODES = {  # servectl's error kinds that OpenAI names otherwise
+    "not_found": "model_not_found",
+    "unauthorized": "invalid_api_key",
+    "rate_limited": "rate_limit_exceeded",
 }
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -57,6 +67,7 @@ class OpenAIProtocol(ApiProtocol):
     error_schema: ClassVar[dict[str, Any]] = SCHEMA
     fixed_paths = frozenset({"/v1/models"})
     sse_only = True
+    path_prefix = "/v1/"
 
     def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
         """A custom handler may serve any of the three routes; `served` narrows them to those
@@ -99,20 +110,32 @@ class OpenAIProtocol(ApiProtocol):
 
     def error_body(self, failure: Failure, request_id: str) -> bytes:
         """`{"error": {"message", "type", "param", "code"}}`: `param` names the first failing
-        field, `code` is servectl's error type (`model_not_found` for a 404)."""
+        field, `code` is OpenAI's name for the error (`model_not_found`, `invalid_api_key`,
+        `context_length_exceeded`...) or servectl's kind."""
         detail = failure.detail
         first = detail[0] if isinstance(detail, list) and detail and isinstance(detail[0], dict) else {}
         param = ".".join(str(p) for p in first.get("loc", [])) or None
-        code = "model_not_found" if failure.kind == "not_found" else failure.kind
+        message = failure.message
+        if failure.kind == "validation_error" and first.get("type") != "invalid_input":
+            message = "; ".join(_problem(d) for d in detail if isinstance(d, dict))
+        elif failure.kind == "validation_error":
+            message = str(first.get("msg", message))
         default = "server_error" if failure.kind == "handler_error" else "invalid_request_error"
         error = {
-            "message": failure.message,
+            "message": message,
             "type": _TYPES.get(failure.status, default),
             "param": param,
-            "code": code,
+            "code": _CODES.get(failure.kind, failure.kind),
             "request_id": request_id,
         }
         return orjson.dumps({"error": error})
+
+
+def _problem(detail: dict[str, Any]) -> str:
+    """One pydantic error as a sentence naming the parameter."""
+    where = ".".join(str(p) for p in detail.get("loc", [])) or "body"
+    what = str(detail.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"Invalid value for `{where}`: {what}"
 
 
 PROTOCOL = OpenAIProtocol()

@@ -52,6 +52,7 @@ class _Generation:
     response_model: type[BaseModel] = Completion  # documented answer types (OpenAPI, clients)
     chunk_model: type[BaseModel] = Completion
     field = "prompt"  # the parameter a too-long prompt is blamed on
+    invalid_status = 400  # OpenAI answers invalid parameters with a 400
 
     def __init__(self, lm: LanguageModel, model_name: str) -> None:
         self.lm = lm

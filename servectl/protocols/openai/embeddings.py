@@ -21,19 +21,35 @@ class Embeddings:
         self.model_name = model_name
         self.example = {"model": model_name, "input": ["servectl serves models.", "One YAML file."]}
 
+    invalid_status = 400  # OpenAI answers invalid parameters with a 400
+
     def decode(self, request: EmbeddingRequest) -> Many:
         if request.model != self.model_name:
             msg = f"The model `{request.model}` does not exist; this server serves `{self.model_name}`"
             raise InvalidInput(msg, "model", status=404)
-        texts = [request.input] if isinstance(request.input, str) else request.input
-        if not texts:
-            raise InvalidInput("input must not be empty", "input", status=400)
+        inputs = _inputs(request.input)
         if request.dimensions is not None and request.dimensions > self.lm.width:
             raise InvalidInput(f"dimensions must be at most {self.lm.width} for this model", "dimensions", status=400)
-        return Many(zip(texts, [request] * len(texts), self.lm.count(texts), strict=True))
+        texts = [i for i in inputs if isinstance(i, str)]
+        counts = iter(self.lm.count(texts))
+        sizes = [next(counts) if isinstance(i, str) else len(i) for i in inputs]
+        context = self.lm.context
+        if context is not None and max(sizes) > context:
+            raise InvalidInput(
+                f"This model's maximum context length is {context} tokens, however you requested {max(sizes)} "
+                "tokens in an input. Please reduce the length of the input.",
+                "input",
+                status=400,
+                code="context_length_exceeded",
+            )
+        return Many(zip(inputs, [request] * len(inputs), sizes, strict=True))
 
-    def predict(self, batch: list[tuple[str, EmbeddingRequest, int]]) -> list[Any]:
-        vectors = self.lm.embed([text for text, _, _ in batch])
+    def predict(self, batch: list[tuple[str | list[int], EmbeddingRequest, int]]) -> list[Any]:
+        texts = [i for i, _, _ in batch if isinstance(i, str)]
+        ids = [i for i, _, _ in batch if not isinstance(i, str)]
+        by_text = iter(self.lm.embed(texts) if texts else [])
+        by_ids = iter(self.lm.embed_ids(ids) if ids else [])
+        vectors = [next(by_text) if isinstance(i, str) else next(by_ids) for i, _, _ in batch]
         return [(vec, request, n) for vec, (_, request, n) in zip(vectors, batch, strict=True)]
 
     def encode(self, outputs: list[tuple[list[float], EmbeddingRequest, int]]) -> dict[str, Any]:
@@ -55,3 +71,16 @@ class Embeddings:
             "model": self.model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
+
+
+def _inputs(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """Each input of a request: texts, or token-id lists (a flat list of ids is one input)."""
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise InvalidInput("input must not be empty: send a text, texts, token ids or lists of them", "input", 400)
+    if all(isinstance(v, int) for v in value):
+        return [list(value)]  # type: ignore[arg-type]
+    if any(isinstance(v, list) and not v for v in value):
+        raise InvalidInput("a token-id input must not be empty", "input", 400)
+    return list(value)  # type: ignore[arg-type]

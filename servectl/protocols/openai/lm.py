@@ -37,6 +37,7 @@ class LanguageModel(Protocol):
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence: ...
     def count(self, texts: list[str]) -> list[int]: ...
     def embed(self, texts: list[str]) -> list[list[float]]: ...
+    def embed_ids(self, ids: list[list[int]]) -> list[list[float]]: ...
 
 
 class TransformersLM:
@@ -59,8 +60,7 @@ class TransformersLM:
         return seq
 
     def count(self, texts: list[str]) -> list[int]:
-        ids = self.runner.tokenizer(texts, truncation=True, max_length=self.context)["input_ids"]
-        return [len(i) for i in ids]
+        return [len(i) for i in self.runner.tokenizer(texts)["input_ids"]] if texts else []
 
     @property
     def width(self) -> int:
@@ -68,6 +68,13 @@ class TransformersLM:
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         return list(self.runner.predict([(t, {"normalize": True}) for t in texts]))
+
+    def embed_ids(self, ids: list[list[int]]) -> list[list[float]]:
+        vocab = self.runner.model.get_input_embeddings().num_embeddings
+        if any(not 0 <= i < vocab for row in ids for i in row):
+            raise InvalidInput(f"token ids must be in [0, {vocab})", "input", status=400)
+        tokens = self.runner.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.runner.device)
+        return list(self.runner.pool(tokens, [True] * len(ids)))
 
 
 class HandlerLM:
@@ -99,6 +106,9 @@ class HandlerLM:
     def embed(self, texts: list[str]) -> list[list[float]]:
         assert self._embed is not None  # only the embeddings adapter calls it, made when it exists
         return [list(map(float, v)) for v in self._embed(texts)]
+
+    def embed_ids(self, ids: list[list[int]]) -> list[list[float]]:
+        raise InvalidInput("token-id inputs need a model with a tokenizer; send text", "input", status=400)
 
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
         if not isinstance(prompt, str):

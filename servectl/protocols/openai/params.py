@@ -1,26 +1,51 @@
 """An OpenAI generation request turned into what the engine runs: prompts and `Sampling`.
 
-Every check of a parameter's value lives here, and raises `InvalidInput` with status 400
-naming the parameter (the SDKs raise `BadRequestError` for those).
+The request models (`schemas.py`) check each value's type and range; what needs two fields
+or the model is checked here and raises `InvalidInput` with status 400 naming the parameter.
 """
 
 from __future__ import annotations
 
-from servectl.protocols.openai.schemas import CompletionRequest, GenerationRequest
-from servectl.sdk import Sampling
+from servectl.protocols.openai.schemas import ChatRequest, CompletionRequest, GenerationRequest
+from servectl.runners.sequence import Prompt
+from servectl.sdk import InvalidInput, Sampling
 
-Prompt = str | list[int]  # text, or token ids
+__all__ = ["Prompt", "prompts_of", "sampling_of"]
 
 
 def sampling_of(request: GenerationRequest, default_max_tokens: int) -> Sampling:
     """The request's sampling settings, defaults filled in."""
     limit = request.max_completion_tokens or request.max_tokens or default_max_tokens
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    logprobs: int | None = None
+    if isinstance(request, ChatRequest) and request.logprobs:
+        logprobs = request.top_logprobs or 0
+    elif isinstance(request, CompletionRequest):
+        logprobs = request.logprobs
     return Sampling(
-        max_tokens=limit, temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=stop
+        max_tokens=limit,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        seed=request.seed,
+        stop=stop,
+        top_k=request.top_k,
+        repetition_penalty=request.repetition_penalty,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        logit_bias={int(token): bias for token, bias in (request.logit_bias or {}).items()},
+        logprobs=logprobs,
     )
 
 
 def prompts_of(request: CompletionRequest) -> list[Prompt]:
     """A completion request's prompts: one per string or token-id list it carries."""
-    return [request.prompt]
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise InvalidInput("prompt must not be empty: send a text, texts, token ids or lists of them", "prompt", 400)
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    if any(isinstance(p, list) and not p for p in prompt):
+        raise InvalidInput("a token-id prompt must not be empty", "prompt", 400)
+    return list(prompt)  # type: ignore[arg-type]

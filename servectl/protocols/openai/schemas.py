@@ -9,47 +9,158 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
-class Message(BaseModel):
+def _defaults_for_nulls(model: type[BaseModel], data: Any) -> Any:
+    """An explicit `null` for an optional field means its default, as OpenAI takes it."""
+    if not isinstance(data, dict):
+        return data
+    required = {name for name, f in model.model_fields.items() if f.is_required()}
+    return {k: v for k, v in data.items() if v is not None or k in required}
+
+
+def _unsupported(field: str, allowed: str) -> ValueError:
+    return ValueError(f"`{field}` is not supported by this server; {allowed}")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # unknown OpenAI fields are accepted and ignored
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _defaults_for_nulls(cls, data)
+
+
+class Message(_Request):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[dict[str, Any]] | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content: Any) -> Any:
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") != "text":
+                kind = part.get("type", "untyped")
+                raise _unsupported(f"{kind} content parts", "send text content (a string, or parts of type `text`)")
+        return content
 
-class StreamOptions(BaseModel):
+
+class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class GenerationRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # unknown OpenAI fields are accepted and ignored
+class GenerationRequest(_Request):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(None, description="Token id (as a string) -> bias in [-100, 100].")
+    top_k: int = Field(0, ge=0, description="vLLM's extension: sample from the k likeliest tokens; 0: all.")
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description="vLLM's extension: > 1 discourages repeats.")
+    user: str | None = None
+    # asked for but not served: a 400 naming the field, never silently dropped
+    response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}`.')
+    tools: list[Any] | None = Field(None, description="Not supported (a 400 when not empty).")
+    tool_choice: Any = Field(None, description='Not supported (a 400 unless "none").')
+    functions: list[Any] | None = Field(None, description="Not supported (a 400 when not empty).")
+    function_call: Any = Field(None, description='Not supported (a 400 unless "none").')
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError("at most 4 stop strings")
+        return stop
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for token, value in (bias or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys must be token ids, not {token!r}")
+            if not -100 <= value <= 100:
+                raise ValueError(f"biases must be in [-100, 100], not {value}")
+        return bias
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type", "text") != "text":
+            raise _unsupported(f"response_format {value.get('type')!r}", 'the only format served is {"type": "text"}')
+        return value
+
+    @field_validator("tools", "functions")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+        if value:
+            raise _unsupported(str(info.field_name), "this model does not call tools; send the request without it")
+        return value
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in (None, "none"):
+            raise _unsupported(str(info.field_name), 'this model does not call tools; only "none" is accepted')
+        return value
 
 
 class ChatRequest(GenerationRequest):
     messages: list[Message] = Field(min_length=1)
+    logprobs: bool = Field(False, description="Return each output token's log-probability.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the k likeliest tokens at each position.")
+    modalities: list[Literal["text"]] | None = None
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, top: int | None, info: ValidationInfo) -> int | None:
+        if top is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return top
 
 
 class CompletionRequest(GenerationRequest):
-    prompt: str
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, a list of texts, a list of token ids, or a list of token-id lists; each is one prompt."
+    )
+    logprobs: int | None = Field(None, ge=0, le=5, description="Log-probabilities of the k likeliest tokens too.")
+    echo: bool = Field(False, description="Not supported (a 400 when true).")
+    suffix: str | None = Field(None, description="Not supported (a 400 when set).")
+    best_of: int | None = Field(None, ge=1, le=1, description="Only 1 (the default).")
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, echo: bool) -> bool:
+        if echo:
+            raise _unsupported("echo", "send `echo: false` and prepend the prompt yourself")
+        return echo
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, suffix: str | None) -> str | None:
+        if suffix:
+            raise _unsupported("suffix", "this model only continues a prompt")
+        return suffix
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class EmbeddingRequest(_Request):
     model: str
-    input: str | list[str]
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, a list of texts, a list of token ids, or a list of token-id lists; each is one input."
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
 
 
 # --- answers -------------------------------------------------------------------------

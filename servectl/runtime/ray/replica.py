@@ -3,8 +3,8 @@
 The replica runs `worker.serve` (the very loop a local worker process runs) in a thread,
 over an in-memory channel: handler import, setup, decode, predict, encode, streaming and
 errors are the local worker's. A call carries one encoded `Batch` and answers with the
-encoded messages the worker sent for it (its stream's chunks, then `Results`). The worker
-takes batches in order, so each message belongs to the oldest call still open.
+encoded messages the worker sent for it (its stream's chunks, then `Results`), found by the
+request keys and batch id they carry: a generating worker interleaves several batches.
 
 `__call__` answers Ray's own HTTP proxy (a `serve deploy` of `servectl export ray`): a
 POST body is one request to the model's predict route.
@@ -13,7 +13,6 @@ POST body is one request to the model's predict route.
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import os
@@ -30,11 +29,13 @@ from servectl.runtime.inmemory import ThreadConn
 from servectl.runtime.messages import (
     Batch,
     Cancel,
+    Chunk,
     Ready,
     Request,
     Results,
     SetupFailed,
     Stop,
+    Tokens,
     decode_from_worker,
     decode_to_worker,
     encode,
@@ -64,7 +65,8 @@ class Replica:
         self._inbound: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._conn = ThreadConn(self._inbound, self._deliver)
         self._first: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # Ready or SetupFailed
-        self._calls: collections.deque[asyncio.Queue[tuple[bytes, bool]]] = collections.deque()
+        self._calls: dict[int, asyncio.Queue[tuple[bytes, bool]]] = {}  # by batch id
+        self._keys: dict[int, asyncio.Queue[tuple[bytes, bool]]] = {}  # by request key
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count()
         self._thread = threading.Thread(target=serve, args=(self._conn, spec, slot), daemon=True, name="servectl")
@@ -93,7 +95,10 @@ class Replica:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         answers: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
-        self._calls.append(answers)
+        message_in = _batch(batch)
+        keys = [item.key for item in message_in.items]
+        self._calls[message_in.batch_id] = answers
+        self._keys.update(dict.fromkeys(keys, answers))
         self._inbound.put(batch)
         done = False
         try:
@@ -101,17 +106,21 @@ class Replica:
                 message, done = await answers.get()
                 yield message
         finally:
+            self._calls.pop(message_in.batch_id, None)
+            for key in keys:
+                self._keys.pop(key, None)
             if not done:
-                keys = [item.key for item in _batch(batch).items]
                 self._inbound.put(encode(Cancel(keys)))
 
     async def __call__(self, request: Any) -> Any:
         """One request from Ray's HTTP proxy to the model's predict route."""
         from starlette.responses import Response
 
-        rid = request.headers.get("x-request-id") or f"ray-{next(self._ids)}"
+        n = next(self._ids)
+        rid = request.headers.get("x-request-id") or f"ray-{n}"
         body = await request.body()
-        messages = await self.run(encode(Batch(next(self._ids), [Request(0, rid, body, "predict")])))
+        own = -1 - n  # negative batch ids and keys: never those of servectl's own scheduler
+        messages = await self.run(encode(Batch(own, [Request(own, rid, body, "predict")])))
         final = decode_from_worker(messages[-1])
         assert isinstance(final, Results)
         outcome = final.results[0].outcome
@@ -131,13 +140,21 @@ class Replica:
         self._loop.call_soon_threadsafe(self._route, data)
 
     def _route(self, data: bytes) -> None:
-        if not self._calls:
-            return
+        """A worker message to the call it belongs to: a chunk by its key, results by their
+        batch (the batch is complete when they carry its time), token counts to any call."""
         message = decode_from_worker(data)
-        final = isinstance(message, Results) and message.predict_s is not None  # the batch is complete
-        self._calls[0].put_nowait((data, final))
-        if final:
-            self._calls.popleft()
+        call: asyncio.Queue[tuple[bytes, bool]] | None = None
+        final = False
+        match message:
+            case Chunk(key=key):
+                call = self._keys.get(key)
+            case Results(batch_id=batch_id, predict_s=predict_s):
+                call = self._calls.get(batch_id)
+                final = predict_s is not None
+            case Tokens():
+                call = next(iter(self._calls.values()), None)
+        if call is not None:
+            call.put_nowait((data, final))
 
 
 def _batch(data: bytes) -> Batch:
