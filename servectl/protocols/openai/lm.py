@@ -113,6 +113,10 @@ class HandlerLM:
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
         if not isinstance(prompt, str):
             raise InvalidInput("token-id prompts need a model with a tokenizer; send text", field, status=400)
+        if sampling.logprobs is not None:
+            raise InvalidInput(
+                "this model's `complete` gives no log-probabilities; leave logprobs unset", "logprobs", 400
+            )
         return Sequence(sampling, [], self.count([prompt])[0], prompt_text=prompt)
 
 
