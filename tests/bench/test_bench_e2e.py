@@ -219,13 +219,13 @@ def test_bench_ctrl_c_prints_what_was_measured(shared_serve, tmp_path: Path) -> 
     server = shared_serve({"handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}})
     scrapes = server.log().count("GET /metrics ")  # the access log shows the bench's scrapes of /metrics
     out = tmp_path / "partial.json"
-    proc = start_bench(server.url, "--concurrency", "1,2", "--duration", "2s", "--warmup", "0s", "--json", str(out))
+    proc = start_bench(server.url, "--concurrency", "1,2", "--duration", "4s", "--warmup", "0s", "--json", str(out))
     # a level scrapes /metrics before and after its load: the third scrape starts the second level
     deadline = time.monotonic() + 60
     while server.log().count("GET /metrics ") < scrapes + 3 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.05)
-    time.sleep(0.3)  # the first level (2 s) is done, the second is running
+    time.sleep(0.3)  # the first level is done, the second runs 4 s: room for a late-flushed access log
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
