@@ -9,6 +9,7 @@ Every model's runtime counts into a `ModelMetrics` of its own; every sample carr
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
@@ -90,6 +91,7 @@ class Metrics:
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[tuple[str, str], FastHistogram] = {}
         self.models: dict[str, ModelMetrics] = {}
+        self.last_answer: dict[str, float] = {}  # model -> wall-clock time of its last answer (Triton's stats)
         self.registry.register(self)  # a custom collector
 
     def model(self, name: str) -> ModelMetrics:
@@ -102,6 +104,7 @@ class Metrics:
     def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
         key = (model, route, status)
         self.requests[key] = self.requests.get(key, 0) + 1
+        self.last_answer[model] = time.time()
         hist = self.latency.get((model, route))
         if hist is None:
             hist = self.latency[(model, route)] = FastHistogram(LATENCY_BUCKETS)

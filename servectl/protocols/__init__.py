@@ -97,11 +97,13 @@ def shape_for(path: str, specs: Sequence[Spec]) -> ApiProtocol:
     """Whose error shape an answer on `path` takes: the served protocol whose paths start so
     (`/v1/...`: OpenAI's), else servectl's own."""
     for protocol in of_all(specs):
-        if protocol.path_prefix and path.startswith(protocol.path_prefix):
+        prefix = protocol.path_prefix
+        if prefix and (path.startswith(prefix) or path == prefix.rstrip("/")):
             return protocol
     return get("predict")
 
 
 def fixed_paths(specs: Sequence[Spec]) -> frozenset[str]:
-    """The protocols' own GET paths (named as such in metrics)."""
-    return frozenset().union(*(protocol.fixed_paths for protocol in of_all(specs)))
+    """The protocols' own GET paths and each model's (named as such in metrics)."""
+    shared = frozenset().union(*(protocol.fixed_paths for protocol in of_all(specs)))
+    return shared.union(*(protocol.model_paths(spec) for spec in specs for protocol in of(spec)))

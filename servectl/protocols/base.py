@@ -43,6 +43,10 @@ class ApiProtocol:
         """The POST routes it adds; `served` (route names workers reported) narrows them."""
         return []
 
+    def model_paths(self, spec: Spec) -> frozenset[str]:
+        """One model's own GET paths (metadata, readiness), labelled as such in metrics."""
+        return frozenset()
+
     def adapters(self, spec: Spec, handler: Handler) -> dict[str, Any]:
         """Objects with handler hooks that serve its routes over the built handler, by route name."""
         return {}

@@ -172,3 +172,41 @@ def test_v2_needs_a_tensor_backend(tmp_path: Path) -> None:
     path.write_text("handler: h.py\napi:\n  kind: v2\n")
     with pytest.raises(SpecError, match=r"api\.kind 'v2' serves tensor models"):
         load_spec(path)
+
+
+def test_tritonclient_versions_stats_and_errors(serve, models: Path) -> None:
+    """NVIDIA's own client: JSON tensors on the plain and the versioned route, the model's
+    statistics, and errors (401, unknown version) it can read (`str()` of its exception)."""
+    triton = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    server = serve({**v2_spec(models / "tiny_net.onnx", "tiny"), "auth": {"api_keys": ["k1"]}})
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    key = {"Authorization": "Bearer k1"}
+    meta = client.get_model_metadata("tiny", headers=key)
+    assert meta["versions"] == ["1"] and client.is_model_ready("tiny", model_version="1", headers=key)
+    rows = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
+    expected = ort.InferenceSession(str(models / "tiny_net.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": rows}
+    )[0]
+    out_name = meta["outputs"][0]["name"]
+    for version in ("", "1"):
+        given = triton.InferInput("x", list(rows.shape), "FP32")
+        given.set_data_from_numpy(rows, binary_data=False)
+        wanted = [triton.InferRequestedOutput(out_name, binary_data=False)]
+        result = client.infer("tiny", [given], model_version=version, outputs=wanted, headers=key)
+        np.testing.assert_allclose(result.as_numpy(out_name), expected, rtol=1e-5, atol=1e-6)
+    stats = client.get_inference_statistics("tiny", headers=key)["model_stats"][0]
+    assert stats["name"] == "tiny" and stats["inference_stats"]["success"]["count"] == 2
+    assert stats["execution_count"] >= 1 and stats["inference_count"] == 2 and stats["last_inference"] > 0
+    with pytest.raises(InferenceServerException) as denied:
+        client.get_model_metadata("tiny")
+    assert "API key" in str(denied.value)  # a V2 error body: tritonclient reads its message
+    with pytest.raises(InferenceServerException) as versioned:
+        client.get_model_metadata("tiny", model_version="2", headers=key)
+    assert "version '2'" in str(versioned.value)
+    for method, path, status in (("GET", "/v2/models/tiny/infer", 405), ("GET", "/v2/nothing", 404)):
+        answer = httpx.request(method, server.url + path, headers=key)
+        assert answer.status_code == status and isinstance(answer.json()["error"], str), answer.text
+    labels = httpx.get(server.url + "/metrics", headers=key).text
+    assert 'route="/v2/models/tiny"' in labels and 'route="/v2/models/tiny/stats"' in labels

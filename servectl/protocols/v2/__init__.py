@@ -1,5 +1,7 @@
 """`api.kind: v2`: the Open Inference Protocol (Triton, KServe) for tensor models: infer,
-server and model metadata, health and readiness, errors as `{"error": "message"}`."""
+server and model metadata, health and readiness, the served version's routes
+(`/v2/models/{m}/versions/1/...`), Triton's statistics, and errors as `{"error": "message"}`
+everywhere under `/v2/` (401, 404 and 405 included)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from servectl.deployment import Deployment
     from servectl.handler import Handler
 
+VERSION = "1"  # the one version of a model servectl serves (a reload replaces it in place)
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
@@ -26,11 +29,26 @@ class V2Protocol(ApiProtocol):
     error_schema_name = "V2Error"
     error_schema: ClassVar[dict[str, Any]] = SCHEMA
     open_paths = frozenset({"/v2/health/live", "/v2/health/ready"})
-    fixed_paths = frozenset({"/v2"})
+    fixed_paths = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
+    path_prefix = "/v2/"
 
     def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
-        path = f"/v2/models/{spec.name}/infer"
-        return [ModelRoute("v2", path, "infer", f"V2 inference on {spec.name}", self.kind)]
+        base = f"/v2/models/{spec.name}"
+        return [
+            ModelRoute("v2", f"{base}/infer", "infer", f"V2 inference on {spec.name}", self.kind),
+            ModelRoute(
+                "v2",
+                f"{base}/versions/{VERSION}/infer",
+                "infer_version",
+                f"V2 inference on {spec.name}, version {VERSION} (the served one)",
+                self.kind,
+            ),
+        ]
+
+    def model_paths(self, spec: Spec) -> frozenset[str]:
+        base = f"/v2/models/{spec.name}"
+        own = (base, f"{base}/ready", f"{base}/stats")
+        return frozenset(own) | {p.replace(base, f"{base}/versions/{VERSION}", 1) for p in own}
 
     def adapters(self, spec: Spec, handler: Handler) -> dict[str, Any]:
         from servectl.protocols.v2.adapter import V2Adapter  # numpy: only tensor deployments need it

@@ -1,10 +1,14 @@
-"""Open Inference Protocol (V2) routes: server and model metadata, health, readiness.
+"""Open Inference Protocol (V2) routes: server and model metadata, health, readiness, the
+served version's routes, and Triton's inference statistics.
 
-`POST /v2/models/{name}/infer` for each V2 model is served by the edge (`servectl.server.endpoint`)
-(like the predict route); the FastAPI route here answers only other model names (404).
+`POST /v2/models/{name}[/versions/1]/infer` for each V2 model is served by the edge
+(`servectl.server.endpoint`, like the predict route); the FastAPI routes here answer only
+other model names and versions (404).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -12,6 +16,8 @@ from pydantic import BaseModel
 
 from servectl import __version__
 from servectl.deployment import Deployment
+from servectl.metrics import FastHistogram
+from servectl.protocols.v2 import VERSION
 from servectl.server.probes import probe_answer
 
 
@@ -48,8 +54,78 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
 
 
+class StatDuration(BaseModel):
+    count: int
+    ns: int
+
+
+class InferStats(BaseModel):
+    success: StatDuration
+    fail: StatDuration
+    queue: StatDuration
+    compute_input: StatDuration
+    compute_infer: StatDuration
+    compute_output: StatDuration
+
+
+class ModelStats(BaseModel):
+    name: str
+    version: str
+    last_inference: int
+    inference_count: int
+    execution_count: int
+    inference_stats: InferStats
+
+
+class Statistics(BaseModel):
+    model_stats: list[ModelStats]
+
+
 def _not_found(name: str) -> JSONResponse:
     return JSONResponse({"error": f"model {name!r} is not served here"}, status_code=404)
+
+
+def _no_version(name: str, version: str) -> JSONResponse:
+    msg = f"model {name!r} has no version {version!r}: the served version is {VERSION!r}"
+    return JSONResponse({"error": msg}, status_code=404)
+
+
+def _duration(hist: FastHistogram) -> dict[str, int]:
+    return {"count": sum(hist.counts), "ns": int(hist.sum * 1e9)}
+
+
+def statistics(deployment: Deployment, name: str) -> dict[str, Any]:
+    """Triton's statistics of one model from servectl's metrics: answers on its V2 routes
+    (success and fail, with their total time), queue wait and predict time per batch.
+    `inference_count` counts requests that reached a worker (Triton counts each batch row;
+    the API process does not look inside a request), `execution_count` the batches."""
+    metrics = deployment.metrics
+    paths = {f"/v2/models/{name}/infer", f"/v2/models/{name}/versions/{VERSION}/infer"}
+    answers = {"success": [0, 0.0], "fail": [0, 0.0]}
+    for (model, route, status), count in metrics.requests.items():
+        if model == name and route in paths:
+            answers["success" if status < 400 else "fail"][0] += count
+    for (model, route), hist in metrics.latency.items():
+        if model == name and route in paths:
+            answers["success"][1] += hist.sum  # latency is kept per route, not per outcome
+    m = metrics.model(name)
+    zero = {"count": 0, "ns": 0}
+    stats = {
+        "success": {"count": answers["success"][0], "ns": int(answers["success"][1] * 1e9)},
+        "fail": {"count": answers["fail"][0], "ns": 0},
+        "queue": _duration(m.queue_time),
+        "compute_input": zero,  # decode happens inside the worker's predict time
+        "compute_infer": _duration(m.predict_time),
+        "compute_output": zero,
+    }
+    return {
+        "name": name,
+        "version": VERSION,
+        "last_inference": int(metrics.last_answer.get(name, 0) * 1000),
+        "inference_count": int(m.batch_size.sum),
+        "execution_count": sum(m.batch_size.counts),
+        "inference_stats": stats,
+    }
 
 
 def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
@@ -105,3 +181,55 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
     @app.post("/v2/models/{name}/infer", include_in_schema=False)
     async def infer(name: str) -> JSONResponse:  # a served model's path never reaches here
         return _not_found(name)
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}",
+        summary="V2 model metadata of a version (the served one)",
+        tags=["v2"],
+        operation_id="model_version_metadata",
+        response_model=ModelMetadata,
+    )
+    async def version_metadata(name: str, version: str) -> JSONResponse:
+        if name in served and version != VERSION:
+            return _no_version(name, version)
+        return await model_metadata(name)
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}/ready",
+        summary="V2 model readiness of a version (the served one)",
+        tags=["v2"],
+        operation_id="model_version_ready",
+        **probe_answer(ModelReady),
+    )
+    async def version_ready(name: str, version: str) -> JSONResponse:
+        if name in served and version != VERSION:
+            return _no_version(name, version)
+        return await model_ready(name)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
+    async def version_infer(name: str, version: str) -> JSONResponse:  # the served version never reaches here
+        return _no_version(name, version) if name in served else _not_found(name)
+
+    @app.get(
+        "/v2/models/{name}/stats",
+        summary="Triton's inference statistics of a model",
+        tags=["v2"],
+        operation_id="model_statistics",
+        response_model=Statistics,
+    )
+    async def model_statistics(name: str) -> JSONResponse:
+        if name not in served:
+            return _not_found(name)
+        return JSONResponse({"model_stats": [statistics(deployment, name)]})
+
+    @app.get(
+        "/v2/models/{name}/versions/{version}/stats",
+        summary="Triton's inference statistics of a version (the served one)",
+        tags=["v2"],
+        operation_id="model_version_statistics",
+        response_model=Statistics,
+    )
+    async def version_statistics(name: str, version: str) -> JSONResponse:
+        if name in served and version != VERSION:
+            return _no_version(name, version)
+        return await model_statistics(name)
