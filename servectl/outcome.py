@@ -13,9 +13,11 @@ import msgspec
 
 
 class Reply(msgspec.Struct, frozen=True, array_like=True, tag=True, gc=False):
-    """A whole answer: a JSON body (already serialized by the worker), status 200."""
+    """A whole answer: a JSON body (already serialized by the worker), status 200; or, with
+    `json_length`, a framed one: that many bytes of JSON, then binary data (V2's)."""
 
     body: bytes
+    json_length: int | None = None
 
 
 class Failure(msgspec.Struct, frozen=True, array_like=True, tag=True, gc=False):

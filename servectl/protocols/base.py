@@ -38,6 +38,8 @@ class ApiProtocol:
     fixed_paths: ClassVar[frozenset[str]] = frozenset()  # its GET paths, labelled as such in metrics
     sse_only: ClassVar[bool] = False  # streams always as SSE ending with `data: [DONE]` (OpenAI)
     path_prefix: ClassVar[str | None] = None  # its paths' prefix: errors there (401, 404, 405) take its shape
+    # a request header saying the body is framed: that many bytes of JSON, then binary (V2's)
+    framing_header: ClassVar[bytes | None] = None
 
     def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
         """The POST routes it adds; `served` (route names workers reported) narrows them."""

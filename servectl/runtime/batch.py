@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Failure, Reply
-from servectl.runtime.codec import parse, serialize
+from servectl.runtime.codec import Framed, parse, serialize
 from servectl.runtime.messages import Request, Result
 from servectl.sdk import InvalidInput, Many
 
@@ -71,7 +71,10 @@ class BatchRunner:
         for item in items:
             key = item.key
             try:
-                payload = parse(item.body)
+                payload = self._parse(item)
+            except InvalidInput as exc:
+                results.append(self.invalid(key, exc))
+                continue
             except ValueError as exc:
                 results.append(failed(key, 400, "bad_request", f"malformed JSON: {exc}"))
                 continue
@@ -138,8 +141,21 @@ class BatchRunner:
             return self.handler_failed(key, rid, "encode", exc)
         return self.serialize(key, rid, encoded)
 
+    def _parse(self, item: Request) -> Any:
+        """The request's JSON; a framed body (JSON, then binary) goes to the handler's
+        `parse_body` (V2's binary tensor data), which only protocol adapters have."""
+        hook = getattr(self.handler.obj, "parse_body", None)
+        if hook is not None:
+            return hook(item.body, item.json_length)
+        if item.json_length is not None:
+            raise InvalidInput("this route takes JSON bodies only", "body", status=400)
+        return parse(item.body)
+
     def serialize(self, key: int, rid: str, value: Any) -> Result:
         try:
+            if isinstance(value, Framed):
+                head = serialize(value.head)
+                return Result(key, Reply(b"".join([head, *value.parts]), len(head)))
             return Result(key, Reply(serialize(value)))
         except Exception as exc:
             return self.handler_failed(key, rid, "serialize", exc)

@@ -7,6 +7,7 @@ an output holding such an integer is written by pydantic-core.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,6 +29,15 @@ def to_json_value(value: Any) -> Any:
     if callable(tolist):
         return tolist()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+@dataclass(frozen=True, slots=True)
+class Framed:
+    """An answer of JSON then binary parts (V2's binary tensor data): `head` is serialized
+    as JSON, the parts follow it as they are."""
+
+    head: Any
+    parts: list[bytes]
 
 
 def serialize(value: Any) -> bytes:

@@ -50,7 +50,7 @@ class WorkerHandle:
         items: list[Request] = []
         for pending in batch:
             pending.hang_at = hang_at
-            items.append(Request(pending.key, pending.request_id, pending.body, pending.route))
+            items.append(Request(pending.key, pending.request_id, pending.body, pending.route, pending.json_length))
         self.run.send(Batch(batch_id, items))
         if self.watchdog is None:
             self.arm_watchdog(hang_at)

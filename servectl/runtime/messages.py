@@ -47,6 +47,7 @@ class Request(msgspec.Struct, frozen=True, gc=False, array_like=True):
     request_id: str
     body: bytes
     route: str
+    json_length: int | None = None  # a framed body: this many bytes of JSON, then binary (V2's binary data)
 
 
 class Batch(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):

@@ -48,6 +48,7 @@ class Pending:
         "deadline",
         "future",
         "hang_at",
+        "json_length",
         "key",
         "queued_at",
         "reader",
@@ -77,6 +78,7 @@ class Pending:
         self.queued_at = time.perf_counter()
         self.deadline = deadline  # perf_counter time of its 504
         self.hang_at = math.inf  # perf_counter time past which its worker counts as hung
+        self.json_length: int | None = None  # a framed body's JSON part (V2's binary data)
         self.buffered = 0  # bytes of streamed chunks not yet handed to the client's connection
         self.sending: asyncio.Timeout | None = None  # bounds a stream's write to a slow client
         self.reader: asyncio.Task[Any] | None = None  # the task reading its body, until it is read

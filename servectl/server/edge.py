@@ -110,6 +110,9 @@ def require_json(scope: Scope, request: Request) -> Refusal | None:
     content_type = request.headers.get(b"content-type")
     if request.endpoint is None or not content_type or is_json(content_type):
         return None
+    framing = request.endpoint.protocol.framing_header
+    if framing is not None and framing in request.headers:
+        return None  # JSON then binary, as its protocol allows (V2's binary tensor data)
     name = content_type.decode("latin-1")[:100]
     msg = f"unsupported Content-Type {name!r}: send application/json (or no Content-Type)"
     return Refusal(Failure(415, "unsupported_media_type", msg), request.endpoint.protocol)

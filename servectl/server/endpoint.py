@@ -121,6 +121,12 @@ class ModelEndpoint:
     ) -> int:
         """Queue the request for a worker and send its outcome."""
         rid = request.id
+        framing = self.protocol.framing_header
+        if framing is not None and (declared := request.headers.get(framing)) is not None:
+            if not declared.isdigit() or int(declared) > len(body):
+                msg = f"{framing.decode()} must be the length of the body's JSON part: at most {len(body)} bytes"
+                return await self._fail(send, Failure(400, "bad_request", msg), rid)
+            pending.json_length = int(declared)
         try:
             self.scheduler.enqueue(pending, body)
         except QueueFull:
@@ -130,7 +136,11 @@ class ModelEndpoint:
             return await self._fail(send, Failure(503, exc.kind, str(exc)), rid)
         outcome: Outcome = await pending.future
         if type(outcome) is Reply:  # the common answer, first
-            await send_bytes(send, 200, outcome.body, rid)
+            if outcome.json_length is None:
+                await send_bytes(send, 200, outcome.body, rid)
+            else:  # JSON, then binary (V2's binary tensor data)
+                framed = [(b"inference-header-content-length", str(outcome.json_length).encode())]
+                await send_bytes(send, 200, outcome.body, rid, framed, b"application/octet-stream")
             return 200
         if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
             if pending.stream is None:  # it ended before any chunk

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -103,6 +104,38 @@ def test_typed_tensors_round_trip_and_metadata(serve, identity_model: Path) -> N
     assert [o["name"] for o in httpx.post(server.url + "/v2/models/identity/infer", json=only).json()["outputs"]] == [
         "out_INT8"
     ]
+
+    # tritonclient with binary tensor data, in and out, every datatype; half the inputs binary
+    triton = pytest.importorskip("tritonclient.http")
+    assert "binary_tensor_data" in httpx.get(server.url + "/v2").json()["extensions"]
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    inputs, wanted = [], []
+    for i, (t, (_, dt, rows)) in enumerate(TYPES.items()):
+        given = triton.InferInput(f"in_{t}", [2, 2], t)
+        array = np.array([[v.encode() for v in row] for row in rows], dtype=np.object_) if t == "BYTES" else None
+        given.set_data_from_numpy(array if array is not None else np.array(rows, dtype=dt), binary_data=i % 2 == 0)
+        inputs.append(given)
+        wanted.append(triton.InferRequestedOutput(f"out_{t}", binary_data=i % 3 != 0))
+    result = client.infer("identity", inputs, outputs=wanted, request_id="bin-1")
+    assert result.get_response()["id"] == "bin-1"
+    for t in TYPES:
+        got, expected = result.as_numpy(f"out_{t}"), direct[f"out_{t}"]
+        if t == "BYTES":
+            got = [v.decode() if isinstance(v, bytes) else v for v in got.ravel()]
+            expected = [v.decode() if isinstance(v, bytes) else v for v in expected.ravel()]
+            assert got == expected
+        else:
+            assert got.dtype == expected.dtype and got.shape == (2, 2), t
+            np.testing.assert_array_equal(got, expected)
+    # a framed body whose sizes do not add up is a 400 naming the problem
+    tensor = {"name": "in_FP32", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}}
+    head = json.dumps({"inputs": [tensor]}).encode()
+    short = httpx.post(
+        server.url + "/v2/models/identity/infer",
+        content=head + b"\0" * 8,
+        headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"},
+    )
+    assert short.status_code == 400 and "binary_data_size" in short.json()["error"]
 
 
 def test_errors_and_batching_across_clients(serve, models: Path) -> None:

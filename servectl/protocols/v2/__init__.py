@@ -31,6 +31,7 @@ class V2Protocol(ApiProtocol):
     open_paths = frozenset({"/v2/health/live", "/v2/health/ready"})
     fixed_paths = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
     path_prefix = "/v2/"
+    framing_header = b"inference-header-content-length"
 
     def model_routes(self, spec: Spec, served: Collection[str] | None = None) -> list[ModelRoute]:
         base = f"/v2/models/{spec.name}"

@@ -3,6 +3,12 @@
 Requests carry typed tensors (`name`, `shape`, `datatype`, row-major `data`, flat or
 nested); axis 0 is the batch axis, so requests from many clients batch together like any
 other. Metadata (names, datatypes, shapes with -1 for dynamic axes) comes from the model.
+
+The binary tensor data extension (tritonclient's and KServe's): a body of JSON (its length
+in `Inference-Header-Content-Length`) then raw tensors, each input's size in its
+`parameters.binary_data_size`, little-endian, BYTES as 4-byte length prefixes; arrays are
+read in place from the message's bytes. Outputs come back binary when the request asks
+(`parameters.binary_data_output`, or an output's `parameters.binary_data`).
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from servectl.runners.tensors import Row, TensorRunner, TensorSpec, check_shape
+from servectl.runtime.codec import Framed, parse
 from servectl.sdk import InvalidInput, Many
 
 V2_DTYPES: dict[str, Any] = {
@@ -41,8 +49,11 @@ class TensorIn(BaseModel):
     name: str
     shape: list[int] = Field(description="Row-major shape; axis 0 is the batch axis.")
     datatype: str
-    data: list[Any] = Field(description="Row-major values, flat or nested.")
+    data: list[Any] | SkipJsonSchema[None] = Field(
+        None, description="Row-major values, flat or nested (absent when the tensor is binary)."
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
+    raw: SkipJsonSchema[Any] = Field(None, exclude=True)  # binary data, set by parse_body
 
 
 class OutputWanted(BaseModel):
@@ -71,11 +82,15 @@ class InferResponse(BaseModel):
     outputs: list[TensorOut]
 
 
-Context = tuple[str | None, list[str] | None]  # request id, outputs asked for
+class Context(tuple[str | None, list[str] | None, frozenset[str]]):
+    """A request's id, the outputs it asked for (None: all) and those it wants binary
+    (`*`: all)."""
 
 
 class V2Adapter:
     """Handler hooks that speak V2 to a tensor runner that has run its setup."""
+
+    response_model = InferResponse  # documented answer (a binary one is framed, not JSON alone)
 
     def __init__(self, runner: TensorRunner, model_name: str) -> None:
         self.runner = runner
@@ -95,7 +110,12 @@ class V2Adapter:
                 f"input {tensor.name!r} is {v2_datatype(spec.dtype)} in the model, not {tensor.datatype}", "inputs"
             )
         try:
-            arr = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
+            if tensor.raw is not None:
+                arr = _from_binary(tensor.raw, tensor.datatype, dtype).reshape(tensor.shape)
+            elif tensor.data is None:
+                raise ValueError("no data: send `data`, or binary data with parameters.binary_data_size")
+            else:
+                arr = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(
                 f"input {tensor.name!r}: data does not fit shape {tensor.shape}: {exc}", "inputs"
@@ -115,28 +135,61 @@ class V2Adapter:
         counts = {len(a) for a in arrays.values()}
         if len(counts) != 1:
             raise InvalidInput(f"inputs disagree on axis 0: {sorted(counts)}", "inputs")
-        context: Context = (request.id, wanted)
+        binary = {o.name for o in request.outputs or [] if o.parameters.get("binary_data")}
+        if request.parameters.get("binary_data_output"):
+            binary.add("*")
+        context = Context((request.id, wanted, frozenset(binary)))
         return Many(({n: a[i] for n, a in arrays.items()}, context) for i in range(counts.pop()))
 
     def predict(self, batch: list[tuple[Row, Context]]) -> list[tuple[Row, Context]]:
         rows = self.runner.predict([row for row, _ in batch])
         return list(zip(rows, (ctx for _, ctx in batch), strict=True))
 
-    def encode(self, outputs: list[tuple[Row, Context]]) -> InferResponse:
+    def encode(self, outputs: list[tuple[Row, Context]]) -> InferResponse | Framed:
         if not outputs:
             return InferResponse(model_name=self.model_name, outputs=[])
-        request_id, wanted = outputs[0][1]
+        request_id, wanted, binary = outputs[0][1]
         names = wanted or list(outputs[0][0])
-        tensors = []
+        tensors: list[Any] = []
+        parts: list[bytes] = []
         for name in names:
             stacked = np.stack([row[name] for row, _ in outputs])
+            head = {"name": name, "shape": list(stacked.shape), "datatype": v2_datatype(stacked.dtype)}
+            if name in binary or "*" in binary:
+                part = _to_binary(stacked)
+                parts.append(part)
+                tensors.append({**head, "parameters": {"binary_data_size": len(part)}})
+                continue
             data = stacked.ravel().tolist()
             if stacked.dtype.kind in "OSU":
                 data = [v.decode() if isinstance(v, bytes) else v for v in data]
-            tensors.append(
-                TensorOut(name=name, shape=list(stacked.shape), datatype=v2_datatype(stacked.dtype), data=data)
-            )
+            tensors.append(TensorOut(**head, data=data))
+        if parts:
+            head_json = {"model_name": self.model_name, "model_version": "1", "id": request_id, "outputs": tensors}
+            return Framed(head_json, parts)
         return InferResponse(model_name=self.model_name, id=request_id, outputs=tensors)
+
+    def parse_body(self, body: bytes, json_length: int | None) -> Any:
+        """The request's JSON, with each binary input's bytes attached (`raw`, a view into the
+        body: no copy)."""
+        if json_length is None:
+            return parse(body)
+        head = parse(body[:json_length])
+        binary = memoryview(body)[json_length:]
+        at = 0
+        for tensor in head.get("inputs", []) if isinstance(head, dict) else []:
+            size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+            if size is None:
+                continue
+            if not isinstance(size, int) or size < 0 or at + size > len(binary):
+                msg = f"input {tensor.get('name')!r}: binary_data_size {size!r} runs past the body's binary part"
+                raise InvalidInput(msg, "inputs", status=400)
+            tensor["raw"] = binary[at : at + size]
+            at += size
+        if at != len(binary):
+            msg = f"the body has {len(binary) - at} binary bytes that no input's binary_data_size claims"
+            raise InvalidInput(msg, "inputs", status=400)
+        return head
 
     @property
     def example(self) -> dict[str, Any] | None:
@@ -163,6 +216,41 @@ class V2Adapter:
             "inputs": [_describe(s) for s in self.runner.inputs],
             "outputs": [_describe(s) for s in outputs],
         }
+
+
+def _from_binary(raw: memoryview, datatype: str, dtype: Any) -> np.ndarray:
+    """A binary tensor's values: little-endian fixed-size items, or BYTES elements each
+    after its 4-byte little-endian length (text when it is UTF-8, as JSON would give it)."""
+    if datatype != "BYTES":
+        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+    items, at = [], 0
+    while at < len(raw):
+        if at + 4 > len(raw):
+            raise ValueError("a BYTES element's 4-byte length is cut short")
+        n = int.from_bytes(raw[at : at + 4], "little")
+        if at + 4 + n > len(raw):
+            raise ValueError("a BYTES element runs past its tensor's binary_data_size")
+        items.append(_text(bytes(raw[at + 4 : at + 4 + n])))
+        at += 4 + n
+    return np.array(items, dtype=np.object_)
+
+
+def _text(data: bytes) -> str | bytes:
+    """A BYTES element as the JSON path has it (text), or as bytes when it is not UTF-8."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
+def _to_binary(array: np.ndarray) -> bytes:
+    if array.dtype.kind not in "OSU":
+        return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    out = []
+    for value in array.ravel().tolist():
+        data = value if isinstance(value, bytes) else str(value).encode()
+        out.append(len(data).to_bytes(4, "little") + data)
+    return b"".join(out)
 
 
 def _describe(spec: TensorSpec) -> dict[str, Any]:

@@ -133,7 +133,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
 
     @app.get("/v2", summary="V2 server metadata", tags=["v2"], operation_id="server_metadata")
     async def server_metadata() -> ServerMetadata:
-        return ServerMetadata(name="servectl", version=__version__, extensions=[])
+        return ServerMetadata(name="servectl", version=__version__, extensions=["binary_tensor_data"])
 
     @app.get("/v2/health/live", summary="V2 liveness", tags=["v2"], operation_id="server_live")
     async def live() -> Live:

@@ -45,7 +45,7 @@ class RayPort:
         return 1 << 30 if self.model.ready and not self.inflight else 0
 
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
-        items = [Request(p.key, p.request_id, p.body, p.route) for p in batch]
+        items = [Request(p.key, p.request_id, p.body, p.route, p.json_length) for p in batch]
         asyncio.get_running_loop().create_task(self._run(encode(Batch(batch_id, items))))
 
     def send_cancel(self, keys: list[int]) -> None:
