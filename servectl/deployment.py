@@ -58,7 +58,7 @@ class Deployment:
     ) -> None:
         self.spec = spec
         self.plan = plan = plan or DevicePlanner()
-        self.metrics = Metrics()
+        self.metrics = Metrics(max(m.limits.timeout_s for m in spec.models))
         self.models: dict[str, ModelRuntime] = {}
         for model_spec in spec.models:
             metrics = self.metrics.model(model_spec.name)

@@ -13,10 +13,22 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LONGER = (120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+def latency_buckets(longest_s: float) -> tuple[float, ...]:
+    """The latency buckets, reaching the longest deadline (a 10-minute generation must not
+    land in +Inf): the defaults, then longer ones up to it, then it."""
+    longer = tuple(b for b in _LONGER if b < longest_s)
+    top = (longest_s,) if longest_s > LATENCY_BUCKETS[-1] else ()
+    return LATENCY_BUCKETS + longer + top
+
+
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 RESTART_REASONS = ("crashed", "hung", "retry", "reload")
 DROP_REASONS = ("timeout", "disconnected", "slow_reader", "shutting_down")
@@ -51,17 +63,17 @@ class FastHistogram:
 class ModelMetrics:
     """What one model's scheduler and supervisor count."""
 
-    def __init__(self, model: str = NO_MODEL) -> None:
+    def __init__(self, model: str = NO_MODEL, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.model = model
-        self.queue_time = FastHistogram(LATENCY_BUCKETS)
-        self.predict_time = FastHistogram(LATENCY_BUCKETS)
+        self.queue_time = FastHistogram(buckets)
+        self.predict_time = FastHistogram(buckets)
         self.batch_size = FastHistogram(BATCH_BUCKETS)
-        self.first_chunk = FastHistogram(LATENCY_BUCKETS)
+        self.first_chunk = FastHistogram(buckets)
         self.chunks = 0
         self.tokens = 0
         self.restarts = dict.fromkeys(RESTART_REASONS, 0)
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
-        self.gauges: dict[str, tuple[str, Gauge, bool]] = {}
+        self.gauges: dict[str, tuple[str, Gauge, bool, bool]] = {}
 
     def restart(self, reason: str) -> None:
         self.restarts[reason] = self.restarts.get(reason, 0) + 1
@@ -69,9 +81,9 @@ class ModelMetrics:
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
 
-    def gauge(self, name: str, doc: str, read: Gauge, per_worker: bool = False) -> None:
+    def gauge(self, name: str, doc: str, read: Gauge, per_worker: bool = False, counter: bool = False) -> None:
         """A gauge read at scrape time: `read` returns {worker label (or "" for none): value}."""
-        self.gauges[name] = (doc, read, per_worker)
+        self.gauges[name] = (doc, read, per_worker, counter)
 
 
 _HISTOGRAMS = (
@@ -86,8 +98,10 @@ class Metrics:
     """Every metric one server exposes, in a registry of its own: answers by model, route
     and status, and each model's `ModelMetrics`."""
 
-    def __init__(self) -> None:
+    def __init__(self, longest_s: float = LATENCY_BUCKETS[-1]) -> None:
         self.registry = CollectorRegistry()
+        self.buckets = latency_buckets(longest_s)
+        ProcessCollector(registry=self.registry)  # process_*: the API process's CPU, memory, files
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[tuple[str, str], FastHistogram] = {}
         self.models: dict[str, ModelMetrics] = {}
@@ -98,7 +112,7 @@ class Metrics:
         """The metrics of model `name` (made on first use)."""
         found = self.models.get(name)
         if found is None:
-            found = self.models[name] = ModelMetrics(name)
+            found = self.models[name] = ModelMetrics(name, self.buckets)
         return found
 
     def observe_request(self, model: str, route: str, status: int, seconds: float) -> None:
@@ -107,7 +121,7 @@ class Metrics:
         self.last_answer[model] = time.time()
         hist = self.latency.get((model, route))
         if hist is None:
-            hist = self.latency[(model, route)] = FastHistogram(LATENCY_BUCKETS)
+            hist = self.latency[(model, route)] = FastHistogram(self.buckets)
         hist.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
@@ -162,16 +176,20 @@ class Metrics:
 
     @staticmethod
     def _gauges(models: list[ModelMetrics]) -> Iterator[Metric]:
-        families: dict[str, GaugeMetricFamily] = {}
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
         for m in models:
-            for name, (doc, read, per_worker) in m.gauges.items():
+            for name, (doc, read, per_worker, counter) in m.gauges.items():
                 family = families.get(name)
                 if family is None:
                     labels = ["model", "worker"] if per_worker else ["model"]
-                    family = families[name] = GaugeMetricFamily(name, doc, labels=labels)
+                    kind = CounterMetricFamily if counter else GaugeMetricFamily
+                    family = families[name] = kind(name, doc, labels=labels)
                 for label, value in sorted(read().items()):
                     family.add_metric([m.model, label] if per_worker else [m.model], value)
         yield from families.values()
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics when the scraper asks for it."""
+        if "application/openmetrics-text" in accept:
+            return openmetrics.generate_latest(self.registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

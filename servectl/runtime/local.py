@@ -15,6 +15,7 @@ from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import WorkerLauncher
 from servectl.runtime.scheduler import Scheduler
 from servectl.runtime.supervisor import ReloadFailed, Supervisor
+from servectl.runtime.usage import usage
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
@@ -43,6 +44,16 @@ class LocalModel:
         metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
         metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
         metrics.gauge("servectl_workers_ready", "Workers that finished setup", self._ready)
+        metrics.gauge(
+            "servectl_worker_cpu_seconds",
+            "CPU time (user and system) of each worker process",
+            lambda: self._usage(0),
+            per_worker=True,
+            counter=True,
+        )
+        metrics.gauge(
+            "servectl_worker_resident_bytes", "Resident memory of each worker process", lambda: self._usage(1), True
+        )
 
     @property
     def slots(self) -> list[WorkerSlot]:
@@ -91,6 +102,15 @@ class LocalModel:
     def _inflight(self) -> dict[str, float]:
         workers = [*self.supervisor.workers.values(), *self.supervisor.retiring]
         return {str(w.index): len(w.inflight) for w in workers}
+
+    def _usage(self, which: int) -> dict[str, float]:
+        """Each live worker process's CPU seconds (0) or resident bytes (1), from /proc."""
+        found = {}
+        for w in [*self.supervisor.workers.values(), *self.supervisor.retiring]:
+            measured = usage(w.pid) if w.pid is not None and not w.exited else None
+            if measured is not None:
+                found[str(w.index)] = float(measured[which])
+        return found
 
     def _ready(self) -> dict[str, float]:
         return {"": self.supervisor.ready_count}

@@ -79,8 +79,9 @@ def build_app(deployment: Deployment) -> FastAPI:
         return deployment.info()
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response, operation_id="metrics")
-    async def metrics() -> Response:
-        return Response(deployment.metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics(request: Request) -> Response:
+        body, content_type = deployment.metrics.render(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @app.post(
         "/admin/models/{name}/reload",

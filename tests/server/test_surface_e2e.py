@@ -91,7 +91,7 @@ def test_request_ids_sanitised_capped_returned_and_logged(serve) -> None:
 
 
 def test_metrics_are_counted_across_workers(serve) -> None:
-    server = serve(toolbox_spec(devices={"workers_per_device": 2}))
+    server = serve(toolbox_spec(devices={"workers_per_device": 2}, limits={"timeout_s": 900}))
 
     async def fire() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
@@ -118,6 +118,16 @@ def test_metrics_are_counted_across_workers(serve) -> None:
     assert server.metric("servectl_queue_seconds_count") == 40
     assert server.metric("servectl_batch_size_sum") == 40
     assert server.metric("servectl_workers_ready") == 2
+    # the processes: the API's own process_*, each worker's CPU time and resident memory
+    assert server.metric("process_cpu_seconds_total") > 0 and server.metric("process_resident_memory_bytes") > 1e6
+    for worker in ("0", "1"):
+        assert server.metric("servectl_worker_cpu_seconds_total", worker=worker) > 0
+        assert server.metric("servectl_worker_resident_bytes", worker=worker) > 1e6
+    # latency buckets reach the deadline (900 s): a slow answer is never just +Inf
+    assert 'servectl_request_duration_seconds_bucket{le="900.0"' in text
+    # OpenMetrics for a scraper that asks for it
+    om = httpx.get(server.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text") and om.text.endswith("# EOF\n")
 
 
 json_values = st.recursive(
