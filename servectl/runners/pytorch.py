@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from servectl.runners.tensors import Row, TensorRunner, TensorSpec
+from servectl.runners.tensors import Row, TensorRequest, TensorRunner, TensorSpec
 from servectl.sdk import InvalidInput
 from servectl.spec import Spec
 
@@ -93,6 +93,26 @@ class PyTorchRunner(TensorRunner):
                 self.model = torch.compile(self.model)
             except Exception as exc:
                 log.warning("model.compile: torch.compile unavailable here (%s); running eagerly", exc)
+        self._describe_from_example()
+
+    def _describe_from_example(self) -> None:
+        """Inputs' shapes and the outputs' names, shapes and dtypes, learned by running
+        `model.example` once, where the model cannot say them (TorchScript records neither):
+        V2 metadata then tells clients what to send and what comes back."""
+        self.output_specs: list[TensorSpec] = []
+        self.output_names: list[str] = []
+        if not isinstance(self.example, dict) or "inputs" not in self.example:
+            return
+        try:
+            rows = list(self.decode(TensorRequest.model_validate(self.example)))
+            outputs = self.run_batch({n: np.stack([r[n] for r in rows]) for n in rows[0]})
+        except Exception as exc:
+            log.warning("model.example did not run (%s): shapes stay unknown in V2 metadata", exc)
+            return
+        if all(s.shape is None for s in self.inputs):
+            self.inputs = [TensorSpec(s.name, s.dtype, (None, *rows[0][s.name].shape)) for s in self.inputs]
+        self.output_names = list(outputs)
+        self.output_specs = [TensorSpec(n, a.dtype, (None, *a.shape[1:])) for n, a in outputs.items()]
 
     def _exported_inputs(self, program: Any) -> list[TensorSpec]:
         """Input names and shapes (None for dynamic axes) recorded in a torch.export program."""

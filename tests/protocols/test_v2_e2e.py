@@ -243,3 +243,30 @@ def test_tritonclient_versions_stats_and_errors(serve, models: Path) -> None:
         assert answer.status_code == status and isinstance(answer.json()["error"], str), answer.text
     labels = httpx.get(server.url + "/metrics", headers=key).text
     assert 'route="/v2/models/tiny"' in labels and 'route="/v2/models/tiny/stats"' in labels
+
+
+def test_torchscript_metadata_from_the_example_lets_a_client_shape_its_input(serve, models: Path) -> None:
+    """TorchScript records no shapes: running `model.example` once at setup gives V2 metadata
+    real input shapes and output names, and a client that builds its request from the
+    metadata alone gets an answer."""
+    triton = pytest.importorskip("tritonclient.http")
+    spec = {
+        "name": "ts",
+        "model": {"backend": "pytorch", "path": str(models / "tiny_net.ts"), "example": {"inputs": [[0.1] * 4]}},
+        "api": {"kind": "v2"},
+        "devices": {"accelerator": "cpu"},
+    }
+    server = serve(spec)
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    meta = client.get_model_metadata("ts")
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 4]}]
+    assert [o["name"] for o in meta["outputs"]] == ["output"] and meta["outputs"][0]["shape"][0] == -1
+    given = []
+    for tensor in meta["inputs"]:
+        shape = [2 if d == -1 else d for d in tensor["shape"]]
+        t = triton.InferInput(tensor["name"], shape, tensor["datatype"])
+        t.set_data_from_numpy(np.ones(shape, dtype=np.float32))
+        given.append(t)
+    wanted = [triton.InferRequestedOutput(o["name"]) for o in meta["outputs"]]
+    answer = client.infer("ts", given, outputs=wanted).as_numpy("output")
+    assert answer.shape == (2, *meta["outputs"][0]["shape"][1:])
