@@ -184,6 +184,17 @@ class ApiSpec(_Section):
     )
 
 
+class TracingSpec(_Section):
+    """OpenTelemetry traces (the `otel` extra): a span per request, children for its queue wait
+    and its time in a worker; a client's W3C `traceparent` is honoured."""
+
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; null: tracing off."
+    )
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of new traces recorded (a parent's choice wins).")
+    service_name: str = Field("servectl", description="The service.name resource attribute.")
+
+
 class ServerSpec(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -201,6 +212,7 @@ class ServerSpec(_Section):
         10.0, gt=0, le=3600, description="Longest a client may take to send a request's line and headers."
     )
     keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Idle keep-alive connections are closed after this.")
+    tracing: TracingSpec = TracingSpec()
 
 
 class RuntimeSpec(_Section):

@@ -46,6 +46,7 @@ class Pending:
         "body",
         "buffered",
         "deadline",
+        "done_at",
         "future",
         "hang_at",
         "json_length",
@@ -55,6 +56,7 @@ class Pending:
         "request_id",
         "route",
         "sending",
+        "sent_at",
         "stream",
         "timer",
         "watcher",
@@ -79,6 +81,8 @@ class Pending:
         self.deadline = deadline  # perf_counter time of its 504
         self.hang_at = math.inf  # perf_counter time past which its worker counts as hung
         self.json_length: int | None = None  # a framed body's JSON part (V2's binary data)
+        self.sent_at = 0.0  # perf_counter time a worker got it (traces)
+        self.done_at = 0.0  # perf_counter time its answer (or its stream's end) came
         self.buffered = 0  # bytes of streamed chunks not yet handed to the client's connection
         self.sending: asyncio.Timeout | None = None  # bounds a stream's write to a slow client
         self.reader: asyncio.Task[Any] | None = None  # the task reading its body, until it is read
@@ -91,6 +95,7 @@ class Pending:
 
     def finish(self, answer: Answer) -> None:
         """Answer the request: its future, or the end of its stream."""
+        self.done_at = time.perf_counter()
         if self.stream is not None:
             self.stream.put_nowait(answer)
         elif not self.future.done():
@@ -289,6 +294,7 @@ class Scheduler:
             _, pending = self.queue.popitem(last=False)
             worker.inflight[pending.key] = pending
             pending.worker = worker
+            pending.sent_at = now
             batch.append(pending)
             self.metrics.queue_time.observe(now - pending.queued_at)
         self.metrics.batch_size.observe(size)

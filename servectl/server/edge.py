@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from servectl.protocols import ApiProtocol
+    from servectl.runtime.scheduler import Pending
+    from servectl.server.tracing import TraceRequests
     from servectl.spec import Spec
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
@@ -40,7 +42,7 @@ _FIXED = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi
 class Request:
     """One HTTP request as the edge pieces see it."""
 
-    __slots__ = ("elapsed", "endpoint", "headers", "id", "model", "started", "status")
+    __slots__ = ("elapsed", "endpoint", "headers", "id", "model", "pending", "started", "status")
 
     def __init__(self, scope: Scope, endpoint: Endpoint | None) -> None:
         self.started = time.perf_counter()
@@ -50,6 +52,7 @@ class Request:
         self.model = endpoint.model_name if endpoint is not None else ""  # the model answering (a label)
         self.status = 500  # until an answer says otherwise
         self.elapsed = 0.0  # seconds to the answer, set once it is sent
+        self.pending: Pending | None = None  # its work for a worker, once queued (traces read its times)
 
 
 class Refusal:
@@ -196,9 +199,10 @@ class RequestContext:
 class Lifespan:
     """Starts the workers with the server and stops them after the last answer."""
 
-    def __init__(self, deployment: Deployment, access_log: AccessLog | None) -> None:
+    def __init__(self, deployment: Deployment, access_log: AccessLog | None, tracing: TraceRequests | None = None):
         self.deployment = deployment
         self.access_log = access_log  # flushed after the last answer
+        self.tracing = tracing  # its last spans sent after the last answer
 
     async def __call__(self, receive: Receive, send: Send) -> None:
         while True:
@@ -214,6 +218,8 @@ class Lifespan:
                 await self.deployment.stop()
                 if self.access_log is not None:
                     self.access_log.close()  # uvicorn has answered every request by now
+                if self.tracing is not None:
+                    self.tracing.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -228,4 +234,10 @@ def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
     log = AccessLog(spec.server.log_format) if logged else None
     if log is not None:
         observers.append(WriteAccessLog(log))
-    return RequestContext(Router(deployment, app, auth), checks, observers, Lifespan(deployment, log))
+    tracing = None
+    if spec.server.tracing.otlp_endpoint:
+        from servectl.server.tracing import TraceRequests  # the `otel` extra: imported only when on
+
+        tracing = TraceRequests(spec.server.tracing)
+        observers.append(tracing)
+    return RequestContext(Router(deployment, app, auth), checks, observers, Lifespan(deployment, log, tracing))

@@ -121,6 +121,7 @@ class ModelEndpoint:
     ) -> int:
         """Queue the request for a worker and send its outcome."""
         rid = request.id
+        request.pending = pending
         framing = self.protocol.framing_header
         if framing is not None and (declared := request.headers.get(framing)) is not None:
             if not declared.isdigit() or int(declared) > len(body):
