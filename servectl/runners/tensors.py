@@ -66,7 +66,9 @@ def check_shape(name: str, arr: np.ndarray, spec: TensorSpec) -> None:
 
 
 def decode_tensors(request: TensorRequest, inputs: list[TensorSpec]) -> Many:
-    """A request as a list of rows, one {input name: array} per item."""
+    """A request as a list of rows, one {input name: array} per item (none for `[]`)."""
+    if isinstance(request.inputs, list) and not request.inputs:
+        return Many()  # zero items: answered `{"outputs": []}`
     by_name = {s.name: s for s in inputs}
     if isinstance(request.inputs, dict):
         unknown = sorted(set(request.inputs) - set(by_name))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from servectl.runners.engine import TokenEngine
 from servectl.runners.sequence import Prompt, Sequence
@@ -26,6 +26,36 @@ Item = tuple[str, dict[str, Any]]  # one text and its request's parameters
 class TextRequest(BaseModel):
     inputs: str | list[str] = Field(description="A text, or a list of texts (each one item).")
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Parameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EmbeddingParameters(_Parameters):
+    normalize: bool | None = Field(None, description="L2-normalise (default: model.normalize).")
+
+
+class ClassificationParameters(_Parameters):
+    top_k: int | None = Field(None, ge=1, description="Labels returned per text (default: model.top_k).")
+
+
+class GenerationParameters(_Parameters):
+    max_new_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Tokens to generate at most (default: model.max_new_tokens; fewer at the context's end).",
+    )
+    temperature: float | None = Field(None, ge=0, le=100)
+    top_p: float | None = Field(None, gt=0, le=1)
+    do_sample: bool | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    return_full_text: bool | None = Field(None, description="Prefix the prompt to the answer (default: true).")
+
+
+def _request_model(parameters: type[_Parameters], name: str) -> type[TextRequest]:
+    """The documented request of a runner: its own parameters, no others."""
+    return create_model(name, __base__=TextRequest, parameters=(parameters, Field(default_factory=parameters)))
 
 
 class TextResponse(BaseModel):
@@ -58,6 +88,8 @@ class TextRunner:
         raise NotImplementedError
 
     def decode(self, request: TextRequest) -> Item | Many:
+        if isinstance(request.parameters, BaseModel):  # the runner's own request model
+            request = TextRequest(inputs=request.inputs, parameters=request.parameters.model_dump(exclude_none=True))
         unknown = set(request.parameters) - self.allowed_parameters
         if unknown:
             raise InvalidInput(
@@ -80,6 +112,7 @@ class FeatureExtraction(TextRunner):
     """Mean-pooled token embeddings, L2-normalised unless `normalize` is false."""
 
     allowed_parameters = frozenset({"normalize"})
+    request_model = _request_model(EmbeddingParameters, "FeatureExtractionRequest")
 
     def load(self, path: str) -> Any:
         from transformers import AutoModel
@@ -105,6 +138,7 @@ class TextClassification(TextRunner):
     """Labels with softmax scores, best first; `top_k` of them per text."""
 
     allowed_parameters = frozenset({"top_k"})
+    request_model = _request_model(ClassificationParameters, "TextClassificationRequest")
 
     def load(self, path: str) -> Any:
         from transformers import AutoModelForSequenceClassification
@@ -129,6 +163,7 @@ class TextGeneration(TextRunner):
 
     example: ClassVar[Any] = {"inputs": "Once upon a time", "parameters": {"max_new_tokens": 8}}
     allowed_parameters = frozenset({"max_new_tokens", "temperature", "top_p", "do_sample", "seed", "return_full_text"})
+    request_model = _request_model(GenerationParameters, "TextGenerationRequest")
 
     def load(self, path: str) -> Any:
         from transformers import AutoModelForCausalLM
@@ -144,16 +179,21 @@ class TextGeneration(TextRunner):
             self.model, self.tokenizer, self.context, b.max_batch_size, b.max_batch_tokens, static=not b.continuous
         )
 
-    def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
+    def sequence(
+        self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt", truncate: bool = False
+    ) -> Sequence:
         """A sequence for the engine. A prompt that leaves no room in the context, or one plus
         the `max_tokens` the client `asked` for that does not fit, is a 400 (OpenAI's
-        `context_length_exceeded`); a default `max_tokens` is cut to the room left."""
+        `context_length_exceeded`); a default `max_tokens` is cut to the room left. With
+        `truncate` (the predict route) a long prompt keeps its last tokens instead."""
         ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
         vocab = self.model.get_input_embeddings().num_embeddings
         if any(not 0 <= i < vocab for i in ids):
             raise InvalidInput(f"token ids must be in [0, {vocab})", field, status=400)
         if not ids:  # an empty prompt starts from the beginning-of-text token
             ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.engine.pad]
+        if truncate:
+            ids = ids[-(self.context - 1) :]
         wanted = len(ids) + sampling.max_tokens
         if len(ids) >= self.context or (asked and wanted > self.context):
             raise InvalidInput(
@@ -169,7 +209,8 @@ class TextGeneration(TextRunner):
 
     def generation_job(self, decoded: Item | Many) -> Job:
         items = list(decoded) if isinstance(decoded, Many) else [decoded]
-        seqs = [self.sequence(text, self._sampling(p), "max_new_tokens" in p, "inputs") for text, p in items]
+        # the predict route: the prompt's end and the room left, never a context error
+        seqs = [self.sequence(text, self._sampling(p), False, "inputs", truncate=True) for text, p in items]
         return TextJob(self.engine, items, seqs, many=isinstance(decoded, Many))
 
     def _sampling(self, params: dict[str, Any]) -> Sampling:

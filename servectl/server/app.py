@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -32,18 +32,26 @@ def build_app(deployment: Deployment) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        """404 and 405 under a protocol's prefix (`/v1/...`) in that protocol's error shape."""
-        shape = protocols.shape_for(request.url.path, spec.models)
-        if shape.path_prefix is None:
-            return await http_exception_handler(request, exc)
+        """FastAPI's own errors (404, 405) in the error shape of the path's protocol
+        (`/v1/...`: OpenAI's, `/v2/...`: V2's, else servectl's), never `{"detail": ...}`."""
         where = f"{request.method} {request.url.path}"
         if exc.status_code == 404:
             failure = Failure(404, "unknown_url", f"Invalid URL ({where}): no such route on this server")
         else:
             failure = Failure(exc.status_code, "http_error", f"{exc.detail} ({where})")
+        return _error(request, failure, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        """A query or path parameter that does not validate: a 422 in the path's error shape."""
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        fields = ", ".join(".".join(map(str, d["loc"])) for d in detail)
+        return _error(request, Failure(422, "validation_error", f"invalid request: {fields}", detail), {})
+
+    def _error(request: Request, failure: Failure, headers: dict[str, str]) -> Response:
+        shape = protocols.shape_for(request.url.path, spec.models)
         body = shape.error_body(failure, request.scope.get(REQUEST_ID, ""))
-        headers = dict(exc.headers or {})
-        return Response(body, status_code=exc.status_code, headers=headers, media_type="application/json")
+        return Response(body, status_code=failure.status, headers=headers, media_type="application/json")
 
     @app.get(
         "/health",
@@ -64,14 +72,17 @@ def build_app(deployment: Deployment) -> FastAPI:
         **probe_answer(Readiness),
     )
     async def ready(
+        request: Request,
         model: Annotated[str | None, Query(description="Only this model's readiness.")] = None,
-    ) -> JSONResponse:
+    ) -> Response:
         if model is None:
             body, ok = readiness(list(deployment.models.values()), deployment.several)
         elif model in deployment.models:
             body, ok = readiness([deployment.models[model]], deployment.several)
         else:
-            return JSONResponse({"error": f"no model {model!r} here; served: {names}"}, status_code=404)
+            failure = Failure(404, "not_found", f"no model {model!r} here; served: {names}")
+            error = failure_body(failure, request.scope.get(REQUEST_ID, ""))
+            return Response(error, 404, media_type="application/json")
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/info", summary="What is deployed, and how", operation_id="info")

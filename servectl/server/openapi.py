@@ -149,6 +149,7 @@ def complete_schema(schema: dict[str, Any], deployment: Deployment) -> bool:
             document_route(operation, route, route_info, spec, components)
             schema.setdefault("paths", {})[route.path] = {"post": operation}
     _secure(schema, deployment)
+    _errors_everywhere(schema, specs)
     first = specs[0]
     meta: dict[str, Any] = {"version": __version__, "complete": complete}
     meta["models"] = [{"name": s.name, "kind": s.api.kind, "path": s.api.path} for s in specs]
@@ -157,6 +158,31 @@ def complete_schema(schema: dict[str, Any], deployment: Deployment) -> bool:
     schema["x-servectl"] = meta
     schema["components"]["schemas"] = _used_components(schema)
     return complete
+
+
+def _errors_everywhere(schema: dict[str, Any], specs: list[Spec]) -> None:
+    """Every operation documents the errors it really answers, in its path's error shape:
+    401 where a key is needed, 404 for an unknown name in its path (or `?model=`), 422 for a
+    parameter that does not validate (FastAPI documents its own `{"detail"}` body there)."""
+    v2_names = sorted(s.name for s in specs if s.api.kind == "v2")
+    for path, item in schema.get("paths", {}).items():
+        shape = protocols.shape_for(path, specs)
+        if path.startswith("/v2/models/{name}"):  # the served names and version, as enums
+            for operation in item.values():
+                for param in operation.get("parameters", []):
+                    if param.get("in") == "path" and param["name"] in ("name", "version"):
+                        param["schema"] = {"type": "string", "enum": v2_names if param["name"] == "name" else ["1"]}
+        error = {
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{shape.error_schema_name}"}}}
+        }
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            if "security" in operation:
+                responses.setdefault("401", {"description": "Missing or wrong API key", **error})
+            if "{" in path or path == "/ready":
+                responses.setdefault("404", {"description": "No such model (or version)", **error})
+            if "422" in responses or operation.get("parameters"):
+                responses["422"] = {"description": "A parameter failed validation", **error}
 
 
 def _secure(schema: dict[str, Any], deployment: Deployment) -> None:

@@ -24,15 +24,17 @@ from servectl.protocols.openai.schemas import (
     Completion,
     CompletionRequest,
     GenerationRequest,
+    TextPart,
+    with_token_range,
 )
 from servectl.runners.engine import Engine
 from servectl.runners.sequence import Prompt, Sequence, TokenLogprob
 from servectl.sdk import END, Chunks, Final, InvalidInput
 
 
-def _text(content: str | list[dict[str, Any]] | None) -> str:
+def _text(content: str | list[TextPart] | None) -> str:
     if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content)
+        return "".join(part.text for part in content)
     return content or ""
 
 
@@ -188,6 +190,10 @@ class ChatCompletions(_Generation):
 
 class Completions(_Generation):
     kind = "text_completion"
+
+    def __init__(self, lm: LanguageModel, model_name: str) -> None:
+        super().__init__(lm, model_name)
+        self.request_model = with_token_range(CompletionRequest, "prompt", lm.vocab)
 
     def decode(self, request: CompletionRequest) -> Decoded:
         return self.decode_request(request)

@@ -7,7 +7,7 @@ import struct
 from typing import Any
 
 from servectl.protocols.openai.lm import LanguageModel
-from servectl.protocols.openai.schemas import EmbeddingRequest, EmbeddingResponse
+from servectl.protocols.openai.schemas import EmbeddingRequest, EmbeddingResponse, with_token_range
 from servectl.sdk import InvalidInput, Many
 
 
@@ -20,6 +20,7 @@ class Embeddings:
         self.lm = lm
         self.model_name = model_name
         self.example = {"model": model_name, "input": ["servectl serves models.", "One YAML file."]}
+        self.request_model = with_token_range(EmbeddingRequest, "input", lm.vocab)
 
     invalid_status = 400  # OpenAI answers invalid parameters with a 400
 

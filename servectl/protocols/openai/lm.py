@@ -32,6 +32,10 @@ class LanguageModel(Protocol):
     @property
     def engine(self) -> Engine: ...
     @property
+    def vocab(self) -> int | None:
+        """Token ids it takes are below this; None: it takes none (no tokenizer)."""
+
+    @property
     def width(self) -> int: ...
     def render(self, messages: list[dict[str, str]]) -> str: ...
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence: ...
@@ -48,6 +52,7 @@ class TransformersLM:
         self.max_new_tokens = runner.spec.model.max_new_tokens
         self.context = runner.context
         self.engine: Any = getattr(runner, "engine", None)  # text-generation only
+        self.vocab: int | None = int(runner.model.get_input_embeddings().num_embeddings)
 
     def render(self, messages: list[dict[str, str]]) -> str:
         tokenizer = self.runner.tokenizer
@@ -81,6 +86,7 @@ class HandlerLM:
     """A user's handler with the custom contract behind the OpenAI routes."""
 
     context: int | None = None
+    vocab: int | None = None
 
     def __init__(self, handler: Any, max_new_tokens: int, max_rows: int) -> None:
         self.max_new_tokens = max_new_tokens

@@ -7,9 +7,9 @@ OpenAPI document, and so generated clients, their types.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 
 def _defaults_for_nulls(model: type[BaseModel], data: Any) -> Any:
@@ -33,17 +33,23 @@ class _Request(BaseModel):
         return _defaults_for_nulls(cls, data)
 
 
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
 class Message(_Request):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[TextPart] | None = Field(None, description="Text, or parts of type `text`.")
 
-    @field_validator("content")
+    @field_validator("content", mode="before")
     @classmethod
     def _text_only(cls, content: Any) -> Any:
         for part in content if isinstance(content, list) else []:
-            if part.get("type") != "text":
-                kind = part.get("type", "untyped")
+            kind = part.get("type", "untyped") if isinstance(part, dict) else type(part).__name__
+            if kind != "text":
                 raise _unsupported(f"{kind} content parts", "send text content (a string, or parts of type `text`)")
         return content
 
@@ -60,7 +66,7 @@ class GenerationRequest(_Request):
     top_p: float = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1, le=16)
     stop: str | list[str] | None = Field(None, description="Up to 4 stop strings.")
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63 - 16)
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2, le=2)
@@ -161,6 +167,21 @@ class EmbeddingRequest(_Request):
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
+
+
+def with_token_range(model: type[_Request], field: str, vocab: int | None) -> type[_Request]:
+    """`model` with `field`'s token ids bounded by the vocabulary (so the published schema
+    admits only ids the model takes), or without token ids at all for a model with no
+    tokenizer (`vocab` None)."""
+    if vocab is None:
+        narrowed: Any = str | list[str]
+    else:
+        token = Annotated[int, Field(ge=0, lt=vocab)]
+        narrowed = str | list[str] | list[token] | list[list[token]]
+    original = model.model_fields[field]
+    return create_model(  # type: ignore[no-any-return,call-overload]
+        model.__name__, __base__=model, **{field: (narrowed, Field(description=original.description))}
+    )
 
 
 # --- answers -------------------------------------------------------------------------
