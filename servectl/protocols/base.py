@@ -26,6 +26,7 @@ class ModelRoute:
     summary: str
     protocol: str = "predict"  # the protocol that owns it: its error shape, its OpenAPI tag
     stream_flag: str | None = None  # a body field that asks for a stream (OpenAI's `stream`)
+    documented: bool = True  # in the OpenAPI document (and so generated clients); False: an alias
 
 
 class ApiProtocol:

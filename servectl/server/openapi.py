@@ -24,6 +24,7 @@ _ERRORS = {
     "400": "Malformed JSON",
     "401": "Missing or wrong API key",
     "413": "Body larger than limits.max_body_mb",
+    "415": "Body sent with a Content-Type that is not JSON",
     "422": "Request failed validation",
     "500": "Handler error for this request",
     "503": "Overloaded or no worker available (see Retry-After)",
@@ -99,6 +100,8 @@ def document_route(
     responses: dict[str, Any] = {"200": {"description": "The model's answer"}}
     for code, text in _ERRORS.items():
         responses[code] = {"description": text, "content": {"application/json": {"schema": error}}}
+    if route.protocol == "openai":  # the body's `model` names one that is not served
+        responses["404"] = {"description": "No such model", "content": {"application/json": {"schema": error}}}
     operation["responses"] = responses
     if info is None:
         return
@@ -133,6 +136,8 @@ def complete_schema(schema: dict[str, Any], deployment: Deployment) -> bool:
         complete &= info is not None
         served = {"predict", *info.routes} if info is not None else None
         for route in protocols.model_routes(spec, served):
+            if not route.documented:
+                continue
             shared = len(sharing[route.path]) > 1
             if shared and route.path in schema.get("paths", {}):
                 continue  # documented from the first model that serves it

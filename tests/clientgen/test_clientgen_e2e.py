@@ -272,7 +272,7 @@ def test_python_clients_of_builtin_runners_v2_and_embeddings(
     emb = load_module(python_clients["embeddings"])
     server = example_servers["embeddings"]  # configs/embeddings.yaml (shared)
     with emb.Client(server.url) as client:
-        result = client.predict(emb.TextRequest(inputs=["servectl", "serves models"]))
+        result = client.predict(emb.FeatureExtractionRequest(inputs=["servectl", "serves models"]))
         assert isinstance(result, emb.TextResponse) and len(result.outputs) == 2 and len(result.outputs[0]) == 384
 
 

@@ -313,7 +313,7 @@ def test_prompt_forms_nulls_and_model_retrieval(gpt2, models: Path) -> None:
     ):
         answer = httpx.post(server.url + path, json={"model": "tiny-gpt2", **body, **nulls}, headers=headers)
         assert answer.status_code == 200, answer.text
-        assert answer.json()["usage"]["completion_tokens"] == 8  # model.max_new_tokens
+        assert 1 <= answer.json()["usage"]["completion_tokens"] <= 8  # model.max_new_tokens, sampled (temperature 1)
     assert client.models.retrieve("tiny-gpt2").id == "tiny-gpt2"
     with pytest.raises(openai.NotFoundError) as missing:
         client.models.retrieve("gpt-4o")

@@ -43,6 +43,7 @@ class V2Protocol(ApiProtocol):
                 "infer_version",
                 f"V2 inference on {spec.name}, version {VERSION} (the served one)",
                 self.kind,
+                documented=False,  # Triton clients' alias of the unversioned route
             ),
         ]
 

@@ -49,8 +49,8 @@ class TensorIn(BaseModel):
     name: str
     shape: list[int] = Field(description="Row-major shape; axis 0 is the batch axis.")
     datatype: str
-    data: list[Any] | SkipJsonSchema[None] = Field(
-        None, description="Row-major values, flat or nested (absent when the tensor is binary)."
+    data: list[Any] = Field(
+        default_factory=list, description="Row-major values, flat or nested (absent when the tensor is binary)."
     )
     parameters: dict[str, Any] = Field(default_factory=dict)
     raw: SkipJsonSchema[Any] = Field(None, exclude=True)  # binary data, set by parse_body
@@ -112,8 +112,6 @@ class V2Adapter:
         try:
             if tensor.raw is not None:
                 arr = _from_binary(tensor.raw, tensor.datatype, dtype).reshape(tensor.shape)
-            elif tensor.data is None:
-                raise ValueError("no data: send `data`, or binary data with parameters.binary_data_size")
             else:
                 arr = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
         except (ValueError, TypeError) as exc:

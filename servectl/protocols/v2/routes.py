@@ -188,6 +188,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         tags=["v2"],
         operation_id="model_version_metadata",
         response_model=ModelMetadata,
+        include_in_schema=False,  # Triton clients' aliases of the unversioned routes
     )
     async def version_metadata(name: str, version: str) -> JSONResponse:
         if name in served and version != VERSION:
@@ -200,6 +201,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         tags=["v2"],
         operation_id="model_version_ready",
         **probe_answer(ModelReady),
+        include_in_schema=False,  # Triton clients' aliases of the unversioned routes
     )
     async def version_ready(name: str, version: str) -> JSONResponse:
         if name in served and version != VERSION:
@@ -228,6 +230,7 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
         tags=["v2"],
         operation_id="model_version_statistics",
         response_model=Statistics,
+        include_in_schema=False,  # Triton clients' aliases of the unversioned routes
     )
     async def version_statistics(name: str, version: str) -> JSONResponse:
         if name in served and version != VERSION:
