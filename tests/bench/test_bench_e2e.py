@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,12 @@ def test_bench_error_counts_match_the_server(serve, tmp_path: Path) -> None:
     assert "503" in level["first_error"]
 
 
+def _sigint_default() -> None:
+    """A run started in the background (`cmd &`) inherits SIGINT ignored, and Python then keeps
+    ignoring it: the bench must see Ctrl-C as a user's terminal delivers it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_bench(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "servectl", "bench", *args],
@@ -98,6 +105,7 @@ def start_bench(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        preexec_fn=_sigint_default,
     )
 
 
