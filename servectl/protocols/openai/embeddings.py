@@ -7,6 +7,7 @@ import struct
 from typing import Any
 
 from servectl.protocols.openai.lm import LanguageModel
+from servectl.protocols.openai.params import texts_or_ids
 from servectl.protocols.openai.schemas import EmbeddingRequest, EmbeddingResponse, with_token_range
 from servectl.sdk import InvalidInput, Many
 
@@ -28,7 +29,7 @@ class Embeddings:
         if request.model != self.model_name:
             msg = f"The model `{request.model}` does not exist; this server serves `{self.model_name}`"
             raise InvalidInput(msg, "model", status=404)
-        inputs = _inputs(request.input)
+        inputs = texts_or_ids(request.input, "input")
         if request.dimensions is not None and request.dimensions > self.lm.width:
             raise InvalidInput(f"dimensions must be at most {self.lm.width} for this model", "dimensions", status=400)
         texts = [i for i in inputs if isinstance(i, str)]
@@ -72,16 +73,3 @@ class Embeddings:
             "model": self.model_name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-
-
-def _inputs(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
-    """Each input of a request: texts, or token-id lists (a flat list of ids is one input)."""
-    if isinstance(value, str):
-        return [value]
-    if not value:
-        raise InvalidInput("input must not be empty: send a text, texts, token ids or lists of them", "input", 400)
-    if all(isinstance(v, int) for v in value):
-        return [list(value)]  # type: ignore[arg-type]
-    if any(isinstance(v, list) and not v for v in value):
-        raise InvalidInput("a token-id input must not be empty", "input", 400)
-    return list(value)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from servectl.protocols.openai.schemas import ChatRequest, CompletionRequest, Ge
 from servectl.runners.sequence import Prompt
 from servectl.sdk import InvalidInput, Sampling
 
-__all__ = ["Prompt", "prompts_of", "sampling_of"]
+__all__ = ["Prompt", "prompts_of", "sampling_of", "texts_or_ids"]
 
 
 def sampling_of(request: GenerationRequest, default_max_tokens: int) -> Sampling:
@@ -39,13 +39,18 @@ def sampling_of(request: GenerationRequest, default_max_tokens: int) -> Sampling
 
 def prompts_of(request: CompletionRequest) -> list[Prompt]:
     """A completion request's prompts: one per string or token-id list it carries."""
-    prompt = request.prompt
-    if isinstance(prompt, str):
-        return [prompt]
-    if not prompt:
-        raise InvalidInput("prompt must not be empty: send a text, texts, token ids or lists of them", "prompt", 400)
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]  # type: ignore[arg-type]
-    if any(isinstance(p, list) and not p for p in prompt):
-        raise InvalidInput("a token-id prompt must not be empty", "prompt", 400)
-    return list(prompt)  # type: ignore[arg-type]
+    return texts_or_ids(request.prompt, "prompt")
+
+
+def texts_or_ids(value: str | list[str] | list[int] | list[list[int]], field: str) -> list[Prompt]:
+    """A `prompt` or `input` as OpenAI takes it: a text, texts, token ids (a flat list is one
+    entry) or lists of token ids; each is one entry. Empty ones are a 400 naming `field`."""
+    if isinstance(value, str):
+        return [value]
+    if not value:
+        raise InvalidInput(f"{field} must not be empty: send a text, texts, token ids or lists of them", field, 400)
+    if all(isinstance(v, int) for v in value):
+        return [list(value)]  # type: ignore[arg-type]
+    if any(isinstance(v, list) and not v for v in value):
+        raise InvalidInput(f"a token-id {field} must not be empty", field, 400)
+    return list(value)  # type: ignore[arg-type]
