@@ -112,3 +112,19 @@ def test_pkg_resolver_finds_installed_package_paths(tmp_path: Path) -> None:
     assert spec.model_path() == Path(__file__).resolve().parent.parent / "servectl" / "examples"
     [issue] = issues(tmp_path, "handler: h.py\nmodel:\n  path: ${pkg:no_such_pkg_xyz}\n")
     assert issue.field == "model.path" and "not installed" in issue.message
+
+
+def test_tensor_declarations_take_names_or_objects_and_name_bad_shapes(tmp_path: Path) -> None:
+    from servectl.spec import ModelSpec
+
+    model = ModelSpec.model_validate(
+        {"backend": "pytorch", "factory": "m:f", "inputs": ["a", {"name": "b", "shape": [-1, 3], "dtype": "int64"}]}
+    )
+    assert [(d.name, d.shape, d.dtype) for d in model.inputs or []] == [("a", None, None), ("b", [-1, 3], "int64")]
+    for bad, words in (
+        ({"inputs": [{"name": "a", "shape": [0, 3]}]}, "shape"),
+        ({"inputs": ["a", "a"]}, "distinct"),
+        ({"outputs": ["y"], "backend": "onnx", "path": "m.onnx"}, "model.outputs"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            ModelSpec.model_validate({"backend": "pytorch", "factory": "m:f", **bad})

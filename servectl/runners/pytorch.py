@@ -12,7 +12,7 @@ import numpy as np
 
 from servectl.runners.tensors import Row, TensorRequest, TensorRunner, TensorSpec
 from servectl.sdk import InvalidInput
-from servectl.spec import Spec
+from servectl.spec import Spec, TensorDecl
 
 log = logging.getLogger("servectl.worker")
 
@@ -49,10 +49,12 @@ class PyTorchRunner(TensorRunner):
     platform = "pytorch"
 
     def __init__(self, spec: Spec) -> None:
-        names = spec.model.inputs or ["input"]
         dtype = np.dtype(_NUMPY_DTYPES[spec.model.dtype])
-        super().__init__([TensorSpec(n, dtype, None) for n in names], spec.model.pad, spec.model.example)
+        declared = spec.model.inputs or [TensorDecl(name="input")]
+        super().__init__([_tensor_spec(d, dtype) for d in declared], spec.model.pad, spec.model.example)
         self.spec = spec
+        self.output_specs = [_tensor_spec(d, np.dtype(np.float32)) for d in spec.model.outputs or []]
+        self.output_names = [s.name for s in self.output_specs]
 
     def setup(self, device: str, spec: Spec) -> None:
         import torch
@@ -97,11 +99,10 @@ class PyTorchRunner(TensorRunner):
 
     def _describe_from_example(self) -> None:
         """Inputs' shapes and the outputs' names, shapes and dtypes, learned by running
-        `model.example` once, where the model cannot say them (TorchScript records neither):
-        V2 metadata then tells clients what to send and what comes back."""
-        self.output_specs: list[TensorSpec] = []
-        self.output_names: list[str] = []
-        if not isinstance(self.example, dict) or "inputs" not in self.example:
+        `model.example` once, where neither the model (TorchScript records none) nor the spec
+        says them: V2 metadata then tells clients what to send and what comes back."""
+        known = all(s.shape is not None for s in self.inputs) and self.output_specs
+        if known or not isinstance(self.example, dict) or "inputs" not in self.example:
             return
         try:
             rows = list(self.decode(TensorRequest.model_validate(self.example)))
@@ -109,10 +110,13 @@ class PyTorchRunner(TensorRunner):
         except Exception as exc:
             log.warning("model.example did not run (%s): shapes stay unknown in V2 metadata", exc)
             return
-        if all(s.shape is None for s in self.inputs):
-            self.inputs = [TensorSpec(s.name, s.dtype, (None, *rows[0][s.name].shape)) for s in self.inputs]
-        self.output_names = list(outputs)
-        self.output_specs = [TensorSpec(n, a.dtype, (None, *a.shape[1:])) for n, a in outputs.items()]
+        self.inputs = [
+            s if s.shape is not None else TensorSpec(s.name, s.dtype, (None, *rows[0][s.name].shape))
+            for s in self.inputs
+        ]
+        if not self.output_specs:
+            self.output_names = list(outputs)
+            self.output_specs = [TensorSpec(n, a.dtype, (None, *a.shape[1:])) for n, a in outputs.items()]
 
     def _exported_inputs(self, program: Any) -> list[TensorSpec]:
         """Input names and shapes (None for dynamic axes) recorded in a torch.export program."""
@@ -130,7 +134,10 @@ class PyTorchRunner(TensorRunner):
     def run_batch(self, feeds: Row) -> dict[str, np.ndarray]:
         torch = self.torch
         tensors = [
-            torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self.device, self.dtype) for s in self.inputs
+            torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(
+                self.device, self.dtype if s.dtype.kind == "f" else None
+            )
+            for s in self.inputs
         ]
         try:
             with torch.inference_mode():
@@ -143,10 +150,25 @@ class PyTorchRunner(TensorRunner):
             msg = lines[-1] if lines else type(exc).__name__  # TorchScript puts the cause last
             shapes = ", ".join(f"{s.name} {list(t.shape[1:])}" for s, t in zip(self.inputs, tensors, strict=True))
             raise InvalidInput(f"items shaped {shapes} do not fit the model: {msg[:300]}") from None
-        if isinstance(out, torch.Tensor):
-            named = {"output": out}
-        elif isinstance(out, dict):
+        if isinstance(out, dict):
             named = dict(out)
         else:
-            named = {f"output_{i}": t for i, t in enumerate(out)}
-        return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in named.items()}
+            tensors_out = [out] if isinstance(out, torch.Tensor) else list(out)
+            names = self.output_names or (["output"] if len(tensors_out) == 1 else [])
+            if len(names) != len(tensors_out):
+                names = [f"output_{i}" for i in range(len(tensors_out))]
+            named = dict(zip(names, tensors_out, strict=True))
+        return {k: _to_numpy(v, torch) for k, v in named.items()}
+
+
+def _tensor_spec(decl: TensorDecl, default: np.dtype[Any]) -> TensorSpec:
+    """A declared tensor as the runner's spec: -1 axes are dynamic (None)."""
+    shape = None if decl.shape is None else tuple(None if d == -1 else d for d in decl.shape)
+    return TensorSpec(decl.name, np.dtype(decl.dtype) if decl.dtype else default, shape)
+
+
+def _to_numpy(tensor: Any, torch: Any) -> np.ndarray:
+    """Floats leave as float32 (half precision does not serialise), integers and bools as they are."""
+    if tensor.dtype.is_floating_point:
+        tensor = tensor.to(torch.float32)
+    return tensor.detach().cpu().numpy()  # type: ignore[no-any-return]

@@ -270,3 +270,34 @@ def test_torchscript_metadata_from_the_example_lets_a_client_shape_its_input(ser
     wanted = [triton.InferRequestedOutput(o["name"]) for o in meta["outputs"]]
     answer = client.infer("ts", given, outputs=wanted).as_numpy("output")
     assert answer.shape == (2, *meta["outputs"][0]["shape"][1:])
+
+
+def test_spec_declared_tensors_name_and_shape_a_torchscript_model(serve, models: Path) -> None:
+    """With no example, `model.inputs`/`model.outputs` with shapes give the metadata; the
+    declared output name is what the model's answer is called; a request off the declared
+    shape is a 422 naming it."""
+    triton = pytest.importorskip("tritonclient.http")
+    spec = {
+        "name": "declared",
+        "model": {
+            "backend": "pytorch",
+            "path": str(models / "tiny_net.ts"),
+            "inputs": [{"name": "features", "shape": [-1, 4]}],
+            "outputs": [{"name": "scores", "shape": [-1, 3]}],
+        },
+        "api": {"kind": "v2"},
+        "devices": {"accelerator": "cpu"},
+    }
+    server = serve(spec)
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    meta = client.get_model_metadata("declared")
+    assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "scores", "datatype": "FP32", "shape": [-1, 3]}]
+    given = triton.InferInput("features", [2, 4], "FP32")
+    given.set_data_from_numpy(np.ones((2, 4), dtype=np.float32))
+    assert client.infer("declared", [given]).as_numpy("scores").shape == (2, 3)
+    wrong = httpx.post(
+        server.url + "/v2/models/declared/infer",
+        json={"inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]},
+    )
+    assert wrong.status_code == 422 and "[-1, 4]" in wrong.json()["error"], wrong.text
