@@ -19,6 +19,7 @@ from servectl.runtime.launch import WorkerLauncher
 from servectl.runtime.local import LocalModel
 from servectl.runtime.supervisor import ReloadFailed
 from servectl.spec import Spec, SpecError
+from servectl.stats import UsageStats
 
 log = logging.getLogger("servectl")
 
@@ -59,6 +60,7 @@ class Deployment:
         self.spec = spec
         self.plan = plan = plan or DevicePlanner()
         self.metrics = Metrics(max(m.limits.timeout_s for m in spec.models))
+        self.usage = UsageStats()  # /stats
         self.models: dict[str, ModelRuntime] = {}
         for model_spec in spec.models:
             metrics = self.metrics.model(model_spec.name)

@@ -73,6 +73,9 @@ class ModelMetrics:
         self.tokens = 0
         self.restarts = dict.fromkeys(RESTART_REASONS, 0)
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.cache: dict[str, int] = {}  # cacheable requests by result: hit, miss, bypass
+        self.rate_limited: dict[str, int] = {}  # refusals by the empty bucket: requests, tokens
+        self.redis_errors: dict[str, int] = {}  # Redis calls that failed, by use: cache, rate_limit
         self.gauges: dict[str, tuple[str, Gauge, bool, bool]] = {}
 
     def restart(self, reason: str) -> None:
@@ -165,6 +168,19 @@ class Metrics:
                 "Requests whose work was dropped before reaching a worker",
                 "dropped",
                 "reason",
+            ),
+            (
+                "servectl_cache_requests",
+                "Cacheable requests by result: hit, miss, bypass (Cache-Control: no-cache)",
+                "cache",
+                "result",
+            ),
+            ("servectl_rate_limited", "Requests refused by a rate limit, by its bucket", "rate_limited", "limit"),
+            (
+                "servectl_redis_errors",
+                "Redis calls that failed (the answer was computed, unlimited or uncached), by use",
+                "redis_errors",
+                "use",
             ),
         ):
             counter = CounterMetricFamily(name, doc, labels=["model", label])

@@ -52,21 +52,25 @@ END: Any = _End()
 
 class Chunks(list[Any]):
     """Several chunks for one request in one streaming step (END may close the list);
-    `tokens`: tokens generated for it, counted in /metrics."""
+    `tokens`: tokens generated for it, `prompt_tokens`: its prompt's (say them once),
+    counted in /metrics and /stats and charged to its key's rate limit."""
 
-    def __init__(self, chunks: Iterable[Any] = (), tokens: int = 0) -> None:
+    def __init__(self, chunks: Iterable[Any] = (), tokens: int = 0, prompt_tokens: int = 0) -> None:
         super().__init__(chunks)
         self.tokens = tokens
+        self.prompt_tokens = prompt_tokens
 
 
 class Final:
-    """A streaming step's entry that answers its request with one whole (non-streamed) value."""
+    """A whole (non-streamed) answer with its token counts: a streaming step's entry, or
+    what `encode` returns when the answer's tokens should be counted (as for Chunks)."""
 
-    __slots__ = ("tokens", "value")
+    __slots__ = ("prompt_tokens", "tokens", "value")
 
-    def __init__(self, value: Any, tokens: int = 0) -> None:
+    def __init__(self, value: Any, tokens: int = 0, prompt_tokens: int = 0) -> None:
         self.value = value
         self.tokens = tokens
+        self.prompt_tokens = prompt_tokens
 
 
 class Many(list[Any]):

@@ -167,11 +167,60 @@ class BatchingSpec(_Section):
     )
 
 
+class RateSpec(_Section):
+    """Token buckets per API key (per model): requests and generated tokens per minute. Past
+    either, 429 with Retry-After; answers of a limited route carry OpenAI's x-ratelimit-* headers."""
+
+    requests_per_minute: float | None = Field(None, gt=0, description="Requests per minute per key; null: no limit.")
+    tokens_per_minute: float | None = Field(
+        None,
+        gt=0,
+        description="Prompt plus completion tokens per minute per key, charged after each answer; a key whose "
+        "budget is spent (below zero) is refused until it refills. null: no limit.",
+    )
+    burst: int | None = Field(None, ge=1, description="Requests a key may make at once; null: requests_per_minute.")
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="`memory`: counted in this process; `redis`: shared by every process using redis_url."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: the server holding the counters.")
+
+    @property
+    def limited(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+
 class LimitsSpec(_Section):
     timeout_s: float = Field(30.0, gt=0, le=86_400, description="End-to-end deadline; then 504.")
     max_queue: int = Field(1024, ge=1, description="Requests waiting for a worker; beyond, 503.")
     max_body_mb: float = Field(16.0, gt=0, le=4096, description="Request body limit; beyond, 413.")
     drain_s: float = Field(30.0, ge=0, description="Grace period for in-flight work on SIGTERM.")
+    rate: RateSpec = Field(
+        RateSpec(), description="Rate limits per API key (auth.keys entries may set their own); default: none."
+    )
+
+
+class CacheSpec(_Section):
+    """Answers of identical requests (same model, route and canonical JSON body), served
+    without a worker. Only deterministic answers: not streamed; OpenAI generation only with
+    temperature 0 or a seed. `Cache-Control: no-cache` from a client recomputes."""
+
+    backend: Literal["off", "memory", "redis"] = Field(
+        "off", description="`memory`: this process; `redis`: shared by every process using redis_url; `off`."
+    )
+    ttl_s: float = Field(300.0, gt=0, description="How long an answer is reused.")
+    max_entries: int = Field(10_000, ge=1, description="memory: answers kept (least recently used go first).")
+    max_entry_kb: int = Field(1024, ge=1, description="Answers larger than this are not cached.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: the server holding the answers.")
+
+
+class NamedKey(_Section):
+    """An API key with a name (what /stats and logs show, never the key) and its own limits."""
+
+    key: str = Field(min_length=1)
+    name: str = Field(pattern=NAME_PATTERN)
+    requests_per_minute: float | None = Field(None, gt=0, description="null: limits.rate.requests_per_minute.")
+    tokens_per_minute: float | None = Field(None, gt=0, description="null: limits.rate.tokens_per_minute.")
+    burst: int | None = Field(None, ge=1, description="null: limits.rate.burst.")
 
 
 class AuthSpec(_Section):
@@ -183,11 +232,32 @@ class AuthSpec(_Section):
         description="Keys for /admin routes (reload): a list, or one comma-separated string; null: admin routes off. "
         "API keys never open them.",
     )
+    keys: list[NamedKey] | None = Field(
+        None, description="Named keys, beside api_keys: [{key, name, requests_per_minute, tokens_per_minute, burst}]."
+    )
     protect_docs: bool = Field(False, description="Require a key for /docs and /openapi.json.")
-    protect_metrics: bool = Field(False, description="Require a key for /metrics and /info.")
+    protect_metrics: bool = Field(False, description="Require a key for /metrics, /info and /stats.")
 
     _split = field_validator("api_keys", "admin_keys", mode="before")(lambda v: split_keys(v, "turn auth off"))
     _not_blank = field_validator("api_keys", "admin_keys")(lambda v: keys_not_blank(v))
+
+    @field_validator("keys")
+    @classmethod
+    def _distinct_keys(cls, v: list[NamedKey] | None) -> list[NamedKey] | None:
+        if v is not None:
+            if len({k.name for k in v}) != len(v):
+                raise ValueError("auth.keys: names must be distinct")
+            if len({k.key for k in v}) != len(v):
+                raise ValueError("auth.keys: the same key is listed twice")
+        return v
+
+    def named_keys(self) -> dict[str, NamedKey]:
+        """Every accepted API key by its value: named ones as given, plain api_keys as
+        `api_keys[i]` (a name that never shows the key)."""
+        named = {k.key: k for k in self.keys or []}
+        for i, key in enumerate(self.api_keys or []):
+            named.setdefault(key, NamedKey(key=key, name=f"api_keys.{i}"))
+        return named
 
 
 def split_keys(v: Any, null_means: str) -> Any:
@@ -324,6 +394,7 @@ class Spec(_Section):
     server: ServerSpec = ServerSpec()
     supervisor: SupervisorSpec = SupervisorSpec()
     runtime: RuntimeSpec = RuntimeSpec()
+    cache: CacheSpec = Field(CacheSpec(), description="Answers of identical requests reused; default: off.")
     scaling: ScalingSpec | None = Field(
         None, description="Autoscaling (runtime.kind: ray, and Kubernetes); null: the replicas `devices` plans."
     )
@@ -379,6 +450,8 @@ class Spec(_Section):
         data = self.model_dump(mode="json")
         keys = data["auth"].pop("api_keys")
         data["auth"]["api_keys"] = f"<{len(keys)} keys>" if keys else None
+        named = data["auth"].pop("keys")
+        data["auth"]["keys"] = [{**k, "key": "<hidden>"} for k in named] if named else None
         admin = data["auth"].pop("admin_keys")
         data["auth"]["admin_keys"] = f"<{len(admin)} keys>" if admin else None
         if self._own_keys:

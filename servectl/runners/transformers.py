@@ -243,7 +243,8 @@ class TextJob:
             {"generated_text": (text if params.get("return_full_text", True) else "") + seq.text}
             for (text, params), seq in zip(self.items, self.seqs, strict=True)
         ]
-        return Final(outputs if self.many else outputs[0], sum(len(seq.ids) for seq in self.seqs))
+        completion = sum(len(seq.ids) for seq in self.seqs)
+        return Final(outputs if self.many else outputs[0], completion, sum(seq.prompt_tokens for seq in self.seqs))
 
     def close(self) -> None:
         self.engine.remove(self.seqs)

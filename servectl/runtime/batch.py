@@ -14,8 +14,9 @@ from pydantic import ValidationError
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Failure, Reply
 from servectl.runtime.codec import Framed, parse, serialize
-from servectl.runtime.messages import Request, Result
-from servectl.sdk import InvalidInput, Many
+from servectl.runtime.inbox import Outbox
+from servectl.runtime.messages import Request, Result, Tokens
+from servectl.sdk import Final, InvalidInput, Many
 
 log = logging.getLogger("servectl.worker")
 
@@ -35,9 +36,10 @@ def failed(key: int, status: int, kind: str, message: str, detail: Any = None) -
 class BatchRunner:
     """Runs one batch of raw requests through a handler and answers every one of them."""
 
-    def __init__(self, handler: Handler, max_batch_size: int) -> None:
+    def __init__(self, handler: Handler, max_batch_size: int, outbox: Outbox | None = None) -> None:
         self.handler = handler
         self.max_batch_size = max_batch_size
+        self.outbox = outbox  # where an answer's token counts go (`encode` returned a Final)
         # the status of a request its type does not accept: 422, or the protocol's (OpenAI: 400)
         self.invalid_status = int(getattr(handler.obj, "invalid_status", 422))
 
@@ -139,6 +141,10 @@ class BatchRunner:
             encoded = self.handler.encode(output)
         except Exception as exc:
             return self.handler_failed(key, rid, "encode", exc)
+        if isinstance(encoded, Final):
+            if self.outbox is not None and (encoded.tokens or encoded.prompt_tokens):
+                self.outbox.send(Tokens(key, encoded.prompt_tokens, encoded.tokens))
+            encoded = encoded.value
         return self.serialize(key, rid, encoded)
 
     def _parse(self, item: Request) -> Any:

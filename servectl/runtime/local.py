@@ -159,7 +159,7 @@ class LocalModel:
             "batching": data["batching"],
             "limits": data["limits"],
             "api": data["api"],
-            "auth": {"enabled": bool(spec.auth.api_keys or spec.own_api_keys), "own_keys": bool(spec.own_api_keys)},
+            "auth": {"enabled": bool(spec.auth.named_keys() or spec.own_api_keys), "own_keys": bool(spec.own_api_keys)},
             "stats": {
                 "batches": self.scheduler.batches_sent,
                 "items": self.scheduler.items_sent,

@@ -6,7 +6,7 @@ API -> worker:   Batch(batch_id, [Request(key, request_id, body, route), ...])
 worker -> API:   Ready(HandlerInfo)
                  SetupFailed(message)
                  Chunk(key, body)          one streamed chunk, already serialized
-                 Tokens(n)                 tokens generated (for the tokens/s metric)
+                 Tokens(key, prompt, completion)  a request's tokens (metrics, stats, rate limits)
                  Results(batch_id, [Result(key, Answer), ...], predict_s | None)
 
 A request's Result ends it; for a stream it comes after its chunks (`Ended` for a clean end,
@@ -85,7 +85,11 @@ class Chunk(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):
 
 
 class Tokens(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):
-    n: int
+    """Tokens a request used: its prompt's, and those generated for it (since the last count)."""
+
+    key: int
+    prompt: int
+    completion: int
 
 
 class Result(msgspec.Struct, frozen=True, gc=False, array_like=True):

@@ -45,12 +45,14 @@ class Pending:
     __slots__ = (
         "body",
         "buffered",
+        "completion_tokens",
         "deadline",
         "done_at",
         "future",
         "hang_at",
         "json_length",
         "key",
+        "prompt_tokens",
         "queued_at",
         "reader",
         "request_id",
@@ -83,6 +85,8 @@ class Pending:
         self.json_length: int | None = None  # a framed body's JSON part (V2's binary data)
         self.sent_at = 0.0  # perf_counter time a worker got it (traces)
         self.done_at = 0.0  # perf_counter time its answer (or its stream's end) came
+        self.prompt_tokens = 0  # as its worker counted them (stats, rate limits)
+        self.completion_tokens = 0
         self.buffered = 0  # bytes of streamed chunks not yet handed to the client's connection
         self.sending: asyncio.Timeout | None = None  # bounds a stream's write to a slow client
         self.reader: asyncio.Task[Any] | None = None  # the task reading its body, until it is read
@@ -226,6 +230,13 @@ class Scheduler:
         if predict_s is not None:  # the batch is complete
             self.metrics.predict_time.observe(predict_s)
         self.dispatch()
+
+    def on_tokens(self, worker: WorkerPort, key: int, prompt: int, completion: int) -> None:
+        self.metrics.tokens += completion
+        pending = worker.inflight.get(key)
+        if pending is not None:
+            pending.prompt_tokens += prompt
+            pending.completion_tokens += completion
 
     def on_chunk(self, worker: WorkerPort, key: int, body: bytes) -> None:
         pending = worker.inflight.get(key)

@@ -103,9 +103,9 @@ class StreamRunner:
 
 def send_entry(runner: BatchRunner, outbox: Outbox, batch_id: int, key: int, rid: str, entry: Any) -> bool:
     """Send one request's share of a step: chunks, then maybe its end. True when it ended."""
-    tokens = getattr(entry, "tokens", 0)
-    if tokens:
-        outbox.send(Tokens(tokens))
+    tokens, prompt = getattr(entry, "tokens", 0), getattr(entry, "prompt_tokens", 0)
+    if tokens or prompt:
+        outbox.send(Tokens(key, prompt, tokens))
     for chunk in entry if isinstance(entry, Chunks) else [entry]:
         if chunk is END:
             outbox.send(Results(batch_id, [Result(key, ENDED)], None))

@@ -265,8 +265,8 @@ class Supervisor:
         match msg:
             case Chunk(key, body):
                 self.scheduler.on_chunk(worker, key, body)
-            case Tokens(n):
-                self.metrics.tokens += n
+            case Tokens(key, prompt, completion):
+                self.scheduler.on_tokens(worker, key, prompt, completion)
             case Results(_, results, predict_s):
                 self.half_open.discard(worker.index)  # it served: the slot is healthy again
                 self.scheduler.on_results(worker, results, predict_s)

@@ -71,7 +71,7 @@ Route = Callable[[int, list[Request]], list[Result]]
 
 
 def _route(handler: Handler, spec: Spec, outbox: Outbox, inbox: Inbox, generation: GenerationLoop) -> Route:
-    runner = BatchRunner(handler, spec.batching.max_batch_size)
+    runner = BatchRunner(handler, spec.batching.max_batch_size, outbox)
     if generates(handler):
         return generation.route(handler, runner)
     if handler.streams:

@@ -89,6 +89,15 @@ def build_app(deployment: Deployment) -> FastAPI:
     async def info() -> dict[str, Any]:
         return deployment.info()
 
+    @app.get(
+        "/stats",
+        summary="Usage: requests, tokens, latency, batches, workers and cache per model and overall; "
+        "requests and tokens per API key name",
+        operation_id="stats",
+    )
+    async def stats() -> dict[str, Any]:
+        return deployment.usage.report(deployment)
+
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response, operation_id="metrics")
     async def metrics(request: Request) -> Response:
         body, content_type = deployment.metrics.render(request.headers.get("accept", ""))

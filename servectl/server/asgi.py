@@ -51,6 +51,17 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
+def adding_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send`, adding `headers` (as they are when the answer starts) to the answer."""
+
+    async def send_with(message: Message) -> None:
+        if message["type"] == "http.response.start" and headers:
+            message["headers"] = [*message.get("headers", []), *headers]
+        await send(message)
+
+    return send_with
+
+
 class BodyTooLarge(Exception):
     """The request body passed `limits.max_body_mb`."""
 

@@ -12,8 +12,9 @@ from servectl.spec import AuthSpec
 
 ALWAYS_OPEN = frozenset({"/health", "/ready"})  # probes (protocols add theirs)
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-OPS = frozenset({"/metrics", "/info"})
+OPS = frozenset({"/metrics", "/info", "/stats"})
 ADMIN_PREFIX = "/admin/"
+ANONYMOUS = "anonymous"  # the key name of requests made without a key
 
 
 class KeySet:
@@ -49,7 +50,8 @@ class APIKeyAuth:
     """Decides which paths need a key and whether a request carries a valid one."""
 
     def __init__(self, spec: AuthSpec, probes: frozenset[str] = frozenset()) -> None:
-        self.api_keys = list(spec.api_keys or [])
+        self.named = {k.encode(): named.name for k, named in spec.named_keys().items()}
+        self.api_keys = list(spec.named_keys())
         self.keys = KeySet(self.api_keys)
         self.enabled = bool(self.keys)
         self.admin = KeySet(spec.admin_keys) if spec.admin_keys else None  # None: admin routes off
@@ -67,6 +69,14 @@ class APIKeyAuth:
     def accepts(self, headers: dict[bytes, bytes]) -> bool:
         """True for `Authorization: Bearer KEY` or `X-API-Key: KEY` with a known key."""
         return presented_key(headers) in self.keys
+
+    def name_of(self, headers: dict[bytes, bytes]) -> str:
+        """The name of the (already accepted) key a request carries: `auth.keys`' name,
+        `api_keys.N`, `model-key` for a model's own key, or `anonymous` without auth."""
+        given = presented_key(headers)
+        if given is None:
+            return ANONYMOUS
+        return self.named.get(given, "model-key")
 
     def for_model(self, own: list[str] | None) -> KeySet | None:
         """The keys a model's routes accept: the shared ones and its own; None: open."""

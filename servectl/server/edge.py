@@ -24,7 +24,7 @@ from servectl.logs import AccessLog, access_log
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
 from servectl.server.asgi import Receive, Scope, Send, request_id_from, send_bytes
-from servectl.server.auth import ADMIN_PREFIX, APIKeyAuth, presented_key
+from servectl.server.auth import ADMIN_PREFIX, ANONYMOUS, APIKeyAuth, presented_key
 from servectl.server.router import Endpoint, Router
 
 if TYPE_CHECKING:
@@ -32,17 +32,18 @@ if TYPE_CHECKING:
 
     from servectl.protocols import ApiProtocol
     from servectl.runtime.scheduler import Pending
+    from servectl.server.guards import Guards
     from servectl.server.tracing import TraceRequests
     from servectl.spec import Spec
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
-_FIXED = frozenset({"/health", "/ready", "/info", "/metrics", "/docs", "/openapi.json", "/redoc"})
+_FIXED = frozenset({"/health", "/ready", "/info", "/stats", "/metrics", "/docs", "/openapi.json", "/redoc"})
 
 
 class Request:
     """One HTTP request as the edge pieces see it."""
 
-    __slots__ = ("elapsed", "endpoint", "headers", "id", "model", "pending", "started", "status")
+    __slots__ = ("elapsed", "endpoint", "headers", "id", "key_name", "model", "pending", "started", "status")
 
     def __init__(self, scope: Scope, endpoint: Endpoint | None) -> None:
         self.started = time.perf_counter()
@@ -53,6 +54,7 @@ class Request:
         self.status = 500  # until an answer says otherwise
         self.elapsed = 0.0  # seconds to the answer, set once it is sent
         self.pending: Pending | None = None  # its work for a worker, once queued (traces read its times)
+        self.key_name = ANONYMOUS  # the name of the API key it came with (rate limits, /stats)
 
 
 class Refusal:
@@ -84,7 +86,10 @@ class RequireKey:
         endpoint = request.endpoint
         if endpoint is not None:
             keys = endpoint.keys
-            if keys is None or presented_key(request.headers) in keys:
+            if keys is None:
+                return None
+            if presented_key(request.headers) in keys:
+                request.key_name = self.auth.name_of(request.headers)
                 return None
         elif scope["path"].startswith(ADMIN_PREFIX):
             return self._admin(request)
@@ -199,8 +204,15 @@ class RequestContext:
 class Lifespan:
     """Starts the workers with the server and stops them after the last answer."""
 
-    def __init__(self, deployment: Deployment, access_log: AccessLog | None, tracing: TraceRequests | None = None):
+    def __init__(
+        self,
+        deployment: Deployment,
+        access_log: AccessLog | None,
+        tracing: TraceRequests | None = None,
+        guards: Guards | None = None,
+    ):
         self.deployment = deployment
+        self.guards = guards  # closed (Redis connections) after the last answer
         self.access_log = access_log  # flushed after the last answer
         self.tracing = tracing  # its last spans sent after the last answer
 
@@ -216,6 +228,8 @@ class Lifespan:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.deployment.stop()
+                if self.guards is not None:
+                    await self.guards.close()
                 if self.access_log is not None:
                     self.access_log.close()  # uvicorn has answered every request by now
                 if self.tracing is not None:
@@ -229,7 +243,10 @@ def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
     spec = deployment.spec
     auth = APIKeyAuth(spec.auth, protocols.open_paths(spec.models))
     checks: list[Check] = [RequireKey(auth, spec.models), require_json]
-    observers: list[Observer] = [RecordMetrics(deployment.metrics, protocols.fixed_paths(spec.models))]
+    observers: list[Observer] = [
+        RecordMetrics(deployment.metrics, protocols.fixed_paths(spec.models)),
+        deployment.usage,  # /stats
+    ]
     logged = spec.server.access_log and access_log.isEnabledFor(logging.INFO)
     log = AccessLog(spec.server.log_format) if logged else None
     if log is not None:
@@ -240,4 +257,5 @@ def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
 
         tracing = TraceRequests(spec.server.tracing)
         observers.append(tracing)
-    return RequestContext(Router(deployment, app, auth), checks, observers, Lifespan(deployment, log, tracing))
+    router = Router(deployment, app, auth)
+    return RequestContext(router, checks, observers, Lifespan(deployment, log, tracing, router.guards))

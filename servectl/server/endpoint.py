@@ -16,8 +16,9 @@ from servectl.outcome import CLIENT_GONE, ENDED, GONE, Ended, Failure, Outcome, 
 from servectl.protocols import ApiProtocol, ModelRoute
 from servectl.runtime.base import ModelRuntime
 from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull
-from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
+from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, adding_headers, read_body, send_bytes
 from servectl.server.auth import APIKeyAuth, KeySet
+from servectl.server.guards import Guards
 from servectl.server.protocol import ABORT
 from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from servectl.server.edge import Request
 
 RETRY_AFTER = [(b"retry-after", b"1")]
+_HIT = [(b"x-cache", b"hit")]
+_MISS = [(b"x-cache", b"miss")]
 _CLOSE = [(b"connection", b"close")]  # the rest of an unread body is not worth reading
 WATCH_AFTER_S = 0.02
 _BODY_LATE = Failure(504, "timeout", "request body not received in time")  # marks the deadline's cancel
@@ -39,8 +42,11 @@ class ModelEndpoint:
     worker. One timer per request drives it all (see `_tick`).
     """
 
-    def __init__(self, model: ModelRuntime, route: ModelRoute, protocol: ApiProtocol, auth: APIKeyAuth) -> None:
+    def __init__(
+        self, model: ModelRuntime, route: ModelRoute, protocol: ApiProtocol, auth: APIKeyAuth, guards: Guards
+    ) -> None:
         self.model = model
+        self.guards = guards
         self.model_name = model.name
         self.scheduler = model.scheduler
         self.route = route
@@ -57,6 +63,9 @@ class ModelEndpoint:
         self.format = spec.api.stream_format
         self.own_keys = bool(spec.own_api_keys)  # (read once: a pydantic private attribute is slow)
         self._keys = self.auth.for_model(spec.own_api_keys)
+        self.limiter = self.guards.limiter(spec)
+        self.cache = self.guards.cache(spec)
+        self.guarded = self.limiter is not None or self.cache is not None
 
     @property
     def keys(self) -> KeySet | None:
@@ -69,6 +78,11 @@ class ModelEndpoint:
         """Answer one request; return the status (for logs and metrics)."""
         if self.model.spec is not self.spec:
             self._configure(self.model.spec)
+        if self.guarded:
+            return await self._guarded(scope, receive, send, request, None)
+        return await self._read_and_answer(scope, receive, send, request)
+
+    async def _read_and_answer(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         rid = request.id
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
@@ -103,6 +117,11 @@ class ModelEndpoint:
         """Answer a request whose body was already read (a shared route read it to pick the model)."""
         if self.model.spec is not self.spec:
             self._configure(self.model.spec)
+        if self.guarded:
+            return await self._guarded(scope, receive, send, request, body)
+        return await self._answer_read(scope, receive, send, request, body)
+
+    async def _answer_read(self, scope: Scope, receive: Receive, send: Send, request: Request, body: bytes) -> int:
         if len(body) > self.max_body:
             return await self._too_large(send, request.id)
         pending = self.scheduler.open(request.id, self.route.name, request.started + self.timeout_s)
@@ -116,10 +135,30 @@ class ModelEndpoint:
             if pending.watcher is not None:
                 pending.watcher.cancel()
 
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, request: Request, body: bytes | None) -> int:
+        """The answer under the model's rate limit: refused (429) while its key's budget is
+        spent; its tokens charged once it is answered; the limit's headers on the answer."""
+        if self.limiter is None:
+            return await self._unguarded(scope, receive, send, request, body)
+        name = request.key_name
+        refusal, headers = await self.limiter.take(name)
+        if refusal is not None:
+            return await self._fail(send, refusal, request.id, headers)
+        try:
+            return await self._unguarded(scope, receive, adding_headers(send, headers), request, body)
+        finally:
+            if request.pending is not None:
+                await self.limiter.charge(name, request.pending.prompt_tokens + request.pending.completion_tokens)
+
+    async def _unguarded(self, scope: Scope, receive: Receive, send: Send, request: Request, body: bytes | None) -> int:
+        if body is None:
+            return await self._read_and_answer(scope, receive, send, request)
+        return await self._answer_read(scope, receive, send, request, body)
+
     async def _answer(
         self, scope: Scope, receive: Receive, send: Send, request: Request, pending: Pending, body: bytes
     ) -> int:
-        """Queue the request for a worker and send its outcome."""
+        """Queue the request for a worker (or answer it from the cache) and send its outcome."""
         rid = request.id
         request.pending = pending
         framing = self.protocol.framing_header
@@ -128,8 +167,56 @@ class ModelEndpoint:
                 msg = f"{framing.decode()} must be the length of the body's JSON part: at most {len(body)} bytes"
                 return await self._fail(send, Failure(400, "bad_request", msg), rid)
             pending.json_length = int(declared)
+        elif self.cache is not None and (key := self.cache.key(self.route.name, body)) is not None:
+            return await self._cached(scope, receive, send, request, pending, body, key)
+        return await self._compute(scope, receive, send, request, pending, body)
+
+    async def _cached(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        request: Request,
+        pending: Pending,
+        body: bytes,
+        key: str,
+    ) -> int:
+        """A cacheable request: the cached answer, else computed (once for identical
+        requests arriving together) and kept. `Cache-Control: no-cache` recomputes."""
+        assert self.cache is not None
+        if b"no-cache" in request.headers.get(b"cache-control", b""):
+            self.cache.count("bypass")
+            led = False
+        else:
+            hit, led = await self.cache.lookup(key, pending.future)
+            if hit is not None:
+                self.cache.count("hit")
+                if hit.json_length is not None:
+                    return await self._send_reply(send, hit, request.id, _HIT)
+                await send_bytes(send, 200, hit.body, request.id, _HIT)
+                return 200
+            self.cache.count("miss")
+        reply = None
         try:
-            self.scheduler.enqueue(pending, body)
+            status = await self._compute(scope, receive, adding_headers(send, _MISS), request, pending, body)
+            outcome = pending.future.result() if pending.future.done() else None
+            reply = outcome if type(outcome) is Reply and status == 200 else None
+            return status
+        finally:
+            await self.cache.finish(key, reply, led)
+
+    async def _send_reply(self, send: Send, reply: Reply, rid: str, extra: list[tuple[bytes, bytes]]) -> int:
+        framed = [(b"inference-header-content-length", str(reply.json_length).encode()), *extra]
+        await send_bytes(send, 200, reply.body, rid, framed, b"application/octet-stream")
+        return 200
+
+    async def _compute(
+        self, scope: Scope, receive: Receive, send: Send, request: Request, pending: Pending, body: bytes
+    ) -> int:
+        rid = request.id
+        try:
+            if not pending.future.done():  # done: its deadline or client went while it waited for the cache
+                self.scheduler.enqueue(pending, body)
         except QueueFull:
             msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
             return await self._fail(send, Failure(503, "overloaded", msg), rid)
@@ -139,10 +226,8 @@ class ModelEndpoint:
         if type(outcome) is Reply:  # the common answer, first
             if outcome.json_length is None:
                 await send_bytes(send, 200, outcome.body, rid)
-            else:  # JSON, then binary (V2's binary tensor data)
-                framed = [(b"inference-header-content-length", str(outcome.json_length).encode())]
-                await send_bytes(send, 200, outcome.body, rid, framed, b"application/octet-stream")
-            return 200
+                return 200
+            return await self._send_reply(send, outcome, rid, [])  # JSON, then binary (V2's binary tensor data)
         if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
             if pending.stream is None:  # it ended before any chunk
                 pending.stream = asyncio.Queue()
@@ -236,6 +321,7 @@ class ModelEndpoint:
         self, send: Send, failure: Failure, rid: str, extra: list[tuple[bytes, bytes]] | None = None
     ) -> int:
         """Send an error in the route protocol's shape (with Retry-After when worth retrying)."""
-        extra = RETRY_AFTER if failure.retry else extra
+        if failure.retry and not extra:
+            extra = RETRY_AFTER
         await send_bytes(send, failure.status, self.protocol.error_body(failure, rid), rid, extra)
         return failure.status

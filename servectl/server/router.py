@@ -20,6 +20,7 @@ from servectl.server.asgi import Message, Receive, Scope, Send, send_bytes
 from servectl.server.auth import APIKeyAuth
 from servectl.server.by_model import ByModel
 from servectl.server.endpoint import ModelEndpoint
+from servectl.server.guards import Guards
 
 if TYPE_CHECKING:
     from servectl.server.edge import Request
@@ -33,7 +34,7 @@ class RouteClash(Exception):
     """Two models' routes on one path that cannot share it."""
 
 
-def build_endpoints(deployment: Deployment, auth: APIKeyAuth) -> dict[str, Endpoint]:
+def build_endpoints(deployment: Deployment, auth: APIKeyAuth, guards: Guards) -> dict[str, Endpoint]:
     """Every model route's endpoint by path."""
     by_path: dict[str, list[tuple[ModelRuntime, ModelRoute]]] = {}
     for model in deployment.models.values():
@@ -41,7 +42,7 @@ def build_endpoints(deployment: Deployment, auth: APIKeyAuth) -> dict[str, Endpo
             by_path.setdefault(route.path, []).append((model, route))
     endpoints: dict[str, Endpoint] = {}
     for path, served in by_path.items():
-        made = {m.name: ModelEndpoint(m, r, protocols.get(r.protocol), auth) for m, r in served}
+        made = {m.name: ModelEndpoint(m, r, protocols.get(r.protocol), auth, guards) for m, r in served}
         if len(served) == 1:
             endpoints[path] = next(iter(made.values()))
             continue
@@ -57,7 +58,8 @@ def build_endpoints(deployment: Deployment, auth: APIKeyAuth) -> dict[str, Endpo
 class Router:
     def __init__(self, deployment: Deployment, app: FastAPI, auth: APIKeyAuth) -> None:
         self.app = app
-        self.endpoints = build_endpoints(deployment, auth)
+        self.guards = Guards(deployment.metrics)  # each model's rate limiter and cache
+        self.endpoints = build_endpoints(deployment, auth, guards=self.guards)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> None:
         """Answer an HTTP request, setting its status."""

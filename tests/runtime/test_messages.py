@@ -44,7 +44,7 @@ FROM_WORKER: list[FromWorker] = [
     Ready(INFO),
     SetupFailed("RuntimeError: no weights"),
     Chunk(7, b'{"token":1}'),
-    Tokens(3),
+    Tokens(4, 12, 3),
     Results(
         2,
         [
@@ -79,7 +79,7 @@ def test_each_direction_refuses_the_other_directions_messages() -> None:
     with pytest.raises(Exception, match="Invalid value 'Stop'"):
         decode_from_worker(encode(Stop()))
     with pytest.raises(Exception, match="Invalid value 'Tokens'"):
-        decode_to_worker(encode(Tokens(1)))
+        decode_to_worker(encode(Tokens(0, 0, 1)))
 
 
 def test_an_example_msgpack_cannot_hold_travels_as_json_would() -> None:
@@ -100,11 +100,11 @@ def test_the_api_side_reads_frames_split_anywhere_as_a_connection_writes_them() 
     for message in FROM_WORKER:  # what Connection.send_bytes puts on the wire
         writer.send_bytes(encode(message))
         stream += struct.pack("!i", len(encode(message))) + encode(message)
-    payload = encode(Tokens(9))
+    payload = encode(Tokens(1, 2, 9))
     stream += struct.pack("!iQ", -1, len(payload)) + payload  # the long header of frames over 2 GiB
     for i in range(0, len(stream), 5):
         channel.data_received(stream[i : i + 5])
-    assert got == [*FROM_WORKER, Tokens(9)]
+    assert got == [*FROM_WORKER, Tokens(1, 2, 9)]
     for message in FROM_WORKER:  # and the worker side reads its own frames the same way
         assert decode_from_worker(reader.recv_bytes()) == message
     assert b"".join(encode_frame(Stop())) == struct.pack("!i", len(encode(Stop()))) + encode(Stop())
@@ -145,4 +145,4 @@ def test_the_outbox_turns_a_closed_channel_into_pipe_closed() -> None:
     conn = ThreadConn(queue.SimpleQueue(), lambda data: None)
     conn.closed = True
     with pytest.raises(PipeClosed):
-        Outbox(conn).send(Tokens(1))
+        Outbox(conn).send(Tokens(0, 0, 1))

@@ -125,8 +125,9 @@ class GenerationJob:
             if seq.error is not None:
                 raise seq.error
         tokens = sum(len(seq.ids) for seq in self.seqs) if finished else 0
+        prompt = self._prompt_tokens() if finished else 0
         if not self.request.stream:
-            return Final(self._whole(), tokens) if finished else None
+            return Final(self._whole(), tokens, prompt) if finished else None
         a = self.adapter
         choices = []
         for index, seq in enumerate(self.seqs):
@@ -142,11 +143,13 @@ class GenerationJob:
             if options and options.include_usage:
                 out.append({**a.chunk(self.id, self.created, []), "usage": self._usage()})
             out.append(END)
-        return Chunks(out, tokens) if out else None
+        return Chunks(out, tokens, prompt) if out else None
+
+    def _prompt_tokens(self) -> int:
+        return sum(seq.prompt_tokens for seq in self.seqs[:: self.request.n])
 
     def _usage(self) -> dict[str, int]:
-        n = self.request.n
-        prompt = sum(seq.prompt_tokens for seq in self.seqs[::n])
+        prompt = self._prompt_tokens()
         completion = sum(len(seq.ids) for seq in self.seqs)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 

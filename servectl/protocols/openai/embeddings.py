@@ -9,7 +9,7 @@ from typing import Any
 from servectl.protocols.openai.lm import LanguageModel
 from servectl.protocols.openai.params import texts_or_ids
 from servectl.protocols.openai.schemas import EmbeddingRequest, EmbeddingResponse, with_token_range
-from servectl.sdk import InvalidInput, Many
+from servectl.sdk import Final, InvalidInput, Many
 
 
 class Embeddings:
@@ -54,7 +54,7 @@ class Embeddings:
         vectors = [next(by_text) if isinstance(i, str) else next(by_ids) for i, _, _ in batch]
         return [(vec, request, n) for vec, (_, request, n) in zip(vectors, batch, strict=True)]
 
-    def encode(self, outputs: list[tuple[list[float], EmbeddingRequest, int]]) -> dict[str, Any]:
+    def encode(self, outputs: list[tuple[list[float], EmbeddingRequest, int]]) -> Final:
         data = []
         request = outputs[0][1]
         for i, (vec, _, _) in enumerate(outputs):
@@ -67,9 +67,5 @@ class Embeddings:
                 embedding = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
             data.append({"object": "embedding", "index": i, "embedding": embedding})
         tokens = sum(n for _, _, n in outputs)
-        return {
-            "object": "list",
-            "data": data,
-            "model": self.model_name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return Final({"object": "list", "data": data, "model": self.model_name, "usage": usage}, prompt_tokens=tokens)

@@ -80,8 +80,8 @@ class RayPort:
         match decode_from_worker(data):
             case Chunk(key, body):
                 scheduler.on_chunk(self, key, body)
-            case Tokens(n):
-                self.model.metrics.tokens += n
+            case Tokens(key, prompt, completion):
+                scheduler.on_tokens(self, key, prompt, completion)
             case Results(_, results, predict_s):
                 scheduler.on_results(self, results, predict_s)
 
@@ -186,7 +186,7 @@ class RayModel:
             "limits": data["limits"],
             "api": data["api"],
             "scaling": data["scaling"],
-            "auth": {"enabled": bool(self.spec.auth.api_keys or self.spec.own_api_keys)},
+            "auth": {"enabled": bool(self.spec.auth.named_keys() or self.spec.own_api_keys)},
             "stats": {
                 "batches": self.scheduler.batches_sent,
                 "items": self.scheduler.items_sent,

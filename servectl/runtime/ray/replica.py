@@ -141,7 +141,7 @@ class Replica:
 
     def _route(self, data: bytes) -> None:
         """A worker message to the call it belongs to: a chunk by its key, results by their
-        batch (the batch is complete when they carry its time), token counts to any call."""
+        batch (the batch is complete when they carry its time), token counts by their key."""
         message = decode_from_worker(data)
         call: asyncio.Queue[tuple[bytes, bool]] | None = None
         final = False
@@ -151,8 +151,8 @@ class Replica:
             case Results(batch_id=batch_id, predict_s=predict_s):
                 call = self._calls.get(batch_id)
                 final = predict_s is not None
-            case Tokens():
-                call = next(iter(self._calls.values()), None)
+            case Tokens(key=key):
+                call = self._keys.get(key)
         if call is not None:
             call.put_nowait((data, final))
 

@@ -1,0 +1,178 @@
+"""Usage statistics for `GET /stats` (and `servectl stats`): per model and overall,
+requests by status, tokens, tokens/s, latency and queue time, batches, workers, cache;
+per API key name (never the key), requests and tokens.
+
+An edge observer: every answered request is counted once, on the event loop's thread (no
+locks). Latency percentiles come from the last `WINDOW` answers of each model; tokens per
+second over the last minute from per-second buckets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from servectl.deployment import Deployment
+    from servectl.server.asgi import Scope
+    from servectl.server.edge import Request
+
+WINDOW = 10_000  # answers kept per model for latency percentiles
+MINUTE = 60
+
+
+@dataclass
+class Tally:
+    """Requests and tokens of one model, one key, or all."""
+
+    statuses: dict[int, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, status: int, prompt: int, completion: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "requests": sum(self.statuses.values()),
+            "by_status": {str(s): n for s, n in sorted(self.statuses.items())},
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+class PerSecond:
+    """Counts in one-second buckets, for the sum over the last minute."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * MINUTE
+        self.seconds = [0] * MINUTE
+
+    def add(self, n: int, now: float) -> None:
+        second = int(now)
+        i = second % MINUTE
+        if self.seconds[i] != second:
+            self.seconds[i], self.buckets[i] = second, 0
+        self.buckets[i] += n
+
+    def last_minute(self, now: float) -> int:
+        oldest = int(now) - MINUTE
+        return sum(n for n, s in zip(self.buckets, self.seconds, strict=True) if s > oldest)
+
+
+class ModelStats(Tally):
+    def __init__(self) -> None:
+        super().__init__()
+        self.latency: deque[float] = deque(maxlen=WINDOW)
+        self.queue: deque[float] = deque(maxlen=WINDOW)
+        self.latency_sum = 0.0
+        self.tokens = PerSecond()
+
+
+class UsageStats:
+    """Counts answers by model and by key name (an edge observer)."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.clock_started = time.monotonic()
+        self.models: dict[str, ModelStats] = {}
+        self.keys: dict[str, Tally] = {}
+
+    def __call__(self, scope: Scope, request: Request) -> None:
+        if request.endpoint is None or not request.model:
+            return  # probes, docs, metrics: not usage
+        pending = request.pending
+        prompt = pending.prompt_tokens if pending is not None else 0
+        completion = pending.completion_tokens if pending is not None else 0
+        model = self.models.get(request.model)
+        if model is None:
+            model = self.models[request.model] = ModelStats()
+        model.add(request.status, prompt, completion)
+        model.latency.append(request.elapsed)
+        model.latency_sum += request.elapsed
+        if pending is not None and pending.sent_at:
+            model.queue.append(max(0.0, pending.sent_at - pending.queued_at))
+        if prompt or completion:
+            model.tokens.add(prompt + completion, time.monotonic())
+        key = self.keys.get(request.key_name)
+        if key is None:
+            key = self.keys[request.key_name] = Tally()
+        key.add(request.status, prompt, completion)
+
+    def report(self, deployment: Deployment) -> dict[str, Any]:
+        now = time.monotonic()
+        uptime = now - self.clock_started
+        models = {name: self._model(name, deployment, now, uptime) for name in deployment.models}
+        overall = Tally()
+        for stats in self.models.values():
+            for status, n in stats.statuses.items():
+                overall.statuses[status] = overall.statuses.get(status, 0) + n
+            overall.prompt_tokens += stats.prompt_tokens
+            overall.completion_tokens += stats.completion_tokens
+        recent = sum(m.tokens.last_minute(now) for m in self.models.values())
+        return {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "uptime_s": round(uptime, 3),
+            "overall": {**overall.report(), **_rates(overall, recent, uptime)},
+            "models": models,
+            "keys": {name: tally.report() for name, tally in sorted(self.keys.items())},
+        }
+
+    def _model(self, name: str, deployment: Deployment, now: float, uptime: float) -> dict[str, Any]:
+        runtime = deployment.models[name]
+        stats = self.models.get(name) or ModelStats()
+        metrics = runtime.metrics
+        scheduler = runtime.scheduler
+        hits, misses = metrics.cache.get("hit", 0), metrics.cache.get("miss", 0)
+        answered = len(stats.latency)
+        return {
+            **stats.report(),
+            **_rates(stats, stats.tokens.last_minute(now), uptime),
+            "latency_ms": {
+                "mean": round(1000 * stats.latency_sum / max(1, sum(stats.statuses.values())), 3),
+                **_percentiles(stats.latency),
+                "window": answered,
+            },
+            "queue_ms": {
+                "mean": round(1000 * sum(stats.queue) / max(1, len(stats.queue)), 3),
+                **_percentiles(stats.queue),
+            },
+            "batches": {
+                "count": scheduler.batches_sent,
+                "mean_size": round(scheduler.items_sent / max(1, scheduler.batches_sent), 3),
+            },
+            "workers": {
+                "total": len(runtime.slots),
+                "ready": runtime.ready_count,
+                "restarts": sum(metrics.restarts.values()),
+            },
+            "cache": {
+                "hits": hits,
+                "misses": misses,
+                "bypassed": metrics.cache.get("bypass", 0),
+                "hit_ratio": round(hits / (hits + misses), 4) if hits + misses else None,
+            },
+            "rate_limited": sum(metrics.rate_limited.values()),
+        }
+
+
+def _rates(tally: Tally, last_minute: int, uptime: float) -> dict[str, Any]:
+    total = tally.prompt_tokens + tally.completion_tokens
+    return {
+        "tokens_per_s": {
+            "last_minute": round(last_minute / MINUTE, 3),
+            "since_start": round(total / max(uptime, 1e-9), 3),
+        }
+    }
+
+
+def _percentiles(values: deque[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p99": None}
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    return {"p50": round(1000 * ordered[last // 2], 3), "p99": round(1000 * ordered[(last * 99) // 100], 3)}
