@@ -195,6 +195,24 @@ def test_python_client_typed_results_auth_422_and_retry_on_503(
     assert asyncio.run(use_async()).length == 5
 
 
+def test_python_client_waits_out_a_rate_limit_429_with_its_retry_after(
+    python_clients: dict[str, Path], serve
+) -> None:
+    """A key allowed one request at a time (60 a minute, burst 1): the second call is
+    refused with 429 and Retry-After: 1, and the generated client retries after it."""
+    gen = load_module(python_clients["typed"])
+    limited = {**typed_spec(), "limits": {"rate": {"requests_per_minute": 60, "burst": 1}}}
+    server = serve(limited)
+    seen: list[int] = []
+    http = httpx.Client(timeout=30, event_hooks={"response": [lambda r: seen.append(r.status_code)]})
+    with gen.Client(server.url, api_key=KEY, retries=3, http=http) as client:
+        assert client.predict({"text": "one"}).upper == "ONE"
+        started = time.monotonic()
+        assert client.predict({"text": "two"}).upper == "TWO"
+        waited = time.monotonic() - started
+    assert seen == [200, 429, 200] and waited >= 0.9, (seen, waited)
+
+
 def test_python_client_from_url_openai_kind(openai_server: Server, tmp_path: Path) -> None:
     path = client_gen(openai_server.url, "python", tmp_path / "openai_url.py", "--api-key", KEY)
     assert f"from {openai_server.url}/openapi.json" in path.read_text()
