@@ -157,6 +157,19 @@ def test_batch_runner_answers_each_request_on_its_own(caplog: pytest.LogCaptureF
     assert len(logged) == 1 and "h.predict failed" in logged[0].getMessage()
 
 
+def test_nan_or_infinity_in_an_answer_is_a_500_naming_where_never_a_silent_null() -> None:
+    """JSON has no NaN: orjson would write null, which the published schema does not allow."""
+
+    class Floats:
+        def predict(self, batch: list[dict]) -> list[object]:
+            return [item["out"] if item["out"] != "nan" else {"scores": [0.5, float("nan")]} for item in batch]
+
+    nan, null, fine = run(Floats(), b'{"out": "nan"}', b'{"out": null}', b'{"out": [1.5]}')
+    assert isinstance(nan, Failure) and nan.status == 500
+    assert "NaN or infinite number at scores[1]" in nan.message
+    assert replied(null) is None and replied(fine) == [1.5]  # a real null, and a batch-mate, untouched
+
+
 class WrongLength:
     def predict(self, batch: list[object]) -> list[object]:
         return batch[:-1]

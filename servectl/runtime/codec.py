@@ -7,6 +7,7 @@ an output holding such an integer is written by pydantic-core.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +42,41 @@ class Framed:
 
 
 def serialize(value: Any) -> bytes:
+    """A handler's output as JSON. NaN and infinities have no JSON form: orjson would write
+    them as `null`, breaking the published schema, so an answer holding one is an error
+    (looked for only when the JSON holds a `null`, the one trace they leave)."""
     try:
-        return orjson.dumps(value, default=to_json_value, option=orjson.OPT_SERIALIZE_NUMPY)
+        out = orjson.dumps(value, default=to_json_value, option=orjson.OPT_SERIALIZE_NUMPY)
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):
             raise
-        return pydantic_core.to_json(value, fallback=to_json_value)
+        out = pydantic_core.to_json(value, fallback=to_json_value)
+    if b"null" in out and (where := non_finite_at(value)) is not None:
+        raise ValueError(f"the answer holds a NaN or infinite number at {where or 'its top'}: JSON has no such number")
+    return out
+
+
+def non_finite_at(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite float in a handler's output, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    elif isinstance(value, BaseModel):
+        return non_finite_at(value.model_dump(), where)
+    elif getattr(value, "dtype", None) is not None and getattr(value.dtype, "kind", "") == "f":
+        import numpy as np  # an array or a numpy scalar (numpy is there: it made it)
+
+        bad = np.argwhere(~np.isfinite(np.asarray(value, dtype=np.float64)))
+        if not len(bad):
+            return None
+        return where + "".join(f"[{i}]" for i in bad[0])
+    else:
+        return None
+    for key, item in items:
+        found = non_finite_at(item, f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]")
+        if found is not None:
+            return found.lstrip(".")
+    return None

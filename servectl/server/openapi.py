@@ -102,6 +102,9 @@ def document_route(
         responses[code] = {"description": text, "content": {"application/json": {"schema": error}}}
     if route.protocol == "openai":  # the body's `model` names one that is not served
         responses["404"] = {"description": "No such model", "content": {"application/json": {"schema": error}}}
+    if spec.limits.rate.limited or any(k.requests_per_minute or k.tokens_per_minute for k in spec.auth.keys or []):
+        text = "The key's rate limit is reached (see Retry-After and the x-ratelimit-* headers)"
+        responses["429"] = {"description": text, "content": {"application/json": {"schema": error}}}
     operation["responses"] = responses
     if info is None:
         return
@@ -170,6 +173,7 @@ def _errors_everywhere(schema: dict[str, Any], specs: list[Spec]) -> None:
     401 where a key is needed, 404 for an unknown name in its path (or `?model=`), 422 for a
     parameter that does not validate (FastAPI documents its own `{"detail"}` body there)."""
     v2_names = sorted(s.name for s in specs if s.api.kind == "v2")
+    door = protocols.get("predict").error_schema_name
     for path, item in schema.get("paths", {}).items():
         shape = protocols.shape_for(path, specs)
         if path.startswith("/v2/models/{name}"):  # the served names and version, as enums
@@ -188,6 +192,9 @@ def _errors_everywhere(schema: dict[str, Any], specs: list[Spec]) -> None:
                 responses.setdefault("404", {"description": "No such model (or version)", **error})
             if "422" in responses or operation.get("parameters"):
                 responses["422"] = {"description": "A parameter failed validation", **error}
+            # answered by the HTTP layer before any route is known: servectl's own shape
+            responses.setdefault("431", {"description": "Request line and headers larger than server.max_header_kb"})
+            responses["431"]["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{door}"}}}
 
 
 def _secure(schema: dict[str, Any], deployment: Deployment) -> None:

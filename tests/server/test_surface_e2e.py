@@ -14,7 +14,7 @@ from conftest import toolbox_spec
 
 OPEN = {"/health", "/ready"}
 DOCS = {"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
-OPS = {"/metrics", "/info"}
+OPS = {"/metrics", "/info", "/stats"}
 
 
 def routes(server, key: str) -> set[tuple[str, str]]:
