@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 from typing import Any
 
@@ -15,7 +16,7 @@ from servectl.handler import Handler, HandlerError
 from servectl.outcome import Failure, Reply
 from servectl.runtime.codec import Framed, parse, serialize
 from servectl.runtime.inbox import Outbox
-from servectl.runtime.messages import Request, Result, Tokens
+from servectl.runtime.messages import Request, Result, Stages, Tokens
 from servectl.sdk import Final, InvalidInput, Many
 
 log = logging.getLogger("servectl.worker")
@@ -33,12 +34,27 @@ def failed(key: int, status: int, kind: str, message: str, detail: Any = None) -
     return Result(key, Failure(status, kind, message, detail))
 
 
+class StageClock:
+    """The time one batch spent in each stage, summed over the routes it went through."""
+
+    def __init__(self) -> None:
+        self.spent = [0.0, 0.0, 0.0]  # decode, predict, encode
+
+    def take(self) -> Stages | None:
+        """The stages measured since the last call (None: none)."""
+        spent, self.spent = self.spent, [0.0, 0.0, 0.0]
+        return Stages(*spent) if any(spent) else None
+
+
 class BatchRunner:
     """Runs one batch of raw requests through a handler and answers every one of them."""
 
-    def __init__(self, handler: Handler, max_batch_size: int, outbox: Outbox | None = None) -> None:
+    def __init__(
+        self, handler: Handler, max_batch_size: int, outbox: Outbox | None = None, clock: StageClock | None = None
+    ) -> None:
         self.handler = handler
         self.max_batch_size = max_batch_size
+        self.clock = clock or StageClock()
         self.outbox = outbox  # where an answer's token counts go (`encode` returned a Final)
         # the status of a request its type does not accept: 422, or the protocol's (OpenAI: 400)
         self.invalid_status = int(getattr(handler.obj, "invalid_status", 422))
@@ -61,7 +77,9 @@ class BatchRunner:
         return failed(key, 500, "handler_error", f"{stage} failed: {short(exc)}")
 
     def run(self, items: list[Request]) -> list[Result]:
+        t0 = time.perf_counter()
         results, ready = self.decode_all(items)
+        self.clock.spent[0] += time.perf_counter() - t0
         if ready:
             results.extend(self._predict(ready))
         return results
@@ -104,8 +122,11 @@ class BatchRunner:
         flat = [(i, item) for i, (_, _, x) in enumerate(ready) for item in (x if isinstance(x, Many) else [x])]
         outputs: dict[int, list[Any]] = {}
         errors: dict[int, Exception] = {}
+        t0 = time.perf_counter()
         for start in range(0, len(flat), self.max_batch_size):
             self._predict_chunk(flat[start : start + self.max_batch_size], outputs, errors)
+        t1 = time.perf_counter()
+        self.clock.spent[1] += t1 - t0
         results = []
         for i, (key, rid, decoded) in enumerate(ready):
             exc = errors.get(i)
@@ -116,6 +137,7 @@ class BatchRunner:
             else:
                 out = outputs.get(i, [])
                 results.append(self.encode(key, rid, out if isinstance(decoded, Many) else out[0]))
+        self.clock.spent[2] += time.perf_counter() - t1
         return results
 
     def _predict_chunk(

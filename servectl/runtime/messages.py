@@ -7,7 +7,7 @@ worker -> API:   Ready(HandlerInfo)
                  SetupFailed(message)
                  Chunk(key, body)          one streamed chunk, already serialized
                  Tokens(key, prompt, completion)  a request's tokens (metrics, stats, rate limits)
-                 Results(batch_id, [Result(key, Answer), ...], predict_s | None)
+                 Results(batch_id, [Result(key, Answer), ...], predict_s | None, Stages | None)
 
 A request's Result ends it; for a stream it comes after its chunks (`Ended` for a clean end,
 `Gone` for a cancelled stream, else a `Failure`). A batch may answer in several Results
@@ -99,10 +99,20 @@ class Result(msgspec.Struct, frozen=True, gc=False, array_like=True):
     outcome: Answer
 
 
+class Stages(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """Where a batch's time in the worker went (traces' child spans): parse, validate and
+    decode; predict; encode and serialize."""
+
+    decode_s: float
+    predict_s: float
+    encode_s: float
+
+
 class Results(msgspec.Struct, frozen=True, gc=False, array_like=True, tag=True):
     batch_id: int
     results: list[Result]
     predict_s: float | None  # set on a batch's last Results message: the batch is complete
+    stages: Stages | None = None  # with predict_s, for a batch run by the batch runner
 
 
 FromWorker = Ready | SetupFailed | Chunk | Tokens | Results

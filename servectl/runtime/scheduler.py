@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from servectl.metrics import ModelMetrics
 from servectl.outcome import ENDED, GONE, STREAMING, Answer, Ended, Failure, Gone, Outcome
-from servectl.runtime.messages import Result
+from servectl.runtime.messages import Result, Stages
 from servectl.spec import BatchingSpec
 
 STREAM_BUFFER_BYTES = 16 * 2**20  # streamed bytes held for one slow client before its generation is stopped
@@ -59,6 +59,7 @@ class Pending:
         "route",
         "sending",
         "sent_at",
+        "stages",
         "stream",
         "timer",
         "watcher",
@@ -85,6 +86,7 @@ class Pending:
         self.json_length: int | None = None  # a framed body's JSON part (V2's binary data)
         self.sent_at = 0.0  # perf_counter time a worker got it (traces)
         self.done_at = 0.0  # perf_counter time its answer (or its stream's end) came
+        self.stages: Stages | None = None  # its batch's time in the worker by stage (traces)
         self.prompt_tokens = 0  # as its worker counted them (stats, rate limits)
         self.completion_tokens = 0
         self.buffered = 0  # bytes of streamed chunks not yet handed to the client's connection
@@ -221,10 +223,13 @@ class Scheduler:
                     when = asyncio.get_running_loop().time() + CUT_AFTER_S
                     pending.sending.reschedule(min(when, pending.sending.when() or when))
 
-    def on_results(self, worker: WorkerPort, results: list[Result], predict_s: float | None) -> None:
+    def on_results(
+        self, worker: WorkerPort, results: list[Result], predict_s: float | None, stages: Stages | None = None
+    ) -> None:
         for result in results:
             pending = worker.inflight.pop(result.key, None)
             if pending is not None:
+                pending.stages = stages
                 outcome = result.outcome
                 pending.finish(_SINGLETONS.get(type(outcome), outcome))
         if predict_s is not None:  # the batch is complete

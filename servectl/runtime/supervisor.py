@@ -267,9 +267,9 @@ class Supervisor:
                 self.scheduler.on_chunk(worker, key, body)
             case Tokens(key, prompt, completion):
                 self.scheduler.on_tokens(worker, key, prompt, completion)
-            case Results(_, results, predict_s):
+            case Results(_, results, predict_s, stages):
                 self.half_open.discard(worker.index)  # it served: the slot is healthy again
-                self.scheduler.on_results(worker, results, predict_s)
+                self.scheduler.on_results(worker, results, predict_s, stages)
                 if not worker.inflight:
                     worker.stop_watchdog()
                     if worker.retiring:

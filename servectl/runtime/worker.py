@@ -26,7 +26,7 @@ from servectl.handler import Handler
 from servectl.logs import configure
 from servectl.protocols import build_adapters, describe
 from servectl.runners import build_handler
-from servectl.runtime.batch import BatchRunner, failed, short
+from servectl.runtime.batch import BatchRunner, StageClock, failed, short
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.generation import GenerationLoop, generates
 from servectl.runtime.inbox import Inbox, Outbox
@@ -70,8 +70,10 @@ def _exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
 Route = Callable[[int, list[Request]], list[Result]]
 
 
-def _route(handler: Handler, spec: Spec, outbox: Outbox, inbox: Inbox, generation: GenerationLoop) -> Route:
-    runner = BatchRunner(handler, spec.batching.max_batch_size, outbox)
+def _route(
+    handler: Handler, spec: Spec, outbox: Outbox, inbox: Inbox, generation: GenerationLoop, clock: StageClock
+) -> Route:
+    runner = BatchRunner(handler, spec.batching.max_batch_size, outbox, clock)
     if generates(handler):
         return generation.route(handler, runner)
     if handler.streams:
@@ -86,12 +88,14 @@ def build_routes(
     outbox: Outbox,
     inbox: Inbox,
     generation: GenerationLoop | None = None,
+    clock: StageClock | None = None,
 ) -> dict[str, Route]:
     """The handler behind each API route: the spec's own, and the adapters of its api.kind."""
     generation = generation or GenerationLoop(outbox)
-    routes = {"predict": _route(handler, spec, outbox, inbox, generation)}
+    clock = clock or StageClock()
+    routes = {"predict": _route(handler, spec, outbox, inbox, generation, clock)}
     for name, adapter in adapters.items():
-        routes[name] = _route(adapter, spec, outbox, inbox, generation)
+        routes[name] = _route(adapter, spec, outbox, inbox, generation, clock)
     return routes
 
 
@@ -115,11 +119,12 @@ def serve(conn: Conn, spec: Spec, slot: WorkerSlot) -> None:
     setup, report Ready (or SetupFailed), then answer batches until Stop or the channel closes."""
     outbox, inbox = Outbox(conn), Inbox(conn)
     generation = GenerationLoop(outbox)
+    clock = StageClock()
     try:
         handler = build_handler(spec)
         handler.setup(slot.device, spec)
         adapters = build_adapters(spec, handler)
-        routes = build_routes(spec, handler, adapters, outbox, inbox, generation)
+        routes = build_routes(spec, handler, adapters, outbox, inbox, generation, clock)
         info = describe(handler, adapters)
         continuous = spec.batching.continuous and any(map(generates, [handler, *adapters.values()]))
         ready = encode(Ready(msgspec.structs.replace(info, continuous=continuous)))
@@ -130,12 +135,14 @@ def serve(conn: Conn, spec: Spec, slot: WorkerSlot) -> None:
         return
     try:
         outbox.send_encoded(ready)
-        _answer_batches(routes, inbox, outbox, generation)
+        _answer_batches(routes, inbox, outbox, generation, clock)
     except PipeClosed:
         return  # the API process closed the pipe: it is stopping, or gone
 
 
-def _answer_batches(routes: dict[str, Route], inbox: Inbox, outbox: Outbox, generation: GenerationLoop) -> None:
+def _answer_batches(
+    routes: dict[str, Route], inbox: Inbox, outbox: Outbox, generation: GenerationLoop, clock: StageClock
+) -> None:
     """Batches until Stop. While jobs generate, the loop steps them and takes what arrives
     between steps without waiting: new requests join the running batch."""
     while True:
@@ -152,8 +159,9 @@ def _answer_batches(routes: dict[str, Route], inbox: Inbox, outbox: Outbox, gene
             t0 = time.perf_counter()
             results = run_by_route(routes, batch)
             predict_s = None if generation.took(batch.items) else time.perf_counter() - t0
+            stages = clock.take()
             if results or predict_s is not None:
-                outbox.send(Results(batch.batch_id, results, predict_s))
+                outbox.send(Results(batch.batch_id, results, predict_s, stages if predict_s is not None else None))
             if inbox.stopped and not generation.busy:
                 return
         if generation.busy:

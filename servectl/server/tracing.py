@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from servectl.server.edge import Request
 
 
+STAGES = ("decode", "predict", "encode")  # the worker span's children, in Stages' order
+
+
 class TraceRequests:
     """An edge observer that records each request as a span tree."""
 
@@ -75,6 +78,14 @@ class TraceRequests:
             if pending.sent_at:
                 worker = self.tracer.start_span("worker", context=inside, start_time=ns(pending.sent_at))
                 worker.set_attribute("servectl.route", pending.route)
+                if pending.stages is not None:  # the worker's own timings, laid end to end from when it got the batch
+                    in_worker = trace.set_span_in_context(worker)
+                    at = pending.sent_at
+                    for name, seconds in zip(STAGES, pending.stages.__struct_fields__, strict=True):
+                        spent = getattr(pending.stages, seconds)
+                        stage = self.tracer.start_span(name, context=in_worker, start_time=ns(at))
+                        at += spent
+                        stage.end(end_time=ns(at))
                 worker.end(end_time=ns(pending.done_at or pending.sent_at))
         span.end(end_time=ns(request.started + request.elapsed))
 

@@ -195,9 +195,7 @@ def test_python_client_typed_results_auth_422_and_retry_on_503(
     assert asyncio.run(use_async()).length == 5
 
 
-def test_python_client_waits_out_a_rate_limit_429_with_its_retry_after(
-    python_clients: dict[str, Path], serve
-) -> None:
+def test_python_client_waits_out_a_rate_limit_429_with_its_retry_after(python_clients: dict[str, Path], serve) -> None:
     """A key allowed one request at a time (60 a minute, burst 1): the second call is
     refused with 429 and Retry-After: 1, and the generated client retries after it."""
     gen = load_module(python_clients["typed"])

@@ -49,7 +49,7 @@ def receiver() -> Iterator[tuple[str, list[Any]]]:
         server.shutdown()
 
 
-def test_a_span_per_request_with_queue_and_worker_children(serve, receiver) -> None:
+def test_a_span_per_request_with_queue_worker_and_worker_stage_children(serve, receiver) -> None:
     endpoint, spans = receiver
     tracing = {"otlp_endpoint": endpoint, "service_name": "svc-under-test"}
     server = serve(toolbox_spec(server={"tracing": tracing}), env={"OTEL_BSP_SCHEDULE_DELAY": "100"})
@@ -59,7 +59,7 @@ def test_a_span_per_request_with_queue_and_worker_children(serve, receiver) -> N
     assert httpx.post(server.url + "/predict", json={"x": 3}, headers=headers).status_code == 200
     assert httpx.get(server.url + "/health").status_code == 200
     deadline = time.monotonic() + 20
-    names = {"POST /predict", "queue", "worker"}
+    names = {"POST /predict", "queue", "worker", "decode", "predict", "encode"}
     while time.monotonic() < deadline:
         got = {s.name for _, s in spans if s.trace_id.hex() == trace_id}
         if names <= got and any(s.name == "GET /health" for _, s in spans):
@@ -79,5 +79,11 @@ def test_a_span_per_request_with_queue_and_worker_children(serve, receiver) -> N
         assert root.start_time_unix_nano <= span.start_time_unix_nano <= span.end_time_unix_nano
         assert span.end_time_unix_nano <= root.end_time_unix_nano
     assert by_name["queue"].end_time_unix_nano <= by_name["worker"].start_time_unix_nano
+    worker, previous_end = by_name["worker"], by_name["worker"].start_time_unix_nano
+    for stage in ("decode", "predict", "encode"):  # the worker's own timings, in order, inside its span
+        span = by_name[stage]
+        assert span.parent_span_id == worker.span_id
+        assert previous_end <= span.start_time_unix_nano <= span.end_time_unix_nano <= worker.end_time_unix_nano
+        previous_end = span.end_time_unix_nano
     assert {service for service, _ in spans} == {"svc-under-test"}
     assert any(s.name == "GET /health" for _, s in spans)  # every request, not only model routes

@@ -82,8 +82,8 @@ class RayPort:
                 scheduler.on_chunk(self, key, body)
             case Tokens(key, prompt, completion):
                 scheduler.on_tokens(self, key, prompt, completion)
-            case Results(_, results, predict_s):
-                scheduler.on_results(self, results, predict_s)
+            case Results(_, results, predict_s, stages):
+                scheduler.on_results(self, results, predict_s, stages)
 
 
 class RayModel:
