@@ -175,7 +175,7 @@ def process_stats(pid: int | None) -> tuple[float, float] | None:
 
 def gpu_stats() -> list[dict[str, float]] | None:
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         return None
     try:

@@ -12,6 +12,7 @@ from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
 from servectl.runtime.base import Planner
 from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.gpu_usage import GpuUsage
 from servectl.runtime.launch import WorkerLauncher
 from servectl.runtime.scheduler import Scheduler
 from servectl.runtime.supervisor import ReloadFailed, Supervisor
@@ -54,6 +55,17 @@ class LocalModel:
         metrics.gauge(
             "servectl_worker_resident_bytes", "Resident memory of each worker process", lambda: self._usage(1), True
         )
+        self.gpu = GpuUsage.open() if any(s.accelerator == "cuda" for s in slots) else None
+        if self.gpu is not None:
+            metrics.gauge(
+                "servectl_worker_gpu_memory_bytes", "GPU memory each worker process holds", self._gpu_memory, True
+            )
+            metrics.gauge(
+                "servectl_worker_gpu_utilization_ratio",
+                "Utilisation of each worker's GPU (the GPU's, shared by the workers on it)",
+                self._gpu_utilization,
+                True,
+            )
 
     @property
     def slots(self) -> list[WorkerSlot]:
@@ -111,6 +123,25 @@ class LocalModel:
             if measured is not None:
                 found[str(w.index)] = float(measured[which])
         return found
+
+    def _live_on_gpu(self) -> list[tuple[str, int, int]]:
+        """(worker label, its GPU, its pid) of each live worker on a GPU."""
+        workers = [*self.supervisor.workers.values(), *self.supervisor.retiring]
+        return [
+            (str(w.index), w.slot.gpu_id, w.pid)
+            for w in workers
+            if w.slot.gpu_id is not None and w.pid is not None and not w.exited
+        ]
+
+    def _gpu_memory(self) -> dict[str, float]:
+        assert self.gpu is not None
+        found = {label: self.gpu.memory_bytes(gpu, pid) for label, gpu, pid in self._live_on_gpu()}
+        return {label: value for label, value in found.items() if value is not None}
+
+    def _gpu_utilization(self) -> dict[str, float]:
+        assert self.gpu is not None
+        found = {label: self.gpu.utilization(gpu) for label, gpu, _ in self._live_on_gpu()}
+        return {label: value for label, value in found.items() if value is not None}
 
     def _ready(self) -> dict[str, float]:
         return {"": self.supervisor.ready_count}

@@ -44,3 +44,26 @@ def test_impossible_placements_are_errors(spec: DevicesSpec, gpus: int, match: s
 
 def test_slot_label() -> None:
     assert WorkerSlot(0, "cuda", 2).label == "cuda:2"
+
+
+def test_gpu_usage_reads_a_workers_memory_and_its_gpus_utilisation_from_nvml() -> None:
+    """The NVML calls (the GPU test runs them for real where a GPU is lent)."""
+    from types import SimpleNamespace
+
+    from servectl.runtime.gpu_usage import GpuUsage
+
+    class FakeNvml:
+        def nvmlDeviceGetHandleByIndex(self, index: int) -> int:
+            if index > 1:
+                raise RuntimeError("NVML_ERROR_INVALID_ARGUMENT")
+            return index
+
+        def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[SimpleNamespace]:
+            return [SimpleNamespace(pid=100 + handle, usedGpuMemory=2**30 * (handle + 1))]
+
+        def nvmlDeviceGetUtilizationRates(self, handle: int) -> SimpleNamespace:
+            return SimpleNamespace(gpu=37 + handle)
+
+    gpu = GpuUsage(FakeNvml())
+    assert gpu.memory_bytes(1, 101) == 2 * 2**30 and gpu.memory_bytes(1, 100) is None
+    assert gpu.utilization(0) == 0.37 and gpu.utilization(5) is None and gpu.memory_bytes(5, 1) is None

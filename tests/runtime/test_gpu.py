@@ -41,3 +41,21 @@ def test_onnx_uses_the_cuda_provider(serve, models) -> None:  # type: ignore[no-
     )
     assert httpx.post(server.url + "/predict", json={"inputs": [[0.1, 0.2, 0.3, 0.4]]}).status_code == 200
     assert "CUDAExecutionProvider" in server.log()
+
+
+def test_gpu_memory_and_utilisation_per_worker_in_metrics(serve, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("pynvml")
+    handler = tmp_path / "holds.py"
+    handler.write_text(
+        "import torch\n"
+        "state = {}\n"
+        "def setup(device, spec):\n"
+        "    state['t'] = torch.zeros(64 * 2**20, device=device)  # 256 MiB\n"
+        "def predict(batch):\n"
+        "    return [float(state['t'].sum()) for _ in batch]\n"
+    )
+    server = serve({"handler": str(handler), "devices": {"accelerator": "cuda", "ids": 1}})
+    assert httpx.post(server.url + "/predict", json={}).json() == 0.0
+    assert server.metric("servectl_worker_gpu_memory_bytes", worker="0") >= 256 * 2**20
+    text = httpx.get(server.url + "/metrics").text
+    assert 'servectl_worker_gpu_utilization_ratio{model="servectl",worker="0"}' in text
