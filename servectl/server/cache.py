@@ -120,7 +120,7 @@ class ResponseCache:
         self.max_bytes = spec.max_entry_kb * 1024
         self.prefix = f"servectl:cache:{model}:{version}:"
         self.metrics = metrics
-        self.flights: dict[str, asyncio.Future[None]] = {}
+        self.flights: dict[str, asyncio.Future[bool]] = {}  # done: True when the leader's answer was kept
         self._warned = 0.0
 
     def key(self, route: str, body: bytes) -> str | None:
@@ -141,6 +141,8 @@ class ResponseCache:
                 await asyncio.wait([leader, give_up], return_when=asyncio.FIRST_COMPLETED)
                 if give_up.done():
                     return None, False
+                if leader.done() and not leader.result():
+                    return None, False  # its answer was not one to keep (an error): each computes its own
             try:
                 found = await self.store.get(key)
             except Exception as exc:
@@ -154,15 +156,17 @@ class ResponseCache:
 
     async def finish(self, key: str, reply: Reply | None, led: bool = True) -> None:
         """The answer to a key (None: not one to keep); wakes those waiting for it."""
+        kept = False
         try:
             if reply is not None and len(reply.body) <= self.max_bytes:
                 await self.store.put(key, reply)
+                kept = True
         except Exception as exc:
             self.redis_failed(exc)
         finally:
             flight = self.flights.pop(key, None) if led else None
             if flight is not None and not flight.done():
-                flight.set_result(None)
+                flight.set_result(kept)
 
     def redis_failed(self, exc: Exception) -> None:
         self.metrics.redis_errors["cache"] = self.metrics.redis_errors.get("cache", 0) + 1

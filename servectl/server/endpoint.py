@@ -64,7 +64,8 @@ class ModelEndpoint:
         self.own_keys = bool(spec.own_api_keys)  # (read once: a pydantic private attribute is slow)
         self._keys = self.auth.for_model(spec.own_api_keys)
         self.limiter = self.guards.limiter(spec)
-        self.cache = self.guards.cache(spec)
+        streams = spec.api.stream and self.route.name == "predict"  # its answers are streams: never kept
+        self.cache = None if streams else self.guards.cache(spec)
         self.guarded = self.limiter is not None or self.cache is not None
 
     @property

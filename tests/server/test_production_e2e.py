@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,6 +91,18 @@ def test_rate_limits_per_key_openai_headers_and_stats(serve) -> None:
     assert model["latency_ms"]["p50"] > 0 and model["latency_ms"]["p99"] >= model["latency_ms"]["p50"]
     assert model["tokens_per_s"]["last_minute"] > 0 and stats["overall"]["requests"] == 9
     assert httpx.get(server.url + "/stats").status_code == 200  # open like /info unless protect_metrics
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "servectl", "stats", server.url, "--api-key", "k-big"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[1]: line for line in shown.stdout.splitlines() if line.startswith("│")}
+    assert {"echo-llm", "small", "big", "tok"} <= set(rows)
+    assert "2xx:2 4xx:1" in rows["small"] and "4xx:2" in rows["echo-llm"]
 
 
 def test_cache_answers_identical_requests_without_the_worker(serve) -> None:
