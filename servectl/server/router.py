@@ -34,8 +34,9 @@ class RouteClash(Exception):
     """Two models' routes on one path that cannot share it."""
 
 
-def build_endpoints(deployment: Deployment, auth: APIKeyAuth, guards: Guards) -> dict[str, Endpoint]:
-    """Every model route's endpoint by path."""
+def build_endpoints(deployment: Deployment, auth: APIKeyAuth, guards: Guards | None = None) -> dict[str, Endpoint]:
+    """Every model route's endpoint by path (each model's limits and cache from `guards`)."""
+    guards = guards or Guards(deployment.metrics)
     by_path: dict[str, list[tuple[ModelRuntime, ModelRoute]]] = {}
     for model in deployment.models.values():
         for route in protocols.model_routes(model.spec):

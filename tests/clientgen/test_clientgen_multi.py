@@ -156,7 +156,9 @@ def test_shared_openai_routes_are_in_each_openai_models_group(tmp_path: Path) ->
     assert "/admin/models/echo-a/reload" in curl and "/v1/models/echo-a" in curl
     if importlib.util.find_spec("datamodel_code_generator"):
         text = generate(source, "python", "http://h")
-        assert '{"model": "echo-b", **dump(body, "stream")}' in text and "class AsyncStatsCalls(_AsyncCalls):" in text
+        assert (
+            '{"model": "echo-b", **dump(body, "stream")}' in text and "class AsyncStatsModelCalls(_AsyncCalls):" in text
+        )  # `stats` is the /stats call
 
 
 def test_typescript_client_has_a_group_per_model(multi_source: Source, monkeypatch: pytest.MonkeyPatch) -> None:
