@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import struct
 import time
 from collections import OrderedDict
@@ -26,10 +25,9 @@ import orjson
 
 from servectl.metrics import ModelMetrics
 from servectl.outcome import Reply
+from servectl.server.redis_failures import RedisFailures
 from servectl.spec import CacheSpec
 
-log = logging.getLogger("servectl.cache")
-WARN_EVERY_S = 10.0
 GENERATION_ROUTES = frozenset({"chat", "completions"})  # OpenAI's sampled routes
 
 
@@ -121,7 +119,7 @@ class ResponseCache:
         self.prefix = f"servectl:cache:{model}:{version}:"
         self.metrics = metrics
         self.flights: dict[str, asyncio.Future[bool]] = {}  # done: True when the leader's answer was kept
-        self._warned = 0.0
+        self.redis_failed = RedisFailures(metrics, "cache", "answers are computed and not cached")
 
     def key(self, route: str, body: bytes) -> str | None:
         canonical = cacheable(route, body)
@@ -167,13 +165,6 @@ class ResponseCache:
             flight = self.flights.pop(key, None) if led else None
             if flight is not None and not flight.done():
                 flight.set_result(kept)
-
-    def redis_failed(self, exc: Exception) -> None:
-        self.metrics.redis_errors["cache"] = self.metrics.redis_errors.get("cache", 0) + 1
-        now = time.monotonic()
-        if now - self._warned > WARN_EVERY_S:
-            self._warned = now
-            log.warning("response cache: Redis unreachable (%s); answers are computed and not cached", exc)
 
     async def close(self) -> None:
         await self.store.close()

@@ -14,7 +14,6 @@ never counted silently in memory instead.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -22,10 +21,8 @@ from typing import Any, Protocol
 
 from servectl.metrics import ModelMetrics
 from servectl.outcome import Failure
+from servectl.server.redis_failures import RedisFailures
 from servectl.spec import NamedKey, RateSpec
-
-log = logging.getLogger("servectl.ratelimit")
-WARN_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,23 +82,22 @@ class MemoryBuckets:
         self.requests: dict[str, _Bucket] = {}
         self.tokens: dict[str, _Bucket] = {}
 
-    def _request_bucket(self, name: str, budget: Budget) -> _Bucket | None:
-        if budget.requests_per_minute is None:
+    @staticmethod
+    def _bucket(table: dict[str, _Bucket], name: str, capacity: float, per_minute: float | None) -> _Bucket | None:
+        """Key `name`'s bucket in `table`, refilled to now (None: that limit is off)."""
+        if per_minute is None:
             return None
-        bucket = self.requests.get(name)
+        bucket = table.get(name)
         if bucket is None:
-            bucket = self.requests[name] = _Bucket(budget.request_capacity)
-        bucket.refill(budget.request_capacity, budget.requests_per_minute)
+            bucket = table[name] = _Bucket(capacity)
+        bucket.refill(capacity, per_minute)
         return bucket
 
+    def _request_bucket(self, name: str, budget: Budget) -> _Bucket | None:
+        return self._bucket(self.requests, name, budget.request_capacity, budget.requests_per_minute)
+
     def _token_bucket(self, name: str, budget: Budget) -> _Bucket | None:
-        if budget.tokens_per_minute is None:
-            return None
-        bucket = self.tokens.get(name)
-        if bucket is None:
-            bucket = self.tokens[name] = _Bucket(budget.token_capacity)
-        bucket.refill(budget.token_capacity, budget.tokens_per_minute)
-        return bucket
+        return self._bucket(self.tokens, name, budget.token_capacity, budget.tokens_per_minute)
 
     async def take(self, name: str, budget: Budget) -> Levels:
         requests, tokens = self._request_bucket(name, budget), self._token_bucket(name, budget)
@@ -211,7 +207,7 @@ class RateLimiter:
         }
         self.buckets: Buckets = RedisBuckets(rate.redis_url, model) if rate.backend == "redis" else MemoryBuckets()
         self.metrics = metrics
-        self._warned = 0.0
+        self._redis_failed = RedisFailures(metrics, "rate_limit", "requests are let through unlimited")
 
     def budget(self, name: str) -> Budget:
         return self.budgets.get(name, self.default)
@@ -249,13 +245,6 @@ class RateLimiter:
             await self.buckets.charge(name, budget, tokens)
         except Exception as exc:
             self._redis_failed(exc)
-
-    def _redis_failed(self, exc: Exception) -> None:
-        self.metrics.redis_errors["rate_limit"] = self.metrics.redis_errors.get("rate_limit", 0) + 1
-        now = time.monotonic()
-        if now - self._warned > WARN_EVERY_S:
-            self._warned = now
-            log.warning("rate limits: Redis unreachable (%s); requests are let through unlimited", exc)
 
     async def close(self) -> None:
         await self.buckets.close()
