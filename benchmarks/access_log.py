@@ -65,6 +65,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def measure(root: Path, spec: dict[str, object], concurrency: int, duration: float) -> tuple[dict[str, float], bytes]:
+    """Serve `spec` from `root`, load it with wrk, stop it: wrk's figures plus the API
+    process's CPU time per request (`cpu_us`), and what the server logged."""
+    with tempfile.TemporaryDirectory() as folder:
+        proc, app, log_path = start(root, spec, Path(folder))
+        try:
+            cpu = cpu_seconds(proc.pid)
+            result = run_wrk(app, concurrency, duration)
+            result["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / result["requests"] * 1e6
+        finally:
+            stop(proc)
+        return result, log_path.read_bytes()
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
@@ -105,17 +119,10 @@ def main() -> None:
     lines: dict[str, int] = {}
     for _ in range(args.runs):
         for label, root, fmt, on in settings:
-            with tempfile.TemporaryDirectory() as folder:
-                proc, app, log_path = start(root, bench_spec(fmt, on), Path(folder))
-                try:
-                    cpu = cpu_seconds(proc.pid)
-                    result = run_wrk(app, args.concurrency, args.duration)
-                    result["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / result["requests"] * 1e6
-                finally:
-                    stop(proc)
-                results.setdefault(label, []).append(result)
-                lines[label] = lines.get(label, 0) + log_path.read_bytes().count(b"servectl.access")
-                print(f"{label:15} {result['rps']:9.0f} rps {result['cpu_us']:6.1f} us/req", flush=True)
+            result, logged = measure(root, bench_spec(fmt, on), args.concurrency, args.duration)
+            results.setdefault(label, []).append(result)
+            lines[label] = lines.get(label, 0) + logged.count(b"servectl.access")
+            print(f"{label:15} {result['rps']:9.0f} rps {result['cpu_us']:6.1f} us/req", flush=True)
     print(f"\n{'setting':15} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'x off':>6} {'api us/req':>10} {'lines':>8}")
     for label, runs in results.items():
         off = results[off_of[label]]

@@ -14,13 +14,11 @@ import argparse
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from access_log import bench_spec, cpu_seconds, start, stop  # noqa: E402
-from compare import run_wrk  # noqa: E402
+from access_log import bench_spec, measure  # noqa: E402
 
 
 def settings() -> dict[str, dict[str, object]]:
@@ -43,14 +41,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     for _ in range(args.runs):
         for label, spec in settings().items():
-            with tempfile.TemporaryDirectory() as folder:
-                proc, app, _ = start(HERE.parent, spec, Path(folder))
-                try:
-                    cpu = cpu_seconds(proc.pid)
-                    result = run_wrk(app, args.concurrency, args.duration)
-                    result["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / result["requests"] * 1e6
-                finally:
-                    stop(proc)
+            result, _ = measure(HERE.parent, spec, args.concurrency, args.duration)
             results.setdefault(label, []).append(result)
             print(f"{label:13} {result['rps']:9.0f} rps {result['cpu_us']:6.1f} us/req", flush=True)
     plain = results["plain"]
