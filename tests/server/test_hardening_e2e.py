@@ -85,7 +85,12 @@ def test_disconnected_clients_work_is_dropped(serve) -> None:
 
     asyncio.run(impatient())
     time.sleep(1.2)
-    assert server.metric("servectl_requests_dropped_total", reason="disconnected") == 30
+    # every request that reached the server (under a loaded CI box a 0.3 s client may give up
+    # before its request is even read) is answered as gone (499) and, but the running blocker,
+    # dropped from the queue
+    gone = server.metric("servectl_requests_total", route="/predict", status="499")
+    dropped = server.metric("servectl_requests_dropped_total", reason="disconnected")
+    assert dropped == gone - 1 and dropped >= 1, (dropped, gone)
     after = httpx.post(url, json={"x": 1}).json()
     assert after["items_seen"] == 2  # the blocker and this one: the 30 never reached the worker
 
