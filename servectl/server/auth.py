@@ -70,10 +70,9 @@ class APIKeyAuth:
         """True for `Authorization: Bearer KEY` or `X-API-Key: KEY` with a known key."""
         return presented_key(headers) in self.keys
 
-    def name_of(self, headers: dict[bytes, bytes]) -> str:
-        """The name of the (already accepted) key a request carries: `auth.keys`' name,
-        `api_keys.N`, `model-key` for a model's own key, or `anonymous` without auth."""
-        given = presented_key(headers)
+    def name_of(self, given: bytes | None) -> str:
+        """The name of an (already accepted) key: `auth.keys`' name, `api_keys.N`,
+        `model-key` for a model's own key, or `anonymous` for none."""
         if given is None:
             return ANONYMOUS
         return self.named.get(given, "model-key")

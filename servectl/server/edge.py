@@ -88,8 +88,9 @@ class RequireKey:
             keys = endpoint.keys
             if keys is None:
                 return None
-            if presented_key(request.headers) in keys:
-                request.key_name = self.auth.name_of(request.headers)
+            given = presented_key(request.headers)
+            if given in keys:
+                request.key_name = self.auth.name_of(given)
                 return None
         elif scope["path"].startswith(ADMIN_PREFIX):
             return self._admin(request)
