@@ -165,6 +165,13 @@ class BatchingSpec(_Section):
     max_batch_tokens: int = Field(
         2048, ge=1, description="Continuous batching: prompt tokens one step may prefill for joining requests."
     )
+    pipeline: bool = Field(
+        False,
+        description="While a worker computes a batch, a full next one may wait in its inbox (at most one), so a "
+        "saturated worker never idles for the round trip through the API process (+4-5% rps measured at c=256; "
+        "nothing below saturation). Never for streaming or continuous generation. Off by default: a batch "
+        "waiting behind a crashed or hung one fails with it instead of going to the replacement.",
+    )
 
 
 class RateSpec(_Section):

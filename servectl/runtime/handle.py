@@ -28,6 +28,8 @@ class WorkerHandle:
         self.hung = False
         self.retiring = False  # replaced by a reload: takes no batch, stops once it holds none
         self.capacity = 0  # requests it takes while busy (continuous generation), set when ready; 0: one batch
+        self.pipelined = False  # a second batch may wait in its inbox while it computes one (set when ready)
+        self.batches = 0  # batches sent and not complete
         self.inflight: dict[int, Pending] = {}
         self.started_at = time.monotonic()
         self.hang_grace_s = hang_grace_s
@@ -44,6 +46,11 @@ class WorkerHandle:
             return max(self.capacity - len(self.inflight), 0)
         return 0 if self.inflight else 1 << 30
 
+    @property
+    def waiting_room(self) -> int:
+        """Requests it takes as a batch waiting behind the one it computes (pipelining)."""
+        return 1 << 30 if self.ready and self.pipelined and self.batches == 1 and self.inflight else 0
+
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         assert self.run is not None  # ready implies launched
         hang_at = max(pending.deadline for pending in batch) + self.hang_grace_s
@@ -52,6 +59,7 @@ class WorkerHandle:
             pending.hang_at = hang_at
             items.append(Request(pending.key, pending.request_id, pending.body, pending.route, pending.json_length))
         self.run.send(Batch(batch_id, items))
+        self.batches += 1
         if self.watchdog is None:
             self.arm_watchdog(hang_at)
 

@@ -118,6 +118,10 @@ class WorkerPort(Protocol):
     def room(self) -> int:
         """How many more requests it takes now (0: none)."""
 
+    @property
+    def waiting_room(self) -> int:
+        """How many it takes as a batch waiting behind the one it computes (0: none)."""
+
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None: ...
 
     def send_cancel(self, keys: list[int]) -> None: ...
@@ -284,16 +288,24 @@ class Scheduler:
         """Give queued work to idle workers, least loaded first, as the policy allows."""
         while self.queue:
             open_ = [w for w in self.workers if w.room > 0]
-            if not open_:
-                return
             now = time.perf_counter()
             oldest = next(iter(self.queue.values()))
-            busy = len(self.workers) - len(open_)
-            delay = batch_delay(len(self.queue), now - oldest.queued_at, busy, self.batching)
-            if delay > 0:
-                self._arm_timer(delay)
+            if open_:
+                busy = len(self.workers) - len(open_)
+                delay = batch_delay(len(self.queue), now - oldest.queued_at, busy, self.batching)
+                if delay > 0:
+                    self._arm_timer(delay)
+                    return
+                chosen = max(open_, key=lambda w: w.room)
+                self._send(chosen, now, chosen.room)
+                continue
+            # every worker is busy: a full batch may wait behind one's running batch (a partial
+            # one would only shrink the batches: it goes to the first worker that is done)
+            behind = [w for w in self.workers if w.waiting_room > 0]
+            if not behind or len(self.queue) < self.batching.max_batch_size:
                 return
-            self._send(max(open_, key=lambda w: w.room), now)
+            chosen = min(behind, key=lambda w: len(w.inflight))
+            self._send(chosen, now, chosen.waiting_room)
 
     def _arm_timer(self, delay: float) -> None:
         if self._timer is None:
@@ -303,8 +315,8 @@ class Scheduler:
         self._timer = None
         self.dispatch()
 
-    def _send(self, worker: WorkerPort, now: float) -> None:
-        size = min(self.batching.max_batch_size, worker.room, len(self.queue))
+    def _send(self, worker: WorkerPort, now: float, room: int) -> None:
+        size = min(self.batching.max_batch_size, room, len(self.queue))
         batch: list[Pending] = []
         for _ in range(size):
             _, pending = self.queue.popitem(last=False)

@@ -269,6 +269,8 @@ class Supervisor:
                 self.scheduler.on_tokens(worker, key, prompt, completion)
             case Results(_, results, predict_s, stages):
                 self.half_open.discard(worker.index)  # it served: the slot is healthy again
+                if predict_s is not None:
+                    worker.batches = max(0, worker.batches - 1)
                 self.scheduler.on_results(worker, results, predict_s, stages)
                 if not worker.inflight:
                     worker.stop_watchdog()
@@ -286,6 +288,9 @@ class Supervisor:
         worker.ready = True
         if info.continuous:
             worker.capacity = self.slot_specs.get(worker.index, self.spec).batching.max_batch_size
+        streams = info.streams or any(route.streams for route in info.routes.values())
+        batching = self.slot_specs.get(worker.index, self.spec).batching
+        worker.pipelined = batching.pipeline and not info.continuous and not streams
         probation = self._end_probation(worker.index, None)
         self.handler_info = info if probation or self.handler_info is None else self.handler_info
         self.started_once.add(worker.index)

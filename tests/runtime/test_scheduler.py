@@ -48,6 +48,8 @@ class FakeWorker:
             return max(self.capacity - len(self.inflight), 0)
         return 0 if self.inflight else 1 << 30
 
+    waiting_room = 0  # no pipelining (the handle's is tested on its own)
+
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         self.sent.append([(p.key, p.request_id, p.body, p.route) for p in batch])
 
@@ -102,6 +104,37 @@ async def _continuous_worker_takes_requests_while_busy() -> None:
 
 def test_continuous_worker_takes_requests_while_busy() -> None:
     asyncio.run(_continuous_worker_takes_requests_while_busy())
+
+
+class PipelinedWorker(FakeWorker):
+    """Takes a second batch while it computes one (as a WorkerHandle with batching.pipeline)."""
+
+    done = 0
+
+    @property
+    def waiting_room(self) -> int:  # type: ignore[override]
+        return 1 << 30 if len(self.sent) - self.done == 1 else 0
+
+
+async def _a_full_batch_waits_behind_a_busy_pipelined_worker() -> None:
+    scheduler = Scheduler(BatchingSpec(max_batch_size=4, max_wait_ms=1, pipeline=True), 100, ModelMetrics())
+    worker = PipelinedWorker(0)
+    scheduler.add_worker(worker)
+    scheduler.submit("a", b"0")
+    assert [len(b) for b in worker.sent] == [1]  # idle: at once
+    for i in range(3):
+        scheduler.submit(f"p{i}", b"x")
+    await asyncio.sleep(0.02)
+    assert [len(b) for b in worker.sent] == [1]  # a partial batch never waits behind (it would only shrink batches)
+    scheduler.submit("p3", b"x")
+    assert [len(b) for b in worker.sent] == [1, 4]  # full: it waits in the worker's inbox
+    for i in range(4):
+        scheduler.submit(f"q{i}", b"x")
+    assert [len(b) for b in worker.sent] == [1, 4] and len(scheduler.queue) == 4  # at most one waits
+
+
+def test_a_full_batch_waits_behind_a_busy_pipelined_worker() -> None:
+    asyncio.run(_a_full_batch_waits_behind_a_busy_pipelined_worker())
 
 
 async def _max_wait_holds_partial_batch_under_load() -> None:

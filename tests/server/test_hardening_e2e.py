@@ -204,3 +204,19 @@ def test_second_sigterm_exits_at_once(serve) -> None:
 
     assert asyncio.run(run()) < 5
     assert server.proc.returncode != 0
+
+
+def test_pipelined_worker_answers_everything_and_a_crash_leaves_nothing_hanging(serve) -> None:
+    """batching.pipeline: full batches wait in the busy worker's inbox; every request gets its
+    own answer, and when the worker dies with a batch waiting behind the crashing one, both
+    are answered (the replacement serves what comes next)."""
+    server = serve(toolbox_spec(batching={"max_batch_size": 4, "max_wait_ms": 1, "pipeline": True}))
+    url = server.url + "/predict"
+    bodies = [{"x": i, "sleep": 0.05} for i in range(24)]
+    answers = asyncio.run(post_many(url, bodies))
+    assert [a.json()["y"] for a in answers] == [float(i * i) for i in range(24)]
+    assert max(a.json()["batch_size"] for a in answers) <= 4
+    crash = [{"crash": True, "sleep": 0.2}] + [{"x": i} for i in range(12)]
+    answers = asyncio.run(post_many(url, crash))
+    assert all(a.status_code in (200, 500, 503) for a in answers), [a.status_code for a in answers]
+    assert httpx.post(url, json={"x": 3}, timeout=30).json()["y"] == 9.0  # a new worker serves

@@ -44,6 +44,8 @@ class RayPort:
     def room(self) -> int:
         return 1 << 30 if self.model.ready and not self.inflight else 0
 
+    waiting_room = 0  # Ray Serve queues calls at the replica itself
+
     def send_batch(self, batch_id: int, batch: list[Pending]) -> None:
         items = [Request(p.key, p.request_id, p.body, p.route, p.json_length) for p in batch]
         asyncio.get_running_loop().create_task(self._run(encode(Batch(batch_id, items))))
