@@ -1,9 +1,11 @@
-"""Side-by-side benchmark: servectl vs LitServe vs inline FastAPI vs bare ASGI, all on x**2.
+"""Side-by-side benchmark: servectl (default and tuned) vs LitServe vs inline FastAPI (with
+and without its access log) vs bare ASGI on uvicorn and on granian, all on x**2.
 
 Each app runs in its own process group on 127.0.0.1; `wrk` (Debian package) drives them
-with the same Lua script. Runs alternate between apps, and the table shows medians.
+with the same Lua script. Runs alternate between apps, the table shows medians and each
+app's ratio to the others; `--plot` draws rps and p99 against concurrency.
 
-    python benchmarks/compare.py --duration 5 --runs 3 --concurrency 1,8,32,64 --json out.json
+    python benchmarks/compare.py --duration 5 --runs 3 --concurrency 1,8,32,64 --json out.json --plot out.png
 """
 
 from __future__ import annotations
@@ -74,11 +76,17 @@ class App:
 def apps(selected: list[str]) -> list[App]:
     py = sys.executable
     uvicorn = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
+    serve = [py, "-m", "servectl", "serve"]
+    granian = [py, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}", "--no-ws"]
     every = [
-        App("servectl", [py, "-m", "servectl", "serve", "servectl.yaml", "server.port={port}"], API_KEY),
+        App("servectl", [*serve, "servectl.yaml", "server.port={port}"], API_KEY),  # tuned: access log off
+        App("servectl-default", [*serve, "servectl_default.yaml", "server.port={port}"], API_KEY),
+        App("servectl-granian", [*granian, "--factory", "servectl_granian:app"], API_KEY),  # a measurement only
         App("litserve", [py, "litserve_app.py", "{port}"]),
         App("fastapi-inline", [*uvicorn, "--no-access-log", "fastapi_inline:app"]),
+        App("fastapi-default", [*uvicorn, "fastapi_inline:app"]),  # uvicorn's access log on, as it ships
         App("asgi-inline", [*uvicorn, "--no-access-log", "asgi_inline:app"]),
+        App("asgi-granian", [*granian, "asgi_inline:app"]),
     ]
     return [a for a in every if a.name in selected]
 
@@ -107,6 +115,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated levels")
     parser.add_argument("--apps", default="servectl,litserve,fastapi-inline,asgi-inline")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
+    parser.add_argument("--plot", type=Path, help="draw rps and p99 against concurrency into this PNG")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -134,23 +143,44 @@ def main() -> None:
                 "errors": sum(int(r["errors"]) for r in results),
             }
         )
-    base = {(row["concurrency"]): row for row in table if row["app"] == "fastapi-inline"}
-    lit = {(row["concurrency"]): row for row in table if row["app"] == "litserve"}
-    print(
-        f"{'app':16} {'c':>3} {'rps':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'x fastapi':>9} {'x litserve':>10}"
-    )
+    bases = [b for b in ("fastapi-default", "fastapi-inline", "litserve", "asgi-inline") if b in args.apps]
+    rps = {(row["app"], row["concurrency"]): row["rps"] for row in table}
+    print(f"| app | c | rps | p50 ms | p99 ms | errors | {' | '.join('x ' + b for b in bases)} |")
+    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(bases))
     for row in sorted(table, key=lambda r: (r["concurrency"], r["app"])):
         c = row["concurrency"]
-        vs_fa = f"{row['rps'] / base[c]['rps']:.2f}" if c in base else "-"
-        vs_ls = f"{row['rps'] / lit[c]['rps']:.2f}" if c in lit else "-"
+        ratios = [f"{row['rps'] / rps[(b, c)]:.2f}" if (b, c) in rps else "-" for b in bases]
         print(
-            f"{row['app']:16} {c:>3} {row['rps']:>9.0f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-            f"{row['errors']:>6} {vs_fa:>9} {vs_ls:>10}"
+            f"| {row['app']} | {c} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | "
+            + " | ".join(ratios)
+            + " |"
         )
+    if args.plot:
+        plot(table, args.plot)
     if args.json:
         args.json.write_text(
             json.dumps({"medians": table, "runs": {f"{k[0]}@{k[1]}": v for k, v in runs.items()}}, indent=2)
         )
+
+
+def plot(table: list[dict[str, float]], out: Path) -> None:
+    """rps and p99 latency against concurrency, one line per app."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name in dict.fromkeys(str(row["app"]) for row in table):
+        rows = sorted((r for r in table if r["app"] == name), key=lambda r: r["concurrency"])
+        levels = [r["concurrency"] for r in rows]
+        left.plot(levels, [r["rps"] for r in rows], marker="o", label=name)
+        right.plot(levels, [r["p99_ms"] for r in rows], marker="o", label=name)
+    left.set(xscale="log", xlabel="concurrent connections", ylabel="requests/s", title="throughput (x**2)")
+    right.set(xscale="log", yscale="log", xlabel="concurrent connections", ylabel="p99 ms", title="p99 latency")
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,44 @@ class _Refusals:
 refusals = _Refusals()
 
 
+class CorkedWrites:
+    """A connection's transport as its responses see it: the head of a response with a
+    known, non-empty length is held until its body and both go out in one write, one send
+    syscall instead of two (they were a third of the API process's time on small answers).
+    Everything else is written at once; what is held is flushed before a close."""
+
+    __slots__ = ("cycle", "headed", "held", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+        self.cycle: Any = None  # the newest response cycle (uvicorn's RequestResponseCycle)
+        self.headed: Any = None  # the cycle whose first write was seen
+
+    def write(self, data: bytes) -> None:
+        held = self.held
+        if held is not None:
+            self.held = None
+            self.transport.write(held + data)
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle is not self.headed:
+            self.headed = cycle  # its first write: the head (a 100 Continue comes before the start: never held)
+            if cycle.response_started and cycle.chunked_encoding is False and cycle.expected_content_length > 0:
+                self.held = data
+                return
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.held is not None:
+            self.transport.write(self.held)
+            self.held = None
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """One client connection: uvicorn's, plus a cap on open connections, a cap on the bytes
     of a request line and headers, a deadline for them, and a float keep-alive timeout.
@@ -95,6 +133,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._busy = False  # over max_connections: closed as soon as its request head is in
         self._extensions: dict[str, Any] = {}
+        self._cork: CorkedWrites | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -163,6 +202,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None:
+            if self._cork is None:
+                self._cork = CorkedWrites(self.transport)
+            self._cork.cycle = cycle
+            cycle.transport = self._cork  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
