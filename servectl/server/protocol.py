@@ -33,6 +33,7 @@ log = logging.getLogger("servectl")
 LINGER_S = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
 BUSY_LINGER_S = 0.5  # shorter for a connection over max_connections: its descriptor is over budget
 WARN_EVERY_S = 10.0  # refusals are logged at most this often: a flood must not flood the log
+JOIN_BELOW = 64 * 1024  # a held head is joined to a body this small; a larger one goes out beside it
 ABORT = "servectl.abort"  # scope["extensions"][ABORT](): drop the connection now, unsent bytes and all
 
 
@@ -85,7 +86,10 @@ class CorkedWrites:
         held = self.held
         if held is not None:
             self.held = None
-            self.transport.write(held + data)
+            if len(data) <= JOIN_BELOW:
+                self.transport.write(held + data)
+            else:  # a large body is not copied to join it: one writev
+                self.transport.writelines((held, data))
             return
         cycle = self.cycle
         if cycle is not None and cycle is not self.headed:

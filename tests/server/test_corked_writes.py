@@ -15,6 +15,9 @@ class Transport:
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.writes.append(b"|".join(parts))  # one call: what a writev sends
+
     def close(self) -> None:
         self.closed = True
 
@@ -40,6 +43,11 @@ def test_a_known_length_answer_is_one_write_streams_and_empty_bodies_are_not_hel
     cork.cycle = cycle(False, 0)  # no body (204, HEAD): nothing to wait for
     cork.write(b"HEAD3")
     assert sent.writes[1:] == [b"HEAD2", b"chunk", b"HEAD3"]
+    big = b"x" * (2**20)
+    cork.cycle = cycle(False, len(big))  # a large body is not copied to join the head
+    cork.write(b"HEAD5")
+    cork.write(big)
+    assert sent.writes[-1] == b"HEAD5|" + big
     cork.cycle = cycle(False, 5)
     cork.write(b"HEAD4")
     cork.close()  # a close never loses a held head
