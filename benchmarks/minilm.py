@@ -85,8 +85,8 @@ def served(seconds: float) -> tuple[float, float, float]:
         )
         assert m, out
         metrics = httpx.get(url + "/metrics").text
-        count = float(re.search(r"^servectl_batch_size_count (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
-        total = float(re.search(r"^servectl_batch_size_sum (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+        count = float(re.search(r"^servectl_batch_size_count(?:{[^}]*})? (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+        total = float(re.search(r"^servectl_batch_size_sum(?:{[^}]*})? (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
         return int(m.group(1)) / float(m.group(2)), float(m.group(5)), total / count
     finally:
         proc.terminate()
