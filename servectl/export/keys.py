@@ -19,7 +19,7 @@ from servectl.spec_issues import Path_, SpecError, SpecIssue
 from servectl.spec_loading import SpecFile
 
 KEY_FIELDS = ("api_keys", "admin_keys")
-SUGGESTED = {"api_keys": "SERVECTL_API_KEYS", "admin_keys": "SERVECTL_ADMIN_KEYS"}
+SUGGESTED = {"api_keys": "SERVECTL_API_KEYS", "admin_keys": "SERVECTL_ADMIN_KEYS", "key": "SERVECTL_TEAM_KEY"}
 # one variable, with no default or a null one: a default would be a key written in the file
 ENV_REFERENCE = re.compile(r"^\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)(,\s*null\s*)?\}$")
 PLACEHOLDER = "servectl-export-placeholder-key"  # what the key variables hold while exporting
@@ -75,6 +75,10 @@ def _override_problem(text: str, found: KeyVariables) -> str | None:
             "override auth.api_keys and auth.admin_keys one by one, each as an environment reference: "
             "auth.api_keys=${oc.env:SERVECTL_API_KEYS}"
         )
+    if rest[0] == "keys":  # a named key's `key` (or the whole list) on the command line
+        if rest[-1] != "key":
+            return "override auth.keys entries' key fields one by one, each as an environment reference"
+        return _check(value.strip(), parts, found)
     if rest[0] not in KEY_FIELDS:
         return None
     return _check(None if value.strip() == "null" else value.strip(), parts, found)
@@ -89,13 +93,22 @@ def _key_values(raw: dict[str, object]) -> Iterator[tuple[Path_, object]]:
     for at, section in sections:
         if isinstance(section, dict):
             yield from (((*at, k), section[k]) for k in KEY_FIELDS if k in section)
+            named = section.get("keys")  # auth.keys: [{key, name, ...}]: each key as the fields' are
+            if isinstance(named, list):
+                for i, entry in enumerate(named):
+                    key = entry.get("key") if isinstance(entry, dict) else entry
+                    yield (*at, "keys", i, "key"), key
+            elif named is not None:
+                yield (*at, "keys"), named
         elif section is not None:  # `auth: ${...}` or a list: whatever it holds would be in the ConfigMap
             yield at, section
 
 
 def _check(value: object, path: Path_, found: KeyVariables) -> str | None:
     """None when `value` is null or environment references (noted in `found`), else the problem."""
-    key_field = str(path[-1]) if path[-1] in KEY_FIELDS else "api_keys"
+    key_field = str(path[-1]) if path[-1] in (*KEY_FIELDS, "key") else "api_keys"
+    if path[-1] == "key" and value is None:
+        return "auth.keys: each entry needs its key, from the environment"
     values = value if isinstance(value, list) else [value]
     for item in values:
         if item is None and not isinstance(value, list):

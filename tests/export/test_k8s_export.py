@@ -82,11 +82,16 @@ def test_keys_come_from_the_secret_and_never_appear(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("SERVECTL_API_KEYS", API_KEY)  # set where export runs: still never written
     monkeypatch.setenv("SERVECTL_ADMIN_KEYS", ADMIN_KEY)
     monkeypatch.setenv("TEAM_KEYS", API_KEY + "-team")
+    monkeypatch.setenv("NAMED_KEY", API_KEY + "-named")
     spec = write_yaml(
         tmp_path,
         "two.yaml",
         {
-            "auth": {"api_keys": "${oc.env:SERVECTL_API_KEYS,null}", "admin_keys": "${oc.env:SERVECTL_ADMIN_KEYS}"},
+            "auth": {
+                "api_keys": "${oc.env:SERVECTL_API_KEYS,null}",
+                "admin_keys": "${oc.env:SERVECTL_ADMIN_KEYS}",
+                "keys": [{"key": "${oc.env:NAMED_KEY}", "name": "team", "requests_per_minute": 60}],
+            },
             "models": [
                 {"name": "a", "handler": "servectl.examples.square", "devices": {"accelerator": "cpu"}},
                 {
@@ -104,7 +109,12 @@ def test_keys_come_from_the_secret_and_never_appear(tmp_path: Path, monkeypatch:
         assert API_KEY not in text and ADMIN_KEY not in text, name
     assert API_KEY not in exported.output and ADMIN_KEY not in exported.output
     secret = exported.doc("secret.yaml.template")
-    assert secret["stringData"] == {"SERVECTL_API_KEYS": "", "TEAM_KEYS": "", "SERVECTL_ADMIN_KEYS": ""}
+    assert secret["stringData"] == {
+        "SERVECTL_API_KEYS": "",
+        "NAMED_KEY": "",
+        "TEAM_KEYS": "",
+        "SERVECTL_ADMIN_KEYS": "",
+    }
     env = {e["name"]: e for e in exported.container["env"]}
     for var in secret["stringData"]:
         ref = env[var]["valueFrom"]["secretKeyRef"]
@@ -123,6 +133,8 @@ def test_keys_come_from_the_secret_and_never_appear(tmp_path: Path, monkeypatch:
         ({"admin_keys": "written-1"}, [], "auth.admin_keys"),
         ({}, ["auth.api_keys=written-1"], "auth.api_keys"),
         ({}, ["auth={api_keys: written-1}"], "auth"),
+        ({"keys": [{"key": "written-1", "name": "team"}]}, [], "auth.keys.0.key"),
+        ({}, ["auth.keys.0.key=written-1"], "auth.keys.0.key"),
     ],
 )
 def test_a_written_key_is_refused(tmp_path: Path, auth: dict, overrides: list[str], field: str) -> None:
