@@ -158,6 +158,6 @@ def ray(
         typer.echo(text, nl=False)
         return
     out.write_text(text)
-    if loaded.auth.api_keys:
+    if loaded.auth.named_keys():
         console.print("[yellow]note:[/] the spec's API keys are not checked by Ray's proxy: keep it internal")
     console.print(f"[green]wrote[/] {escape(str(out))}: serve deploy {escape(str(out))}", highlight=False)
