@@ -102,7 +102,7 @@ def summary_rows(deployment: Deployment, url: str) -> list[tuple[str, str]]:
             (f"{prefix}url", f"{url}{m.api.path}" + (f" (+ {m.api.kind} routes)" if m.api.kind != "predict" else "")),
         ]
     rows += [
-        ("auth", f"{len(spec.auth.api_keys)} API key(s)" if spec.auth.api_keys else "off"),
+        ("auth", f"{len(spec.auth.named_keys())} API key(s)" if spec.auth.named_keys() else "off"),
         ("docs", f"{url}/docs"),
     ]
     return rows
