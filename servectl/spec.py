@@ -45,7 +45,6 @@ class OnnxOptions(_Section):
 
 
 TASKS = ("feature-extraction", "text-classification", "text-generation")
-TENSOR_DTYPES = ("float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
 
 
 class TensorDecl(_Section):
