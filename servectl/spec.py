@@ -215,6 +215,9 @@ class CacheSpec(_Section):
     )
     ttl_s: float = Field(300.0, gt=0, description="How long an answer is reused.")
     max_entries: int = Field(10_000, ge=1, description="memory: answers kept (least recently used go first).")
+    max_memory_mb: float = Field(
+        256.0, gt=0, description="memory: the answers' bytes kept at most (least recently used go first)."
+    )
     max_entry_kb: int = Field(1024, ge=1, description="Answers larger than this are not cached.")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="redis: the server holding the answers.")
 

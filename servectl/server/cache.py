@@ -45,6 +45,8 @@ class MemoryStore:
     def __init__(self, spec: CacheSpec) -> None:
         self.ttl_s = spec.ttl_s
         self.max_entries = spec.max_entries
+        self.max_bytes = int(spec.max_memory_mb * 2**20)
+        self.bytes = 0  # the kept answers' bodies
         self.entries: OrderedDict[str, tuple[float, Reply]] = OrderedDict()
 
     async def get(self, key: str) -> Reply | None:
@@ -54,18 +56,24 @@ class MemoryStore:
         expires, reply = found
         if expires < time.monotonic():
             del self.entries[key]
+            self.bytes -= len(reply.body)
             return None
         self.entries.move_to_end(key)
         return reply
 
     async def put(self, key: str, reply: Reply) -> None:
+        replaced = self.entries.pop(key, None)
+        if replaced is not None:
+            self.bytes -= len(replaced[1].body)
         self.entries[key] = (time.monotonic() + self.ttl_s, reply)
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
+        self.bytes += len(reply.body)
+        while len(self.entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, (_, dropped) = self.entries.popitem(last=False)
+            self.bytes -= len(dropped.body)
 
     async def close(self) -> None:
         self.entries.clear()
+        self.bytes = 0
 
 
 _HEAD = struct.Struct("<q")  # a stored answer: its JSON length (-1: all JSON), then its body
