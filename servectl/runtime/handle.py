@@ -8,10 +8,11 @@ import math
 import time
 from collections.abc import Callable
 
+from servectl.outcome import Failure
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import WorkerRun
-from servectl.runtime.messages import Batch, Cancel, Request
-from servectl.runtime.scheduler import Pending
+from servectl.runtime.messages import Batch, Cancel, Chunk, FromWorker, Request, Results, Tokens
+from servectl.runtime.scheduler import Pending, Scheduler
 
 
 class WorkerHandle:
@@ -87,3 +88,32 @@ class WorkerHandle:
     def send_cancel(self, keys: list[int]) -> None:
         if self.run is not None:
             self.run.send(Cancel(keys))
+
+
+def deliver(scheduler: Scheduler, worker: WorkerHandle, msg: FromWorker) -> bool:
+    """Hand a worker's answers (chunks, token counts, results) to the scheduler; False for
+    what a worker says about itself (Ready, SetupFailed)."""
+    match msg:
+        case Chunk(key, body):
+            scheduler.on_chunk(worker, key, body)
+        case Tokens(key, prompt, completion):
+            scheduler.on_tokens(worker, key, prompt, completion)
+        case Results(_, results, predict_s, stages):
+            if predict_s is not None:
+                worker.batches = max(0, worker.batches - 1)
+            scheduler.on_results(worker, results, predict_s, stages)
+            if not worker.inflight:
+                worker.stop_watchdog()
+        case _:
+            return False
+    return True
+
+
+def answer_lost(pending: Pending) -> Failure:
+    """The answer of a request whose worker ended before answering it."""
+    worker = pending.worker
+    if isinstance(worker, WorkerHandle) and worker.hung:
+        msg = "the inference worker holding this request hung and was replaced; it was not completed"
+        return Failure(503, "worker_hung", msg)
+    msg = "the inference worker holding this request crashed; it was not completed"
+    return Failure(503, "worker_crashed", msg)

@@ -12,16 +12,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+from servectl.runtime.channels import WorkerChannels
 from servectl.runtime.messages import (
     Batch,
     Cancel,
+    Chunk,
     Conn,
     FromWorker,
     PipeClosed,
+    Results,
     Stop,
+    Tokens,
     ToWorker,
     decode_to_worker,
     encode,
+    origin_of,
 )
 
 
@@ -30,9 +35,16 @@ class Inbox:
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
+        self._channels = conn if isinstance(conn, WorkerChannels) else None  # several API processes
         self._batches: deque[Batch] = deque()
         self._cancelled: set[int] = set()
         self.stopped = False  # Stop has arrived: finish what is at hand, then exit
+
+    @property
+    def finished(self) -> bool:
+        """Stop has arrived and no other API process is still connected (they close their
+        connection once they hold nothing here)."""
+        return self.stopped and (self._channels is None or not self._channels.peers_open)
 
     def _recv(self) -> ToWorker:
         try:
@@ -44,18 +56,26 @@ class Inbox:
     def _keep(self, msg: ToWorker) -> None:
         match msg:
             case Batch():
+                if self._channels is not None:
+                    self._channels.claim(origin_of(msg.batch_id))
                 self._batches.append(msg)
             case Cancel(keys=keys):
                 self._cancelled.update(keys)
             case Stop():
                 self.stopped = True
+                if self._channels is not None:
+                    self._channels.closing = True
 
     def next_batch(self) -> Batch | None:
-        """The next batch to run, waiting for one; None once Stop has arrived."""
+        """The next batch to run, waiting for one; None once Stop has arrived (and every
+        other API process has left)."""
         while not self._batches and not self.stopped:
             self._keep(self._recv())
         if self.stopped:
-            return None
+            if self._channels is None:
+                return None
+            while not self._batches:  # serve the other API processes until the last one leaves
+                self._keep(self._recv())  # PipeClosed then
         batch = self._batches.popleft()
         if self._cancelled:  # forget cancellations of requests that already ended
             live = {item.key for kept in (batch, *self._batches) for item in kept.items}
@@ -64,7 +84,7 @@ class Inbox:
 
     def take_batch(self) -> Batch | None:
         """A batch that has arrived, if any, without waiting (between generation steps)."""
-        return self._batches.popleft() if self._batches and not self.stopped else None
+        return self._batches.popleft() if self._batches and not self.finished else None
 
     def poll(self) -> None:
         """Read what has arrived, without waiting (between a stream's steps)."""
@@ -84,13 +104,25 @@ class Inbox:
 
 
 class Outbox:
-    """What a worker sends the API process."""
+    """What a worker sends the API process (the one each answer belongs to)."""
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
+        self._channels = conn if isinstance(conn, WorkerChannels) else None
 
     def send(self, msg: FromWorker) -> None:
-        self.send_encoded(encode(msg))
+        if self._channels is None:
+            self.send_encoded(encode(msg))
+            return
+        match msg:
+            case Results(batch_id=n) | Chunk(key=n) | Tokens(key=n):
+                origin = origin_of(n)
+            case _:  # Ready, SetupFailed: the supervisor's
+                origin = 0
+        try:
+            self._channels.send_to(origin, encode(msg))
+        except OSError:
+            raise PipeClosed from None
 
     def send_encoded(self, data: bytes) -> None:
         try:

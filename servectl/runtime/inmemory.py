@@ -92,6 +92,10 @@ class ThreadWorker:
         return None
 
     @property
+    def address(self) -> str | None:
+        return None  # only worker processes are reached by other API processes
+
+    @property
     def exitcode(self) -> int | None:
         return self._exitcode
 

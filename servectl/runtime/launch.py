@@ -14,6 +14,7 @@ process, for tests.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -44,6 +45,11 @@ class WorkerRun(Protocol):
     @property
     def attached(self) -> bool:
         """Its channel is open (messages can be sent, and its end will be reported)."""
+        ...
+
+    @property
+    def address(self) -> str | None:
+        """The Unix socket the other API processes reach it on (server.api_processes > 1)."""
         ...
 
     def send(self, message: ToWorker) -> None: ...
@@ -86,10 +92,16 @@ class ProcessWorker:
     """A worker process: a spawned process leading its own process group, and its pipe."""
 
     def __init__(
-        self, index: int, process: BaseProcess, loop: asyncio.AbstractEventLoop, on_exit: Callable[[], None]
+        self,
+        index: int,
+        process: BaseProcess,
+        loop: asyncio.AbstractEventLoop,
+        on_exit: Callable[[], None],
+        address: str | None = None,
     ) -> None:
         self.index = index
         self.process = process
+        self.address = address
         self.channel: WorkerChannel | None = None
         self._loop = loop
         self._on_exit = on_exit
@@ -147,11 +159,14 @@ class ProcessWorker:
 
 
 class ProcessLauncher:
-    """Spawns one process per worker (the `spawn` start method: no state inherited)."""
+    """Spawns one process per worker (the `spawn` start method: no state inherited).
+    `socket_dir`: where each worker listens for the other API processes (api_processes > 1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, socket_dir: str | None = None) -> None:
         self._ctx = mp.get_context("spawn")
         self._tasks: set[asyncio.Task[None]] = set()
+        self._socket_dir = socket_dir
+        self._launched = itertools.count()
 
     def launch(
         self,
@@ -161,15 +176,18 @@ class ProcessLauncher:
     ) -> ProcessWorker:
         loop = asyncio.get_running_loop()
         parent, child = self._ctx.Pipe(duplex=True)
+        address = None
+        if self._socket_dir is not None:  # a fresh name per start: no stale socket is ever reached
+            address = os.path.join(self._socket_dir, f"w{next(self._launched)}.sock")
         process = self._ctx.Process(
             target=worker_main,
-            args=(child, spec, slot, os.getpid()),
+            args=(child, spec, slot, os.getpid(), address),
             name=f"servectl-worker-{slot.index}",
             daemon=True,
         )
         process.start()
         child.close()
-        worker = ProcessWorker(slot.index, process, loop, events.on_exit)
+        worker = ProcessWorker(slot.index, process, loop, events.on_exit, address)
         task = loop.create_task(worker.attach(parent, events.on_message, events.on_lost))
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)

@@ -10,7 +10,7 @@ from typing import Any
 
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
-from servectl.runtime.base import Planner
+from servectl.runtime.base import ModelRuntime, Planner
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.gpu_usage import GpuUsage
 from servectl.runtime.launch import WorkerLauncher
@@ -171,29 +171,30 @@ class LocalModel:
 
     def info(self) -> dict[str, Any]:
         """This model's part of `GET /info`: what is deployed and how; never secrets."""
-        spec, supervisor = self.spec, self.supervisor
-        data = spec.public_dict()
-        handler = supervisor.handler_info
-        return {
-            "name": spec.name,
-            "handler": spec.handler,
-            "hooks": list(handler.hooks) if handler else None,
-            "backend": spec.model.backend,
-            "devices": {"placement": self.device_note, "workers": [s.label for s in self.slots]},
-            "workers": {
-                "total": len(self.slots),
-                "ready": supervisor.ready_count,
-                "restarts": supervisor.restart_count,
-            },
-            "ready": self.ready,
-            "reloads": self.reloads,
-            "batching": data["batching"],
-            "limits": data["limits"],
-            "api": data["api"],
-            "auth": {"enabled": bool(spec.auth.named_keys() or spec.own_api_keys), "own_keys": bool(spec.own_api_keys)},
-            "stats": {
-                "batches": self.scheduler.batches_sent,
-                "items": self.scheduler.items_sent,
-                "queued": len(self.scheduler.queue),
-            },
-        }
+        return model_info(self, self.supervisor.restart_count, self.reloads)
+
+
+def model_info(model: ModelRuntime, restarts: int, reloads: int) -> dict[str, Any]:
+    """A model's part of `GET /info`, wherever its workers run."""
+    spec = model.spec
+    data = spec.public_dict()
+    handler = model.handler_info
+    return {
+        "name": spec.name,
+        "handler": spec.handler,
+        "hooks": list(handler.hooks) if handler else None,
+        "backend": spec.model.backend,
+        "devices": {"placement": model.device_note, "workers": [s.label for s in model.slots]},
+        "workers": {"total": len(model.slots), "ready": model.ready_count, "restarts": restarts},
+        "ready": model.ready,
+        "reloads": reloads,
+        "batching": data["batching"],
+        "limits": data["limits"],
+        "api": data["api"],
+        "auth": {"enabled": bool(spec.auth.named_keys() or spec.own_api_keys), "own_keys": bool(spec.own_api_keys)},
+        "stats": {
+            "batches": model.scheduler.batches_sent,
+            "items": model.scheduler.items_sent,
+            "queued": len(model.scheduler.queue),
+        },
+    }

@@ -30,6 +30,13 @@ from servectl.handler import HandlerInfo
 from servectl.outcome import Answer
 from servectl.runtime.codec import to_json_value
 
+ORIGIN_SHIFT = 48  # a request key's (and batch id's) bits above this say which API process sent it
+
+
+def origin_of(key: int) -> int:
+    """Which API process (0: the supervisor's) a request key or batch id belongs to."""
+    return key >> ORIGIN_SHIFT
+
 
 class PipeClosed(BaseException):
     """The API process closed a worker's pipe (it stops, or is gone): the worker ends quietly.

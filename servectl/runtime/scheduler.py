@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from servectl.metrics import ModelMetrics
 from servectl.outcome import ENDED, GONE, STREAMING, Answer, Ended, Failure, Gone, Outcome
-from servectl.runtime.messages import Result, Stages
+from servectl.runtime.messages import ORIGIN_SHIFT, Result, Stages
 from servectl.spec import BatchingSpec
 
 STREAM_BUFFER_BYTES = 16 * 2**20  # streamed bytes held for one slow client before its generation is stopped
@@ -138,15 +138,17 @@ def batch_delay(queued: int, oldest_wait: float, busy_workers: int, spec: Batchi
 class Scheduler:
     """Queues requests, forms batches and routes them to the least-loaded ready worker."""
 
-    def __init__(self, batching: BatchingSpec, max_queue: int, metrics: ModelMetrics) -> None:
+    def __init__(self, batching: BatchingSpec, max_queue: int, metrics: ModelMetrics, origin: int = 0) -> None:
         self.batching = batching
         self.max_queue = max_queue
         self.metrics = metrics
         self.queue: OrderedDict[int, Pending] = OrderedDict()
         self.workers: list[WorkerPort] = []
         self.refusal: NoWorkers | None = None  # set while nothing can take new requests
-        self._keys = itertools.count()
-        self._batch_ids = itertools.count()
+        # keys and batch ids carry this API process's index (server.api_processes): workers
+        # several API processes reach answer each one on its own connection
+        self._keys = itertools.count(origin << ORIGIN_SHIFT)
+        self._batch_ids = itertools.count(origin << ORIGIN_SHIFT)
         self._timer: asyncio.TimerHandle | None = None
         self.batches_sent = 0
         self.items_sent = 0

@@ -77,7 +77,7 @@ class StreamRunner:
                     for key in gone:
                         del open_[index[key]]
                     self._end_now([Result(key, GONE) for key in gone])
-                if not open_ or self.inbox.stopped:
+                if not open_ or self.inbox.finished:
                     break
                 entries = list(step)
                 if len(entries) != len(ready):

@@ -29,20 +29,11 @@ from typing import Any
 
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
-from servectl.outcome import Failure
 from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.handle import WorkerHandle
+from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
 from servectl.runtime.launch import ProcessLauncher, WorkerEvents, WorkerLauncher
-from servectl.runtime.messages import (
-    Chunk,
-    FromWorker,
-    Ready,
-    Results,
-    SetupFailed,
-    Stop,
-    Tokens,
-)
-from servectl.runtime.scheduler import Pending, Scheduler
+from servectl.runtime.messages import FromWorker, Ready, Results, SetupFailed, Stop
+from servectl.runtime.scheduler import Scheduler
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.supervisor")
@@ -95,6 +86,9 @@ class Supervisor:
         self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._setup_timers: dict[int, asyncio.TimerHandle] = {}
+        # told when a worker starts taking batches (True) or stops taking them (False): the
+        # other API processes reach the same workers (server.api_processes)
+        self.on_worker: Callable[[WorkerHandle, bool], None] | None = None
 
     @property
     def all_ready(self) -> bool:
@@ -158,7 +152,7 @@ class Supervisor:
                 worker.run.unwatch()
                 worker.run.send(Stop())
                 worker.run.close()  # after the Stop is flushed
-            self.scheduler.remove_worker(worker, self._answer_lost)
+            self.scheduler.remove_worker(worker, answer_lost)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _join_all, workers, timeout)
 
@@ -249,6 +243,8 @@ class Supervisor:
         worker.retiring = True
         self.retiring.add(worker)
         self.scheduler.retire_worker(worker)
+        if self.on_worker is not None:
+            self.on_worker(worker, False)
         if not worker.inflight:
             self._stop_retired(worker)
 
@@ -262,20 +258,13 @@ class Supervisor:
     # --- events -------------------------------------------------------------------
 
     def _handle(self, worker: WorkerHandle, msg: FromWorker) -> None:
-        match msg:
-            case Chunk(key, body):
-                self.scheduler.on_chunk(worker, key, body)
-            case Tokens(key, prompt, completion):
-                self.scheduler.on_tokens(worker, key, prompt, completion)
-            case Results(_, results, predict_s, stages):
+        if deliver(self.scheduler, worker, msg):
+            if isinstance(msg, Results):
                 self.half_open.discard(worker.index)  # it served: the slot is healthy again
-                if predict_s is not None:
-                    worker.batches = max(0, worker.batches - 1)
-                self.scheduler.on_results(worker, results, predict_s, stages)
-                if not worker.inflight:
-                    worker.stop_watchdog()
-                    if worker.retiring:
-                        self._stop_retired(worker)
+                if worker.retiring and not worker.inflight:
+                    self._stop_retired(worker)
+            return
+        match msg:
             case Ready(info):
                 self._on_ready(worker, info)
             case SetupFailed(message):
@@ -298,6 +287,8 @@ class Supervisor:
         self.log.info("worker %d ready (%.1fs setup)", worker.index, time.monotonic() - worker.started_at)
         self.scheduler.accept()
         self.scheduler.add_worker(worker)
+        if self.on_worker is not None:
+            self.on_worker(worker, True)
 
     def _on_setup_failed(self, worker: WorkerHandle, message: str) -> None:
         self.problems[worker.index] = f"setup failed: {message}"
@@ -333,7 +324,7 @@ class Supervisor:
         self.log.error("worker %d (pid %s) hung: %s", worker.index, worker.pid, problem)
         worker.hung = True
         worker.ready = False
-        self.scheduler.remove_worker(worker, self._answer_lost)  # its requests are answered now
+        self.scheduler.remove_worker(worker, answer_lost)  # its requests are answered now
         worker.kill()
 
     def _on_exit(self, worker: WorkerHandle) -> None:
@@ -369,7 +360,7 @@ class Supervisor:
             timer.cancel()
         was_ready = worker.ready
         worker.ready = False
-        self.scheduler.remove_worker(worker, self._answer_lost)
+        self.scheduler.remove_worker(worker, answer_lost)
         self.retiring.discard(worker)
         if self.stopping or self.workers.get(worker.index) is not worker:
             return
@@ -427,15 +418,6 @@ class Supervisor:
         self.metrics.restart("retry")
         self.log.info("worker %d: trying again after giving up", slot.index)
         self._spawn(slot)
-
-    @staticmethod
-    def _answer_lost(pending: Pending) -> Failure:
-        worker = pending.worker
-        if isinstance(worker, WorkerHandle) and worker.hung:
-            msg = "the inference worker holding this request hung and was replaced; it was not completed"
-            return Failure(503, "worker_hung", msg)
-        msg = "the inference worker holding this request crashed; it was not completed"
-        return Failure(503, "worker_crashed", msg)
 
 
 def _join_all(workers: list[WorkerHandle], timeout: float) -> None:

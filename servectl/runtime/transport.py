@@ -14,39 +14,43 @@ import socket
 import struct
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import cast
+from typing import Any, Generic, TypeVar, cast
 
-from servectl.runtime.messages import FromWorker, ToWorker, decode_from_worker, encode
+from servectl.runtime.messages import FromWorker, decode_from_worker, encode
+
+M = TypeVar("M")
 
 _SHORT = struct.Struct("!i")
 _LONG = struct.Struct("!Q")
 
 
-def encode_frame(message: ToWorker) -> list[bytes]:
+def encode_frame(message: Any) -> list[bytes]:
     payload = encode(message)
     n = len(payload)
     header = _SHORT.pack(n) if n <= 0x7FFFFFFF else _SHORT.pack(-1) + _LONG.pack(n)
     return [header, payload]
 
 
-class WorkerChannel(asyncio.Protocol):
-    """Framed msgpack messages to and from one worker."""
+class FramedChannel(asyncio.Protocol, Generic[M]):
+    """Framed msgpack messages over a socket, decoded with `decode` (worker pipes, and the
+    links between API processes)."""
 
-    def __init__(self, on_message: Callable[[FromWorker], None], on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self, decode: Callable[[memoryview], M], on_message: Callable[[M], None], on_lost: Callable[[], None]
+    ) -> None:
+        self.decode = decode
         self.on_message = on_message
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
 
     @classmethod
-    async def attach(
-        cls, conn: Connection, on_message: Callable[[FromWorker], None], on_lost: Callable[[], None]
-    ) -> WorkerChannel:
+    async def take_over(cls, conn: Connection, make: Callable[[], FramedChannel[M]]) -> FramedChannel[M]:
         """Take over a Connection's socket (the Connection object is closed)."""
         sock = socket.socket(fileno=os.dup(conn.fileno()))
         conn.close()
         loop = asyncio.get_running_loop()
-        _, channel = await loop.connect_accepted_socket(lambda: cls(on_message, on_lost), sock)
+        _, channel = await loop.connect_accepted_socket(make, sock)
         return channel
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -67,12 +71,12 @@ class WorkerChannel(asyncio.Protocol):
                     header = 12
                 if end - start < header + size:
                     break
-                message = decode_from_worker(view[start + header : start + header + size])
+                message = self.decode(view[start + header : start + header + size])
                 start += header + size
                 self.on_message(message)
         del buf[:start]
 
-    def send(self, message: ToWorker) -> None:
+    def send(self, message: Any) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(encode_frame(message))
 
@@ -82,3 +86,19 @@ class WorkerChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_lost()
+
+
+class WorkerChannel(FramedChannel[FromWorker]):
+    """Framed msgpack messages to and from one worker."""
+
+    def __init__(self, on_message: Callable[[FromWorker], None], on_lost: Callable[[], None]) -> None:
+        super().__init__(decode_from_worker, on_message, on_lost)
+
+    @classmethod
+    async def attach(
+        cls, conn: Connection, on_message: Callable[[FromWorker], None], on_lost: Callable[[], None]
+    ) -> WorkerChannel:
+        """Take over a Connection's socket (the Connection object is closed)."""
+        channel = await cls.take_over(conn, lambda: cls(on_message, on_lost))
+        assert isinstance(channel, WorkerChannel)
+        return channel

@@ -27,6 +27,7 @@ from servectl.logs import configure
 from servectl.protocols import build_adapters, describe
 from servectl.runners import build_handler
 from servectl.runtime.batch import BatchRunner, StageClock, failed, short
+from servectl.runtime.channels import WorkerChannels
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.generation import GenerationLoop, generates
 from servectl.runtime.inbox import Inbox, Outbox
@@ -149,7 +150,7 @@ def _answer_batches(
         if generation.busy:
             inbox.poll()
             generation.cancel(inbox.take_cancelled(list(generation.jobs)))
-            if inbox.stopped:
+            if inbox.finished:
                 generation.end_all()
                 return
             batch = inbox.take_batch()
@@ -162,16 +163,17 @@ def _answer_batches(
             stages = clock.take()
             if results or predict_s is not None:
                 outbox.send(Results(batch.batch_id, results, predict_s, stages if predict_s is not None else None))
-            if inbox.stopped and not generation.busy:
+            if inbox.finished and not generation.busy:
                 return
         if generation.busy:
             generation.step()
 
 
-def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int) -> None:
-    """Entry point of a spawned worker process."""
+def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int, address: str | None = None) -> None:
+    """Entry point of a spawned worker process; `address`: the Unix socket other API
+    processes reach it on (server.api_processes > 1)."""
     tie_to_parent(parent_pid)
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)
-    serve(conn, spec, slot)
+    serve(conn if address is None else WorkerChannels(conn, address), spec, slot)

@@ -1,0 +1,239 @@
+"""One model as an API process that does not own its workers sees it (`server.api_processes`).
+
+The first API process spawns, watches and restarts the workers; this one hears over its
+link which workers take batches (`api_link.WorkerUp`), connects to each on the worker's
+socket and runs a scheduler of its own in front of them: its own queue, batches and hang
+watchdog. A worker's connection that ends answers what this process had sent it (503), as
+the supervisor does for its own; a hung batch is reported to the owner, who replaces the
+worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from servectl.handler import HandlerInfo
+from servectl.metrics import ModelMetrics
+from servectl.runtime.api_link import WorkerUp
+from servectl.runtime.base import Planner
+from servectl.runtime.devices import WorkerSlot
+from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
+from servectl.runtime.local import model_info
+from servectl.runtime.messages import FromWorker, ToWorker
+from servectl.runtime.scheduler import Scheduler
+from servectl.runtime.transport import WorkerChannel
+from servectl.spec import Spec
+
+log = logging.getLogger("servectl")
+
+
+class SocketRun:
+    """A worker as reached on its socket: this process sends and reads; it never ends it."""
+
+    def __init__(self, up: WorkerUp) -> None:
+        self.up = up
+        self.channel: WorkerChannel | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.up.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return None
+
+    @property
+    def attached(self) -> bool:
+        return self.channel is not None
+
+    @property
+    def address(self) -> str | None:
+        return self.up.address
+
+    def send(self, message: ToWorker) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+
+    def unwatch(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        self.close()  # the owner ends the worker (told through the link)
+
+    def join(self, timeout: float) -> None:
+        pass
+
+
+class RemoteModel:
+    """A model's queue and batcher in front of workers another API process owns."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        slots: list[WorkerSlot],
+        device_note: str,
+        metrics: ModelMetrics,
+        origin: int,
+        report_hung: Callable[[str, int], None],
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.device_note = device_note
+        self.metrics = metrics
+        self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, metrics, origin)
+        self.handler_info: HandlerInfo | None = None
+        self._slots = list(slots)
+        self.workers: dict[int, WorkerHandle] = {}  # by index: those that take batches
+        self.retiring: set[WorkerHandle] = set()  # replaced by a reload, answering what they hold
+        self.reloads = 0
+        self._report_hung = report_hung
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
+        metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
+
+    # --- what the server asks -----------------------------------------------------
+
+    @property
+    def slots(self) -> list[WorkerSlot]:
+        return self._slots
+
+    @property
+    def ready_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.ready and not w.retiring)
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_count >= len(self._slots)
+
+    @property
+    def given_up(self) -> bool:
+        return False  # the owner's probe says so; this process can still queue and refuse
+
+    @property
+    def problems(self) -> list[str]:
+        return []
+
+    def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopping = True
+        for worker in [*self.workers.values(), *self.retiring]:
+            self.scheduler.remove_worker(worker, answer_lost)
+            worker.stop_watchdog()
+            worker.kill()
+
+    def begin_stopping(self) -> None:
+        self.stopping = True
+
+    def kill_all(self) -> None:
+        pass  # the owner's workers
+
+    def open_requests(self) -> int:
+        return len(self.scheduler.queue) + sum(len(w.inflight) for w in [*self.workers.values(), *self.retiring])
+
+    async def reload(self, spec: Spec, plan: Planner) -> dict[str, Any]:
+        raise NotImplementedError("the deployment forwards reloads to the API process that owns the workers")
+
+    def info(self) -> dict[str, Any]:
+        return model_info(self, 0, self.reloads)
+
+    def _queue_depth(self) -> dict[str, float]:
+        return {"": len(self.scheduler.queue)}
+
+    def _inflight(self) -> dict[str, float]:
+        return {str(w.index): len(w.inflight) for w in self.workers.values()}
+
+    # --- what the owner says ------------------------------------------------------
+
+    def worker_up(self, up: WorkerUp, slots: list[WorkerSlot]) -> None:
+        """A worker takes batches: connect to it (a worker it replaces was dropped on its
+        connection's end)."""
+        self._slots = slots
+        self.handler_info = up.info
+        slot = next((s for s in slots if s.index == up.index), WorkerSlot(up.index, "cpu"))
+        worker = WorkerHandle(slot, self.spec.supervisor.hang_grace_s, self._check_hung)
+        run = SocketRun(up)
+        worker.run = run
+        worker.capacity, worker.pipelined = up.capacity, up.pipelined
+        old = self.workers.get(up.index)
+        if old is not None:
+            self._lost(old)
+        self.workers[up.index] = worker
+        task = asyncio.get_running_loop().create_task(self._connect(worker, run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, worker: WorkerHandle, run: SocketRun) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_message(msg: FromWorker) -> None:
+            deliver(self.scheduler, worker, msg)
+            if worker.retiring and not worker.inflight:
+                self.retiring.discard(worker)
+                worker.kill()  # nothing left there: close the connection, the worker may stop
+
+        try:
+            _, channel = await loop.create_unix_connection(
+                lambda: WorkerChannel(on_message, lambda: self._lost(worker)), run.up.address
+            )
+        except OSError as exc:
+            log.error("model %s: cannot reach worker %d at %s (%s)", self.name, worker.index, run.up.address, exc)
+            self._lost(worker)
+            return
+        run.channel = channel
+        if self.stopping or self.workers.get(worker.index) is not worker:
+            channel.close()
+            return
+        worker.ready = True
+        self.scheduler.accept()
+        self.scheduler.add_worker(worker)
+
+    def worker_retired(self, index: int) -> None:
+        """A reload replaced the worker: send it nothing more; close once it holds nothing."""
+        worker = self.workers.pop(index, None)
+        if worker is None:
+            return
+        worker.retiring = True
+        self.scheduler.retire_worker(worker)
+        if worker.inflight:
+            self.retiring.add(worker)
+        else:
+            worker.kill()
+
+    def _lost(self, worker: WorkerHandle) -> None:
+        """The worker's connection ended: it crashed, hung, or retired; answer what it held."""
+        worker.ready = False
+        worker.gone = True
+        worker.stop_watchdog()
+        self.scheduler.remove_worker(worker, answer_lost)
+        self.retiring.discard(worker)
+        if self.workers.get(worker.index) is worker:
+            del self.workers[worker.index]
+
+    def _check_hung(self, worker: WorkerHandle) -> None:
+        worker.watchdog = None
+        if worker.gone or not worker.inflight:
+            return
+        due = min(pending.hang_at for pending in worker.inflight.values())
+        if due > time.perf_counter():
+            worker.arm_watchdog(due)
+            return
+        log.error(
+            "model %s: worker %d hung (a batch outlived its deadline): asking for it to be replaced",
+            self.name,
+            worker.index,
+        )
+        worker.hung = True
+        self._report_hung(self.name, worker.index)
+        self._lost(worker)
+        worker.kill()
