@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,11 @@ from servectl.metrics import Metrics
 from servectl.outcome import Failure
 from servectl.runtime.base import ModelRuntime, Planner
 from servectl.runtime.devices import WorkerSlot, count_gpus, plan_slots
+from servectl.runtime.hub import PeerHub
 from servectl.runtime.launch import WorkerLauncher
 from servectl.runtime.local import LocalModel
+from servectl.runtime.remote import OwnerLink
+from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.runtime.supervisor import ReloadFailed
 from servectl.spec import Spec, SpecError
 from servectl.stats import UsageStats
@@ -56,14 +60,20 @@ class Deployment:
         plan: Planner | None = None,
         launcher: WorkerLauncher | None = None,
         reload_from: tuple[Sequence[Path], Sequence[str]] | None = None,
+        owner: OwnerLink | None = None,
     ) -> None:
         self.spec = spec
+        self.owner = owner  # set in an API process that does not own the workers (api_processes)
+        self.hub: PeerHub | None = None  # set in the one that does, when there are others
         self.plan = plan = plan or DevicePlanner()
         self.metrics = Metrics(max(m.limits.timeout_s for m in spec.models))
         self.usage = UsageStats()  # /stats
         self.models: dict[str, ModelRuntime] = {}
         for model_spec in spec.models:
             metrics = self.metrics.model(model_spec.name)
+            if owner is not None:
+                self.models[model_spec.name] = owner.model(model_spec, metrics)
+                continue
             if spec.runtime.kind == "ray":
                 from servectl.runtime.ray.model import RayModel  # the `ray` extra: never imported locally
 
@@ -101,13 +111,25 @@ class Deployment:
     # --- life ---------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.metrics.shared is not None:
+            self.metrics.shared.start(self.metrics.dump)
         for model in self.models.values():
             model.start()
+        if self.hub is not None:
+            self.hub.start()
+        if self.owner is not None:
+            self.owner.start()
 
     async def stop(self) -> None:
+        if self.hub is not None:  # the other API processes first: they may hold work in the workers
+            await self.hub.stop(self.drain_s + CUT_AFTER_S + 5.0)
         await asyncio.gather(*(model.stop() for model in self.models.values()))
+        if self.metrics.shared is not None:
+            self.metrics.shared.stop()
 
     def kill_all(self) -> None:
+        if self.hub is not None:
+            self.hub.kill_all()
         for model in self.models.values():
             model.kill_all()
 
@@ -123,6 +145,8 @@ class Deployment:
         if self.draining:
             return
         self.draining = True
+        if self.hub is not None:
+            self.hub.drain()
         loop = asyncio.get_running_loop()
         for model in self.models.values():
             model.begin_stopping()
@@ -150,6 +174,12 @@ class Deployment:
             raise ReloadError(Failure(404, "model_not_found", msg))
         if self.draining:
             raise ReloadError(Failure(503, "shutting_down", "the server is shutting down"))
+        if self.owner is not None:  # the workers are the first API process's to roll
+            asked = await self.owner.ask("reload", name)
+            if asked.failure is not None:
+                raise ReloadError(asked.failure)
+            self.version += 1
+            return asked.answer or {}
         spec = self._reread().get(name)
         if spec is None:
             msg = f"model {name!r} is no longer in the spec: removing a model needs a restart"
@@ -203,4 +233,8 @@ class Deployment:
         """`GET /info`: every model (and, with one model, its fields at the top level too)."""
         models = [model.info() for model in self.models.values()]
         top = {} if self.several else dict(models[0])
-        return {**top, "version": __version__, "ready": self.ready, "models": models}
+        answer = {**top, "version": __version__, "ready": self.ready, "models": models}
+        if self.spec.server.api_processes > 1:  # which one answered
+            index = self.owner.index if self.owner is not None else 0
+            answer["api_process"] = {"index": index, "pid": os.getpid(), "of": self.spec.server.api_processes}
+        return answer

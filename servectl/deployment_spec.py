@@ -37,6 +37,9 @@ from servectl.spec import (
 from servectl.spec_issues import Locator, Path_, SpecError, SpecIssue, dotted
 from servectl.spec_loading import SpecFile, describe_errors, read_spec_file, resolve, validate_model
 
+API_PROCESSES_ON_RAY = (
+    "more than 1 needs runtime.kind 'local' (with Ray, the HTTP side scales with Ray Serve's proxies, one per node)"
+)
 MODEL_KEYS = tuple(k for k in Spec.model_fields if k not in SHARED_SECTIONS)
 DEFAULT_NAME: str = Spec.model_fields["name"].default
 
@@ -265,6 +268,9 @@ def _validate_shared(f: _File, issues: list[SpecIssue]) -> None:
         f.shared = SharedSpec.model_validate({k: f.data[k] for k in SHARED_SECTIONS if k in f.data})
     except ValidationError as exc:
         issues += describe_errors(exc, f.locator)
+        return
+    if f.shared.server.api_processes > 1 and f.shared.runtime.kind == "ray":
+        issues.append(f.locator.issue(("server", "api_processes"), API_PROCESSES_ON_RAY))
 
 
 def _check_shared_agree(files: list[_File], issues: list[SpecIssue]) -> None:

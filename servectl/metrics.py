@@ -12,10 +12,13 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
+
+from servectl.metrics_share import SharedCounts
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LONGER = (120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -50,6 +53,11 @@ class FastHistogram:
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
+
+    def add(self, counts: list[int], total: float) -> None:
+        """Another process's counts of the same buckets."""
+        self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        self.sum += total
 
     def buckets(self) -> list[tuple[str, float]]:
         out: list[tuple[str, float]] = []
@@ -88,7 +96,38 @@ class ModelMetrics:
         """A gauge read at scrape time: `read` returns {worker label (or "" for none): value}."""
         self.gauges[name] = (doc, read, per_worker, counter)
 
+    def dump(self) -> dict[str, Any]:
+        """Its counts, as plain data (several API processes add theirs up)."""
+        return {
+            "hist": {attr: [getattr(self, attr).counts, getattr(self, attr).sum] for _, _, attr in _HISTOGRAMS},
+            "counts": {attr: getattr(self, attr) for attr in _COUNTS},
+            "by": {attr: getattr(self, attr) for attr in _BY_LABEL},
+            "gauges": {name: [doc, read(), per, counter] for name, (doc, read, per, counter) in self.gauges.items()},
+        }
 
+    def add(self, dump: dict[str, Any]) -> None:
+        """Add another process's counts (`dump`) to these."""
+        for attr, (counts, total) in dump["hist"].items():
+            getattr(self, attr).add(counts, total)
+        for attr, count in dump["counts"].items():
+            setattr(self, attr, getattr(self, attr) + count)
+        for attr, by in dump["by"].items():
+            mine = getattr(self, attr)
+            for label, count in by.items():
+                mine[label] = mine.get(label, 0) + count
+        for name, (doc, values, per_worker, counter) in dump["gauges"].items():
+            summed = dict(self.gauges[name][1]()) if name in self.gauges else {}
+            for label, value in values.items():
+                summed[label] = summed.get(label, 0) + value
+            self.gauges[name] = (doc, _fixed(summed), per_worker, counter)
+
+
+def _fixed(values: dict[str, float]) -> Gauge:
+    return lambda: values
+
+
+_COUNTS = ("chunks", "tokens")
+_BY_LABEL = ("restarts", "dropped", "cache", "rate_limited", "redis_errors")
 _HISTOGRAMS = (
     ("servectl_queue_seconds", "Time a request waited for a worker", "queue_time"),
     ("servectl_predict_seconds", "Worker time per batch (parse to serialize)", "predict_time"),
@@ -110,6 +149,7 @@ class Metrics:
         self.models: dict[str, ModelMetrics] = {}
         self.last_answer: dict[str, float] = {}  # model -> wall-clock time of its last answer (Triton's stats)
         self.registry.register(self)  # a custom collector
+        self.shared: SharedCounts | None = None  # the other API processes' counts (api_processes > 1)
 
     def model(self, name: str) -> ModelMetrics:
         """The metrics of model `name` (made on first use)."""
@@ -204,8 +244,39 @@ class Metrics:
                     family.add_metric([m.model, label] if per_worker else [m.model], value)
         yield from families.values()
 
+    def dump(self) -> dict[str, Any]:
+        """Its counts, as plain data (several API processes add theirs up)."""
+        return {
+            "requests": [[*key, count] for key, count in self.requests.items()],
+            "latency": [[model, route, hist.counts, hist.sum] for (model, route), hist in self.latency.items()],
+            "last_answer": self.last_answer,
+            "models": {name: m.dump() for name, m in self.models.items()},
+        }
+
+    def add(self, dump: dict[str, Any]) -> None:
+        """Add another process's counts (`dump`) to these."""
+        for model, route, status, count in dump["requests"]:
+            key = (model, route, status)
+            self.requests[key] = self.requests.get(key, 0) + count
+        for model, route, counts, total in dump["latency"]:
+            hist = self.latency.get((model, route))
+            if hist is None:
+                hist = self.latency[(model, route)] = FastHistogram(self.buckets)
+            hist.add(counts, total)
+        for model, at in dump["last_answer"].items():
+            self.last_answer[model] = max(at, self.last_answer.get(model, 0.0))
+        for name, counts in dump["models"].items():
+            self.model(name).add(counts)
+
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics when the scraper asks for it."""
+        registry = self.registry
+        if self.shared is not None:  # every API process's counts, added up
+            total = Metrics(self.buckets[-1])
+            total.buckets = self.buckets
+            for dump in [self.dump(), *self.shared.others()]:
+                total.add(dump)
+            registry = total.registry
         if "application/openmetrics-text" in accept:
-            return openmetrics.generate_latest(self.registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST

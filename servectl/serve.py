@@ -8,7 +8,10 @@ import gc
 import logging
 import math
 import os
+import shutil
 import signal
+import socket
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -22,10 +25,13 @@ from rich.table import Table
 from servectl.deployment import Deployment
 from servectl.deployment_spec import DeploymentSpec
 from servectl.logs import configure
+from servectl.metrics_share import SharedCounts
+from servectl.runtime.hub import PeerHub
+from servectl.runtime.launch import ProcessLauncher
 from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
-from servectl.server.listen import ListenError, bind, raise_fd_limit
+from servectl.server.listen import ListenError, bind_group, raise_fd_limit
 from servectl.server.protocol import ConnectionLimits, protocol_class
 from servectl.server.router import RouteClash
 from servectl.server.streams import CutStreamsAreExpected
@@ -46,10 +52,14 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.deployment = deployment
         self.edge = edge
+        self.signals = deployment.owner is None  # the other API processes drain when the first says so
         self._reloads: set[asyncio.Task[list[dict[str, Any]]]] = set()  # held until done
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        if not self.signals:
+            yield
+            return
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
         try:
@@ -67,6 +77,10 @@ class _Server(uvicorn.Server):
                 self.edge.access_log.flush()  # the lines of requests answered so far
             os._exit(1)
         log.info("%s: draining for up to %gs, then stopping", name, self.deployment.drain_s)
+        self.drain()
+
+    def drain(self) -> None:
+        """Answer what is open (within limits.drain_s), then stop."""
         self.should_exit = True
         with contextlib.suppress(RuntimeError):  # no loop yet: nothing is in flight
             asyncio.get_running_loop().call_soon_threadsafe(self.deployment.begin_drain)
@@ -101,6 +115,8 @@ def summary_rows(deployment: Deployment, url: str) -> list[tuple[str, str]]:
             ),
             (f"{prefix}url", f"{url}{m.api.path}" + (f" (+ {m.api.kind} routes)" if m.api.kind != "predict" else "")),
         ]
+    if spec.server.api_processes > 1:
+        rows.append(("api processes", f"{spec.server.api_processes} (SO_REUSEPORT, each reaching every worker)"))
     rows += [
         ("auth", f"{len(spec.auth.named_keys())} API key(s)" if spec.auth.named_keys() else "off"),
         ("docs", f"{url}/docs"),
@@ -137,8 +153,9 @@ def serve(
     `reload_from`: the spec files and overrides a reload (SIGHUP, /admin) re-reads."""
     configure(spec.server.log_level, spec.server.log_format)
     logging.getLogger("uvicorn.error").addFilter(CutStreamsAreExpected())
+    processes = spec.server.api_processes
     try:  # before any worker loads a model: a port in use is found in milliseconds
-        sockets = bind(spec.server.host, spec.server.port)
+        groups = bind_group(spec.server.host, spec.server.port, processes)
     except ListenError as exc:
         if spec.server.log_format == "json":
             log.error("servectl could not start: %s", exc)
@@ -149,12 +166,50 @@ def serve(
         from servectl.runtime.ray import cluster
 
         cluster.connect(spec.runtime)
-    deployment = Deployment(spec, reload_from=reload_from)
+    with contextlib.ExitStack() as cleanup:
+        launcher = None
+        if processes > 1:  # each worker listens beside its pipe for the other API processes
+            socket_dir = tempfile.mkdtemp(prefix="servectl-")
+            cleanup.callback(shutil.rmtree, socket_dir, True)
+            launcher = ProcessLauncher(socket_dir)
+        deployment = Deployment(spec, reload_from=reload_from, launcher=launcher)
+        if processes > 1:
+            deployment.hub = PeerHub(deployment, groups[1:], reload_from, socket_dir)
+            deployment.metrics.shared = SharedCounts(socket_dir, 0)
+        return _serve(deployment, groups[0], console)
+
+
+def _serve(deployment: Deployment, sockets: list[socket.socket], console: Console) -> int:
+    spec = deployment.spec
     try:
-        edge = build_edge(deployment, build_app(deployment))
+        server = build_server(deployment)
     except RouteClash as exc:
         console.print(f"[bold red]servectl could not start:[/] {escape(str(exc))}", highlight=False)
         return 1
+    deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
+    host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
+    announce(deployment, f"http://{host}:{spec.server.port}", console)
+    # Everything built so far (FastAPI, pydantic, the app) lives for the whole run: keep it out
+    # of the collector's full passes, which would otherwise scan it while requests wait.
+    gc.collect()
+    gc.freeze()
+    server.run(sockets=sockets)
+    if spec.runtime.kind == "ray":
+        from servectl.runtime.ray import cluster
+
+        cluster.shutdown()
+    if deployment.fatal_error:
+        if spec.server.log_format == "json":
+            log.error("servectl could not start: %s", deployment.fatal_error)
+        console.print(f"[bold red]servectl could not start:[/] {deployment.fatal_error}")
+        return 1
+    return 0
+
+
+def build_server(deployment: Deployment) -> _Server:
+    """One API process's uvicorn server (RouteClash when two models' routes clash)."""
+    spec = deployment.spec
+    edge = build_edge(deployment, build_app(deployment))
     app: Any = edge
     if spec.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -175,22 +230,4 @@ def serve(
         http=protocol_class(ConnectionLimits.from_spec(spec.server)),
         timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
-    server = _Server(config, deployment, edge)
-    deployment.on_fatal = lambda _msg: setattr(server, "should_exit", True)
-    host = f"[{spec.server.host}]" if ":" in spec.server.host else spec.server.host
-    announce(deployment, f"http://{host}:{spec.server.port}", console)
-    # Everything built so far (FastAPI, pydantic, the app) lives for the whole run: keep it out
-    # of the collector's full passes, which would otherwise scan it while requests wait.
-    gc.collect()
-    gc.freeze()
-    server.run(sockets=sockets)
-    if spec.runtime.kind == "ray":
-        from servectl.runtime.ray import cluster
-
-        cluster.shutdown()
-    if deployment.fatal_error:
-        if spec.server.log_format == "json":
-            log.error("servectl could not start: %s", deployment.fatal_error)
-        console.print(f"[bold red]servectl could not start:[/] {deployment.fatal_error}")
-        return 1
-    return 0
+    return _Server(config, deployment, edge)

@@ -340,6 +340,13 @@ class ServerSpec(_Section):
         10.0, gt=0, le=3600, description="Longest a client may take to send a request's line and headers."
     )
     keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Idle keep-alive connections are closed after this.")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="HTTP front-end processes sharing the port (SO_REUSEPORT), each reaching every worker; "
+        "more than 1 when one process's CPU limits throughput on a many-core host.",
+    )
     tracing: TracingSpec = TracingSpec()
 
 

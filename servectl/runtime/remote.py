@@ -11,21 +11,25 @@ worker.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
-from servectl.runtime.api_link import WorkerUp
+from servectl.outcome import Failure
+from servectl.runtime.api_link import Answer, Ask, Drain, ToPeer, WorkerHung, WorkerRetired, WorkerUp, decode_to_peer
 from servectl.runtime.base import Planner
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
 from servectl.runtime.local import model_info
 from servectl.runtime.messages import FromWorker, ToWorker
 from servectl.runtime.scheduler import Scheduler
-from servectl.runtime.transport import WorkerChannel
+from servectl.runtime.transport import FramedChannel, WorkerChannel
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
@@ -155,12 +159,12 @@ class RemoteModel:
 
     # --- what the owner says ------------------------------------------------------
 
-    def worker_up(self, up: WorkerUp, slots: list[WorkerSlot]) -> None:
+    def worker_up(self, up: WorkerUp) -> None:
         """A worker takes batches: connect to it (a worker it replaces was dropped on its
         connection's end)."""
-        self._slots = slots
+        self._slots = up.slots
         self.handler_info = up.info
-        slot = next((s for s in slots if s.index == up.index), WorkerSlot(up.index, "cpu"))
+        slot = next((s for s in up.slots if s.index == up.index), WorkerSlot(up.index, "cpu"))
         worker = WorkerHandle(slot, self.spec.supervisor.hang_grace_s, self._check_hung)
         run = SocketRun(up)
         worker.run = run
@@ -237,3 +241,72 @@ class RemoteModel:
         self._report_hung(self.name, worker.index)
         self._lost(worker)
         worker.kill()
+
+
+class OwnerLink:
+    """This API process's end of the link to the one that owns the workers (`api_link`)."""
+
+    def __init__(self, index: int, slots: dict[str, tuple[list[WorkerSlot], str]], conn: Connection) -> None:
+        self.index = index
+        self.slots = slots  # each model's worker slots and their placement, when this process started
+        self.models: dict[str, RemoteModel] = {}
+        self.on_drain: Callable[[], None] | None = None
+        self.draining = False
+        self._conn: Connection | None = conn
+        self._channel: FramedChannel[ToPeer] | None = None
+        self._asks = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def model(self, spec: Spec, metrics: ModelMetrics) -> RemoteModel:
+        slots, note = self.slots.get(spec.name, ([], "owned by API process 0"))
+        model = self.models[spec.name] = RemoteModel(spec, slots, note, metrics, self.index, self.report_hung)
+        return model
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._attach())
+
+    async def _attach(self) -> None:
+        assert self._conn is not None
+        conn, self._conn = self._conn, None
+        self._channel = await FramedChannel.take_over(
+            conn, lambda: FramedChannel(decode_to_peer, self._on_message, self._lost)
+        )
+
+    def _on_message(self, msg: ToPeer) -> None:
+        match msg:
+            case WorkerUp():
+                model = self.models.get(msg.model)
+                if model is not None:
+                    model.worker_up(msg)
+            case WorkerRetired(name, index):
+                model = self.models.get(name)
+                if model is not None:
+                    model.worker_retired(index)
+            case Answer(ask):
+                waiting = self._waiting.pop(ask, None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(msg)
+            case Drain():
+                self.draining = True
+                if self.on_drain is not None:
+                    self.on_drain()
+
+    def _lost(self) -> None:
+        if not self.draining:  # the owner is gone, and its workers with it
+            log.error("API process %d: the first API process is gone; exiting", self.index)
+            os._exit(1)
+
+    def report_hung(self, model: str, index: int) -> None:
+        if self._channel is not None:
+            self._channel.send(WorkerHung(model, index))
+
+    async def ask(self, kind: str, model: str) -> Answer:
+        """Have the owner do what only it can (a reload), and wait for its answer."""
+        if self._channel is None:
+            return Answer(-1, None, Failure(503, "unavailable", "this API process is not linked to its owner yet"))
+        ask = next(self._asks)
+        waiting: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._waiting[ask] = waiting
+        self._channel.send(Ask(ask, kind, model))
+        return await waiting

@@ -309,14 +309,22 @@ class Supervisor:
         worker.watchdog = None
         if worker.gone or not worker.inflight:
             return
-        now = time.perf_counter()
         due = min(pending.hang_at for pending in worker.inflight.values())
-        if due > now:
+        if due > time.perf_counter():
             worker.arm_watchdog(due)
             return
+        self._replace(worker, "")
+
+    def replace_hung(self, index: int, seen_by: str) -> None:
+        """Another API process saw a batch of this worker outlive its deadline."""
+        for worker in [*self.workers.values(), *self.retiring]:
+            if worker.index == index and not worker.gone and not worker.hung:
+                self._replace(worker, f" ({seen_by})")
+
+    def _replace(self, worker: WorkerHandle, seen_by: str) -> None:
         grace = worker.hang_grace_s
         problem = (
-            f"worker hung: a batch was still running {grace:g}s (supervisor.hang_grace_s) after its deadline; "
+            f"worker hung: a batch was still running {grace:g}s (supervisor.hang_grace_s) after its deadline{seen_by}; "
             + ("ending it (it was retiring after a reload)" if worker.retiring else "replacing it")
         )
         if not worker.retiring:

@@ -39,7 +39,7 @@ log = logging.getLogger("servectl.worker")
 _PR_SET_PDEATHSIG = 1
 
 
-def tie_to_parent(parent_pid: int) -> None:
+def tie_to_parent(parent_pid: int, own_group: bool = True) -> None:
     """Only the API process decides when a worker stops, and a worker never outlives it.
 
     A worker leads a process group of its own (the supervisor ends the whole group, so
@@ -49,8 +49,9 @@ def tie_to_parent(parent_pid: int) -> None:
     hung predict: PR_SET_PDEATHSIG on Linux, and a thread that watches the parent's pid
     everywhere (it also covers a parent that died before the prctl).
     """
-    with contextlib.suppress(OSError):
-        os.setpgid(0, 0)
+    if own_group:
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     if sys.platform.startswith("linux"):

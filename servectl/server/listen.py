@@ -26,7 +26,28 @@ def display_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:
+def bind_group(host: str, port: int, processes: int) -> list[list[socket.socket]]:
+    """Each API process's listening sockets. Several processes get one set each on the same
+    port with SO_REUSEPORT (the kernel spreads connections over them); the port is first
+    bound without it, so a port another server holds is refused rather than shared."""
+    if processes == 1:
+        return [bind(host, port)]
+    probe = bind(host, port)
+    port = probe[0].getsockname()[1]  # port 0: the one the kernel picked
+    for sock in probe:
+        sock.close()
+    groups: list[list[socket.socket]] = []
+    try:
+        for _ in range(processes):
+            groups.append(bind(host, port, reuse_port=True))
+    except BaseException:
+        for sock in (s for group in groups for s in group):
+            sock.close()
+        raise
+    return groups
+
+
+def bind(host: str, port: int, backlog: int = BACKLOG, reuse_port: bool = False) -> list[socket.socket]:
     """Listening sockets for every address `host` resolves to, as asyncio's create_server
     would make them (SO_REUSEADDR, IPv6 sockets IPv6-only)."""
     where = display_address(host, port)
@@ -44,6 +65,8 @@ def bind(host: str, port: int, backlog: int = BACKLOG) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:
