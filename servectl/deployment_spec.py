@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from servectl.spec import (
+    API_PROCESSES_ON_RAY,
     DEFAULT_SPEC,
     NAME_PATTERN,
     SHARED_SECTIONS,
@@ -37,9 +38,6 @@ from servectl.spec import (
 from servectl.spec_issues import Locator, Path_, SpecError, SpecIssue, dotted
 from servectl.spec_loading import SpecFile, describe_errors, read_spec_file, resolve, validate_model
 
-API_PROCESSES_ON_RAY = (
-    "more than 1 needs runtime.kind 'local' (with Ray, the HTTP side scales with Ray Serve's proxies, one per node)"
-)
 MODEL_KEYS = tuple(k for k in Spec.model_fields if k not in SHARED_SECTIONS)
 DEFAULT_NAME: str = Spec.model_fields["name"].default
 
@@ -265,12 +263,14 @@ def _check_top_level(f: _File, issues: list[SpecIssue]) -> None:
 
 def _validate_shared(f: _File, issues: list[SpecIssue]) -> None:
     try:
-        f.shared = SharedSpec.model_validate({k: f.data[k] for k in SHARED_SECTIONS if k in f.data})
+        shared = SharedSpec.model_validate({k: f.data[k] for k in SHARED_SECTIONS if k in f.data})
     except ValidationError as exc:
         issues += describe_errors(exc, f.locator)
         return
-    if f.shared.server.api_processes > 1 and f.shared.runtime.kind == "ray":
+    if shared.server.api_processes > 1 and shared.runtime.kind == "ray":  # once, where it is written
         issues.append(f.locator.issue(("server", "api_processes"), API_PROCESSES_ON_RAY))
+        return
+    f.shared = shared
 
 
 def _check_shared_agree(files: list[_File], issues: list[SpecIssue]) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from servectl.spec_issues import SpecError as SpecError  # re-exported: everything imports them from here
 from servectl.spec_issues import SpecIssue as SpecIssue
@@ -323,6 +324,11 @@ class TracingSpec(_Section):
     service_name: str = Field("servectl", description="The service.name resource attribute.")
 
 
+API_PROCESSES_ON_RAY = (
+    "more than 1 needs runtime.kind 'local' (with Ray, the HTTP side scales with Ray Serve's proxies)"
+)
+
+
 class ServerSpec(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -428,6 +434,12 @@ class Spec(_Section):
             )
         if self.api.kind == "v2" and self.model.backend not in ("onnx", "pytorch"):
             raise ValueError("api.kind 'v2' serves tensor models: model.backend 'onnx' or 'pytorch'")
+        if self.server.api_processes > 1 and self.runtime.kind == "ray":
+            msg = API_PROCESSES_ON_RAY
+            error = InitErrorDetails(
+                type=PydanticCustomError("api_processes", msg), loc=("server", "api_processes"), input=2
+            )
+            raise ValidationError.from_exception_data("Spec", [error])  # named by its field and line
         return self
 
     _source: str = PrivateAttr("<built-in>")

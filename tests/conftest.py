@@ -182,7 +182,7 @@ def serve(tmp_path: Path) -> Iterator:
     started: list[Server] = []
 
     def start(spec: dict, env: dict[str, str] | None = None, ready: bool = True, overrides: list[str] = ()) -> Server:
-        server = Server(write_spec(tmp_path, spec, f"spec{len(started)}.yaml"), env, list(overrides))
+        server = Server(write_spec(tmp_path, spec, f"spec{len(started)}.yaml"), env, list(overrides), tmp_path)
         started.append(server)
         if ready:
             server.wait_ready()

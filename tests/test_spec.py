@@ -128,3 +128,11 @@ def test_tensor_declarations_take_names_or_objects_and_name_bad_shapes(tmp_path:
     ):
         with pytest.raises(ValueError, match=words):
             ModelSpec.model_validate({"backend": "pytorch", "factory": "m:f", **bad})
+
+
+def test_several_api_processes_need_the_local_runtime(tmp_path: Path) -> None:
+    text = "handler: h.py\nruntime: {kind: ray}\nserver:\n  api_processes: 2\n"
+    [issue] = issues(tmp_path, text)
+    assert (issue.line, issue.field) == (4, "server.api_processes") and "runtime.kind 'local'" in issue.message
+    [issue] = issues(tmp_path, "handler: h.py\nserver:\n  api_processes: 0\n")
+    assert issue.field == "server.api_processes" and "greater than or equal to 1" in issue.message

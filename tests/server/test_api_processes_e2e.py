@@ -1,0 +1,129 @@
+"""server.api_processes: several API processes on one port, each reaching every worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.conftest import Server, toolbox_spec
+
+ADMIN = "admin-key-for-tests"
+
+
+def spec(**sections: dict) -> dict:
+    """Two API processes in front of one worker: whatever a process sends, that worker gets."""
+    return toolbox_spec(server={"api_processes": 2, "access_log": False}, **sections)
+
+
+def clients_of_each(server: Server, tries: int = 200) -> dict[int, httpx.Client]:
+    """A keep-alive connection to each API process (the kernel picks one per connection)."""
+    found: dict[int, httpx.Client] = {}
+    for _ in range(tries):
+        client = httpx.Client(base_url=server.url, timeout=30)
+        index = client.get("/info").json()["api_process"]["index"]
+        if index in found:
+            client.close()
+        else:
+            found[index] = client
+        if len(found) == 2:
+            return found
+    raise AssertionError(f"connections reached API processes {sorted(found)} only, in {tries} tries")
+
+
+def eventually(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.1)
+
+
+def test_every_api_process_serves_through_the_same_worker_and_metrics_add_up(serve) -> None:
+    server = serve(spec())
+    clients = clients_of_each(server)
+    before = server.metric("servectl_requests_total", route="/predict", status="200")
+    pids = set()
+    for index, client in clients.items():
+        for i in range(5):
+            r = client.post("/predict", json={"x": i + index})
+            assert r.status_code == 200 and r.json()["y"] == (i + index) ** 2
+            pids.add(r.json()["pid"])
+        assert client.get("/info").json()["stats"]["batches"] >= 5  # its own scheduler sent them
+    assert len(pids) == 1, "one worker answers both API processes"
+    # a scrape reaches one process, and counts what both answered (the other's within a second)
+    eventually(lambda: server.metric("servectl_requests_total", route="/predict", status="200") == before + 10)
+    assert server.metric("servectl_workers_ready") == 1  # the workers' own figures are counted once
+    for client in clients.values():
+        client.close()
+
+
+def test_a_crash_answers_every_process_requests_and_the_replacement_serves_both(serve) -> None:
+    server = serve(spec(batching={"max_batch_size": 1}))
+    clients = clients_of_each(server)
+    pid = clients[0].post("/predict", json={"x": 1}).json()["pid"]
+    answers: dict[int, httpx.Response] = {}
+
+    def slow(index: int) -> None:
+        answers[index] = clients[index].post("/predict", json={"sleep": 3})
+
+    threads = [threading.Thread(target=slow, args=(i,)) for i in clients]
+    for t in threads:
+        t.start()
+    eventually(lambda: server.metric("servectl_worker_inflight") == 2)  # one running, one in its inbox
+    os.kill(pid, signal.SIGKILL)
+    for t in threads:
+        t.join(30)
+    for index in clients:  # held by the worker for either process: answered, not hanging
+        assert answers[index].status_code == 503, answers[index].text
+        assert answers[index].json()["error"]["type"] == "worker_crashed"
+    eventually(lambda: httpx.get(server.url + "/ready").status_code == 200, 30)
+    for index, client in clients.items():
+        eventually(lambda client=client: client.post("/predict", json={"x": 3}).status_code == 200)
+        assert client.post("/predict", json={"x": 3}).json()["y"] == 9
+    # the owner counts the restart; a scrape of the other process sees it within a second
+    eventually(lambda: server.metric("servectl_worker_restarts_total", reason="crashed") == 1)
+
+
+def test_a_hang_seen_by_the_other_process_has_the_owner_replace_the_worker(serve) -> None:
+    server = serve(spec(limits={"timeout_s": 1}, supervisor={"hang_grace_s": 0.5}))
+    clients = clients_of_each(server)
+    r = clients[1].post("/predict", json={"hang": True})
+    assert r.status_code == 504
+    eventually(lambda: server.metric("servectl_worker_restarts_total", reason="hung") == 1)
+    eventually(lambda: clients[1].post("/predict", json={"x": 2}).status_code == 200, 30)
+    assert "API process 1" in server.log()
+
+
+def test_a_reload_asked_of_the_other_process_rolls_the_workers_for_both(serve) -> None:
+    server = serve(spec(auth={"admin_keys": [ADMIN]}))
+    clients = clients_of_each(server)
+    old = clients[0].post("/predict", json={"x": 1}).json()["pid"]
+    r = clients[1].post("/admin/models/toolbox/reload", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 200 and r.json()["reloaded"] is True, r.text
+    for client in clients.values():  # both moved to the new worker
+        eventually(lambda client=client: client.post("/predict", json={"x": 1}).json()["pid"] != old)
+    r = clients[1].post("/admin/models/nope/reload", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+
+
+def test_sigterm_to_the_first_process_drains_what_every_process_holds(serve) -> None:
+    server = serve(spec(batching={"max_batch_size": 1}))
+    clients = clients_of_each(server)
+    answers: dict[int, httpx.Response] = {}
+
+    def slow(index: int) -> None:
+        answers[index] = clients[index].post("/predict", json={"x": index, "sleep": 2})
+
+    threads = [threading.Thread(target=slow, args=(i,)) for i in clients]
+    for t in threads:
+        t.start()
+    eventually(lambda: server.metric("servectl_worker_inflight") == 2)
+    os.kill(server.proc.pid, signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    assert {i: a.status_code for i, a in answers.items()} == {0: 200, 1: 200}
+    assert answers[1].json()["y"] == 1
+    assert server.proc.wait(30) == 0
