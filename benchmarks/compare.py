@@ -52,7 +52,8 @@ class App:
             try:
                 headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
                 r = httpx.post(self.url, json={"x": 2.0}, headers=headers)
-                if r.status_code == 200:
+                ready = httpx.get(self.url.replace("/predict", "/ready")).status_code  # 404: no probe
+                if r.status_code == 200 and ready != 503:  # servectl: every API process answers
                     return
             except httpx.TransportError:
                 pass
@@ -81,6 +82,14 @@ def apps(selected: list[str]) -> list[App]:
     every = [
         App("servectl", [*serve, "servectl.yaml", "server.port={port}"], API_KEY),  # tuned: access log off
         App("servectl-default", [*serve, "servectl_default.yaml", "server.port={port}"], API_KEY),
+        # server.api_processes: HTTP processes on one port (SO_REUSEPORT), each reaching the one worker
+        App("servectl-api2", [*serve, "servectl.yaml", "server.port={port}", "server.api_processes=2"], API_KEY),
+        App("servectl-api4", [*serve, "servectl.yaml", "server.port={port}", "server.api_processes=4"], API_KEY),
+        App(
+            "servectl-default-api2",
+            [*serve, "servectl_default.yaml", "server.port={port}", "server.api_processes=2"],
+            API_KEY,
+        ),
         App("servectl-granian", [*granian, "--factory", "servectl_granian:app"], API_KEY),  # a measurement only
         App("litserve", [py, "litserve_app.py", "{port}"]),
         App("fastapi-inline", [*uvicorn, "--no-access-log", "fastapi_inline:app"]),

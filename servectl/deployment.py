@@ -94,7 +94,8 @@ class Deployment:
 
     @property
     def ready(self) -> bool:
-        return all(model.ready for model in self.models.values())
+        serving = self.hub is None or self.hub.all_serving  # the other API processes, if any
+        return serving and all(model.ready for model in self.models.values())
 
     @property
     def given_up(self) -> bool:

@@ -9,7 +9,8 @@ first -> others: WorkerUp(model, index, address, pid, info, capacity, pipelined,
                  WorkerRetired(model, index)   a reload replaced it: send it nothing more
                  Answer(ask, answer, failure) the answer to a forwarded request
                  Drain()                       the server stops: finish what you hold, then exit
-others -> first: WorkerHung(model, index)      a batch outlived its deadline there
+others -> first: Serving()                     linked to every worker: it can answer (readiness)
+                 WorkerHung(model, index)      a batch outlived its deadline there
                  Ask(ask, kind, model)         "reload" (the admin route)
 """
 
@@ -64,7 +65,11 @@ class Ask(msgspec.Struct, frozen=True, array_like=True, tag=True):
     model: str
 
 
-FromPeer = WorkerHung | Ask
+class Serving(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    pass
+
+
+FromPeer = Serving | WorkerHung | Ask
 
 _to_peer: msgspec.msgpack.Decoder[ToPeer] = msgspec.msgpack.Decoder(ToPeer)
 _from_peer: msgspec.msgpack.Decoder[FromPeer] = msgspec.msgpack.Decoder(FromPeer)

@@ -28,6 +28,7 @@ from servectl.runtime.api_link import (
     Ask,
     Drain,
     FromPeer,
+    Serving,
     WorkerHung,
     WorkerRetired,
     WorkerUp,
@@ -55,6 +56,7 @@ class Peer:
         self.process: BaseProcess | None = None
         self.channel: FramedChannel[FromPeer] | None = None
         self.starts: list[float] = []
+        self.serving = False  # linked to every worker since it last started
 
 
 class PeerHub:
@@ -75,6 +77,16 @@ class PeerHub:
         self._ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def all_serving(self) -> bool:
+        """Every other API process can answer (the server's readiness waits for them: a
+        connection the kernel hands one that is still starting would wait)."""
+        return all(peer.serving for peer in self.peers)
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"API process {peer.index} is not serving yet" for peer in self.peers if not peer.serving]
 
     # --- life ---------------------------------------------------------------------
 
@@ -162,8 +174,10 @@ class PeerHub:
     def _exited(self, peer: Peer) -> None:
         assert self._loop is not None and peer.process is not None
         self._loop.remove_reader(peer.process.sentinel)
+        peer.process.join(1.0)  # the sentinel is readable a moment before the exit status is
         code = peer.process.exitcode
         peer.channel = None
+        peer.serving = False
         if self.stopping:
             return
         now = time.monotonic()
@@ -204,6 +218,9 @@ class PeerHub:
 
     def _on_message(self, peer: Peer, msg: FromPeer) -> None:
         match msg:
+            case Serving():
+                peer.serving = True
+                log.info("API process %d serving", peer.index)
             case WorkerHung(model, index):
                 found = self.deployment.models.get(model)
                 if isinstance(found, LocalModel):

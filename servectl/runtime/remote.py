@@ -22,7 +22,17 @@ from typing import Any
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
 from servectl.outcome import Failure
-from servectl.runtime.api_link import Answer, Ask, Drain, ToPeer, WorkerHung, WorkerRetired, WorkerUp, decode_to_peer
+from servectl.runtime.api_link import (
+    Answer,
+    Ask,
+    Drain,
+    Serving,
+    ToPeer,
+    WorkerHung,
+    WorkerRetired,
+    WorkerUp,
+    decode_to_peer,
+)
 from servectl.runtime.base import Planner
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
@@ -101,6 +111,7 @@ class RemoteModel:
         self._report_hung = report_hung
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.on_ready: Callable[[], None] | None = None  # every worker connected
         metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
         metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
 
@@ -201,6 +212,8 @@ class RemoteModel:
         worker.ready = True
         self.scheduler.accept()
         self.scheduler.add_worker(worker)
+        if self.on_ready is not None and self.ready:
+            self.on_ready()
 
     def worker_retired(self, index: int) -> None:
         """A reload replaced the worker: send it nothing more; close once it holds nothing."""
@@ -252,6 +265,7 @@ class OwnerLink:
         self.models: dict[str, RemoteModel] = {}
         self.on_drain: Callable[[], None] | None = None
         self.draining = False
+        self.serving = False  # the owner was told every model is ready here
         self._conn: Connection | None = conn
         self._channel: FramedChannel[ToPeer] | None = None
         self._asks = itertools.count()
@@ -261,7 +275,14 @@ class OwnerLink:
     def model(self, spec: Spec, metrics: ModelMetrics) -> RemoteModel:
         slots, note = self.slots.get(spec.name, ([], "owned by API process 0"))
         model = self.models[spec.name] = RemoteModel(spec, slots, note, metrics, self.index, self.report_hung)
+        model.on_ready = self._maybe_serving
         return model
+
+    def _maybe_serving(self) -> None:
+        """Tell the owner once every model can be answered here (its /ready waits for it)."""
+        if not self.serving and self._channel is not None and all(m.ready for m in self.models.values()):
+            self.serving = True
+            self._channel.send(Serving())
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._attach())
@@ -272,6 +293,7 @@ class OwnerLink:
         self._channel = await FramedChannel.take_over(
             conn, lambda: FramedChannel(decode_to_peer, self._on_message, self._lost)
         )
+        self._maybe_serving()  # workers may have connected before this returned
 
     def _on_message(self, msg: ToPeer) -> None:
         match msg:

@@ -83,6 +83,9 @@ def build_app(deployment: Deployment) -> FastAPI:
             failure = Failure(404, "not_found", f"no model {model!r} here; served: {names}")
             error = failure_body(failure, request.scope.get(REQUEST_ID, ""))
             return Response(error, 404, media_type="application/json")
+        if deployment.hub is not None and not deployment.hub.all_serving:  # api_processes: each must answer
+            ok = body["ready"] = False
+            body["problems"] = [*body.get("problems", []), *deployment.hub.problems]
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/info", summary="What is deployed, and how", operation_id="info")

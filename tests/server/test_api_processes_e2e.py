@@ -127,3 +127,16 @@ def test_sigterm_to_the_first_process_drains_what_every_process_holds(serve) -> 
     assert {i: a.status_code for i, a in answers.items()} == {0: 200, 1: 200}
     assert answers[1].json()["y"] == 1
     assert server.proc.wait(30) == 0
+
+
+def test_a_dead_api_process_is_started_again_and_ready_waits_for_it(serve) -> None:
+    server = serve(spec())
+    clients = clients_of_each(server)
+    old = clients[1].get("/info").json()["api_process"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    assert clients[0].post("/predict", json={"x": 2}).json()["y"] == 4  # the first one serves on
+    eventually(lambda: httpx.get(server.url + "/ready").status_code == 200, 30)
+    again = clients_of_each(server)
+    assert again[1].get("/info").json()["api_process"]["pid"] != old
+    assert again[1].post("/predict", json={"x": 3}).json()["y"] == 9
+    assert "API process 1 exited with code -9: starting it again" in server.log()
