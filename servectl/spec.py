@@ -329,6 +329,12 @@ API_PROCESSES_ON_RAY = (
 )
 
 
+def _field_error(loc: tuple[str, ...], message: str) -> ValidationError:
+    """An error of a check across sections, named by the field (and so its line) it is about."""
+    error = InitErrorDetails(type=PydanticCustomError("spec", message), loc=loc, input=None)
+    return ValidationError.from_exception_data("Spec", [error])
+
+
 class ServerSpec(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -435,11 +441,15 @@ class Spec(_Section):
         if self.api.kind == "v2" and self.model.backend not in ("onnx", "pytorch"):
             raise ValueError("api.kind 'v2' serves tensor models: model.backend 'onnx' or 'pytorch'")
         if self.server.api_processes > 1 and self.runtime.kind == "ray":
-            msg = API_PROCESSES_ON_RAY
-            error = InitErrorDetails(
-                type=PydanticCustomError("api_processes", msg), loc=("server", "api_processes"), input=2
+            raise _field_error(("server", "api_processes"), API_PROCESSES_ON_RAY)
+        keyed = any(k.requests_per_minute or k.tokens_per_minute for k in self.auth.keys or [])
+        rate = self.limits.rate
+        if self.server.api_processes > 1 and rate.backend == "memory" and (rate.limited or keyed):
+            msg = (
+                "memory counts in each API process, so with server.api_processes > 1 every key would get that "
+                "many times its limit: use backend 'redis' (shared), or one API process"
             )
-            raise ValidationError.from_exception_data("Spec", [error])  # named by its field and line
+            raise _field_error(("limits", "rate", "backend"), msg)
         return self
 
     _source: str = PrivateAttr("<built-in>")

@@ -136,3 +136,8 @@ def test_several_api_processes_need_the_local_runtime(tmp_path: Path) -> None:
     assert (issue.line, issue.field) == (4, "server.api_processes") and "runtime.kind 'local'" in issue.message
     [issue] = issues(tmp_path, "handler: h.py\nserver:\n  api_processes: 0\n")
     assert issue.field == "server.api_processes" and "greater than or equal to 1" in issue.message
+    text = "handler: h.py\nlimits:\n  rate:\n    requests_per_minute: 60\nserver:\n  api_processes: 2\n"
+    [issue] = issues(tmp_path, text)
+    assert issue.field == "limits.rate.backend" and "use backend 'redis'" in issue.message
+    spec = load_spec(write(tmp_path, text.replace("60\n", "60\n    backend: redis\n")))
+    assert spec.server.api_processes == 2 and spec.limits.rate.backend == "redis"
