@@ -113,7 +113,7 @@ class Deployment:
 
     def start(self) -> None:
         if self.metrics.shared is not None:
-            self.metrics.shared.start(self.metrics.dump)
+            self.metrics.shared.start(lambda: {"metrics": self.metrics.dump(), "usage": self.usage.dump()})
         for model in self.models.values():
             model.start()
         if self.hub is not None:

@@ -268,15 +268,19 @@ class Metrics:
         for name, counts in dump["models"].items():
             self.model(name).add(counts)
 
+    def totals(self) -> Metrics:
+        """These counts, or with several API processes every one's added up."""
+        if self.shared is None:
+            return self
+        total = Metrics(self.buckets[-1])
+        total.buckets = self.buckets
+        for dump in [self.dump(), *(d["metrics"] for d in self.shared.others())]:
+            total.add(dump)
+        return total
+
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics when the scraper asks for it."""
-        registry = self.registry
-        if self.shared is not None:  # every API process's counts, added up
-            total = Metrics(self.buckets[-1])
-            total.buckets = self.buckets
-            for dump in [self.dump(), *self.shared.others()]:
-                total.add(dump)
-            registry = total.registry
+        registry = self.totals().registry
         if "application/openmetrics-text" in accept:
             return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from servectl.deployment import Deployment
+    from servectl.metrics import Metrics, ModelMetrics
     from servectl.server.asgi import Scope
     from servectl.server.edge import Request
 
 WINDOW = 10_000  # answers kept per model for latency percentiles
+SHARED_WINDOW = 1_000  # of which each of several API processes shares its latest (api_processes)
 MINUTE = 60
 
 
@@ -72,6 +74,37 @@ class ModelStats(Tally):
         self.latency_sum = 0.0
         self.tokens = PerSecond()
 
+    def dump(self) -> dict[str, Any]:
+        recent = slice(-SHARED_WINDOW, None)
+        return {
+            **_tally_dump(self),
+            "latency": list(self.latency)[recent],
+            "queue": list(self.queue)[recent],
+            "latency_sum": self.latency_sum,
+            "tokens": [self.tokens.buckets, self.tokens.seconds],
+        }
+
+    def merge(self, dump: dict[str, Any]) -> None:
+        """Add another API process's counts of this model."""
+        _tally_add(self, dump)
+        self.latency.extend(dump["latency"])
+        self.queue.extend(dump["queue"])
+        self.latency_sum += dump["latency_sum"]
+        for n, second in zip(*dump["tokens"], strict=True):
+            if n:
+                self.tokens.add(n, second)
+
+
+def _tally_dump(tally: Tally) -> dict[str, Any]:
+    return {"statuses": tally.statuses, "prompt": tally.prompt_tokens, "completion": tally.completion_tokens}
+
+
+def _tally_add(tally: Tally, dump: dict[str, Any]) -> None:
+    for status, n in dump["statuses"].items():
+        tally.statuses[int(status)] = tally.statuses.get(int(status), 0) + n
+    tally.prompt_tokens += dump["prompt"]
+    tally.completion_tokens += dump["completion"]
+
 
 class UsageStats:
     """Counts answers by model and by key name (an edge observer)."""
@@ -103,10 +136,35 @@ class UsageStats:
             key = self.keys[request.key_name] = Tally()
         key.add(request.status, prompt, completion)
 
+    def dump(self) -> dict[str, Any]:
+        """Its counts as plain data (several API processes add theirs up)."""
+        return {
+            "started": self.started,
+            "models": {name: stats.dump() for name, stats in self.models.items()},
+            "keys": {name: _tally_dump(tally) for name, tally in self.keys.items()},
+        }
+
+    def add(self, dump: dict[str, Any]) -> None:
+        """Add another API process's counts (`dump`)."""
+        for name, counts in dump["models"].items():
+            self.models.setdefault(name, ModelStats()).merge(counts)
+        for name, counts in dump["keys"].items():
+            _tally_add(self.keys.setdefault(name, Tally()), counts)
+
     def report(self, deployment: Deployment) -> dict[str, Any]:
+        shared = deployment.metrics.shared
+        if shared is None:
+            return self._report(deployment, deployment.metrics)
+        total = UsageStats()  # every API process's answers (api_processes)
+        total.started, total.clock_started = self.started, self.clock_started
+        for dump in [self.dump(), *(d["usage"] for d in shared.others())]:
+            total.add(dump)
+        return total._report(deployment, deployment.metrics.totals())
+
+    def _report(self, deployment: Deployment, metrics: Metrics) -> dict[str, Any]:
         now = time.monotonic()
         uptime = now - self.clock_started
-        models = {name: self._model(name, deployment, now, uptime) for name in deployment.models}
+        models = {name: self._model(name, deployment, metrics.model(name), now, uptime) for name in deployment.models}
         overall = Tally()
         for stats in self.models.values():
             for status, n in stats.statuses.items():
@@ -122,11 +180,12 @@ class UsageStats:
             "keys": {name: tally.report() for name, tally in sorted(self.keys.items())},
         }
 
-    def _model(self, name: str, deployment: Deployment, now: float, uptime: float) -> dict[str, Any]:
+    def _model(
+        self, name: str, deployment: Deployment, metrics: ModelMetrics, now: float, uptime: float
+    ) -> dict[str, Any]:
         runtime = deployment.models[name]
         stats = self.models.get(name) or ModelStats()
-        metrics = runtime.metrics
-        scheduler = runtime.scheduler
+        batches = sum(metrics.batch_size.counts)
         hits, misses = metrics.cache.get("hit", 0), metrics.cache.get("miss", 0)
         answered = len(stats.latency)
         return {
@@ -141,10 +200,7 @@ class UsageStats:
                 "mean": round(1000 * sum(stats.queue) / max(1, len(stats.queue)), 3),
                 **_percentiles(stats.queue),
             },
-            "batches": {
-                "count": scheduler.batches_sent,
-                "mean_size": round(scheduler.items_sent / max(1, scheduler.batches_sent), 3),
-            },
+            "batches": {"count": batches, "mean_size": round(metrics.batch_size.sum / max(1, batches), 3)},
             "workers": {
                 "total": len(runtime.slots),
                 "ready": runtime.ready_count,

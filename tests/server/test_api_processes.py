@@ -44,7 +44,7 @@ def test_a_scrape_adds_up_every_process_counts(tmp_path: Path) -> None:
         model.gauge("servectl_queue_depth", "queued", lambda n=n: {"": float(n)})
     first.model("m").gauge("servectl_workers_ready", "ready", lambda: {"": 2.0})  # the owner's alone
     first.shared = SharedCounts(str(tmp_path), 0)
-    (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode(other.dump()))
+    (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": other.dump(), "usage": {}}))
     text = first.render()[0].decode()
     assert 'servectl_requests_total{model="m",route="/predict",status="200"} 8.0' in text
     assert 'servectl_request_duration_seconds_count{model="m",route="/predict"} 8.0' in text

@@ -56,6 +56,10 @@ def test_every_api_process_serves_through_the_same_worker_and_metrics_add_up(ser
     # a scrape reaches one process, and counts what both answered (the other's within a second)
     eventually(lambda: server.metric("servectl_requests_total", route="/predict", status="200") == before + 10)
     assert server.metric("servectl_workers_ready") == 1  # the workers' own figures are counted once
+    for client in clients.values():  # /stats adds up every process's answers too, whichever answers
+        eventually(lambda client=client: client.get("/stats").json()["models"]["toolbox"]["by_status"]["200"] == 10)
+        stats = client.get("/stats").json()["models"]["toolbox"]
+        assert stats["batches"]["count"] >= 10 and stats["latency_ms"]["window"] == 10
     for client in clients.values():
         client.close()
 
