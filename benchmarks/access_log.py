@@ -49,8 +49,7 @@ def start(root: Path, spec: dict[str, object], folder: Path) -> tuple[subprocess
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            r = httpx.post(app.url, json={"x": 2.0}, headers={"Authorization": f"Bearer {API_KEY}"})
-            if r.status_code == 200:
+            if httpx.get(app.url.replace("/predict", "/ready")).status_code == 200:
                 return proc, app, log_path
         except httpx.TransportError:
             pass

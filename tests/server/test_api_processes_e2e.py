@@ -84,7 +84,7 @@ def test_a_crash_answers_every_process_requests_and_the_replacement_serves_both(
         assert answers[index].status_code == 503, answers[index].text
         assert answers[index].json()["error"]["type"] == "worker_crashed"
     eventually(lambda: httpx.get(server.url + "/ready").status_code == 200, 30)
-    for index, client in clients.items():
+    for client in clients.values():
         eventually(lambda client=client: client.post("/predict", json={"x": 3}).status_code == 200)
         assert client.post("/predict", json={"x": 3}).json()["y"] == 9
     # the owner counts the restart; a scrape of the other process sees it within a second
