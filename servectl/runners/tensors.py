@@ -108,7 +108,12 @@ def group_by_shape(rows: list[Row], pad: float | None) -> list[tuple[list[int], 
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, row in enumerate(rows):
         groups.setdefault(tuple((n, a.shape) for n, a in row.items()), []).append(i)
-    return [(idx, {n: np.stack([rows[i][n] for i in idx]) for n in rows[idx[0]]}) for idx in groups.values()]
+    return [(idx, {n: _stacked([rows[i][n] for i in idx]) for n in rows[idx[0]]}) for idx in groups.values()]
+
+
+def _stacked(arrays: list[np.ndarray]) -> np.ndarray:
+    """The arrays along a new batch axis; one array is viewed, not copied (a big tensor alone)."""
+    return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
 
 
 def split_outputs(outputs: dict[str, np.ndarray], count: int) -> list[Row]:
