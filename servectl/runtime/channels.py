@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import socket
 from collections import deque
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 
 class WorkerChannels:
@@ -27,6 +28,9 @@ class WorkerChannels:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(address)
         self.listener.listen(64)
+        self._selector = selectors.DefaultSelector()  # kept: one per wait costs a syscall or two more
+        self._selector.register(pipe, selectors.EVENT_READ)
+        self._selector.register(self.listener, selectors.EVENT_READ)
         self.peers: list[Connection] = []
         self._by_origin: dict[int, Connection] = {}
         self._arrived: deque[tuple[Connection, bytes | None]] = deque()  # None: the pipe ended
@@ -45,10 +49,13 @@ class WorkerChannels:
     def poll(self, timeout: float | None = 0.0) -> bool:
         if self._arrived:
             return True
-        for ready in wait([self.pipe, self.listener, *self.peers], timeout):
+        for key, _ in self._selector.select(timeout):
+            ready = key.fileobj
             if ready is self.listener:
                 sock, _ = self.listener.accept()
-                self.peers.append(Connection(sock.detach()))
+                peer = Connection(sock.detach())
+                self.peers.append(peer)
+                self._selector.register(peer, selectors.EVENT_READ)
                 continue
             assert isinstance(ready, Connection)
             try:
@@ -90,6 +97,7 @@ class WorkerChannels:
     def _drop(self, conn: Connection) -> None:
         if conn in self.peers:
             self.peers.remove(conn)
+            self._selector.unregister(conn)
         for origin in [o for o, c in self._by_origin.items() if c is conn]:
             del self._by_origin[origin]
         conn.close()
@@ -98,3 +106,4 @@ class WorkerChannels:
         for conn in self.peers:
             conn.close()
         self.listener.close()
+        self._selector.close()
