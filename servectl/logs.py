@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Final
 
 import orjson
@@ -95,6 +96,26 @@ def configure(level: str, fmt: str) -> None:
 Entry = tuple[float, str, str, int, float, str]
 
 
+ATOMIC_WRITE = 4096  # PIPE_BUF: a write of up to this many bytes to a pipe is never interleaved
+
+
+def _whole_lines_up_to(lines: list[str], limit: int) -> Iterator[str]:
+    """The lines joined into chunks of at most `limit` bytes (a longer line alone), so that
+    the lines of several processes writing to one pipe (API processes, workers, a container
+    runtime reading stderr) never tear each other's."""
+    chunk: list[str] = []
+    size = 0
+    for text in lines:
+        n = len(text) if text.isascii() else len(text.encode())
+        if chunk and size + n > limit:
+            yield "".join(chunk)
+            chunk, size = [], 0
+        chunk.append(text)
+        size += n
+    if chunk:
+        yield "".join(chunk)
+
+
 class AccessLog:
     """Access lines, buffered on the event loop and written in batches.
 
@@ -146,8 +167,9 @@ class AccessLog:
             return
         stream = _stream()
         try:
-            stream.write("".join(lines))
-            stream.flush()
+            for chunk in _whole_lines_up_to(lines, ATOMIC_WRITE):
+                stream.write(chunk)
+                stream.flush()  # one write each: never torn by another process's lines
         except (OSError, ValueError):  # stderr closed or gone: nowhere left to write
             pass
 

@@ -105,3 +105,39 @@ def test_json_configure_captures_warnings_and_quiets_progress_bars(stream: io.St
         warnings.warn("old weights", UserWarning, stacklevel=1)
     [entry] = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert entry["logger"] == "py.warnings" and "old weights" in entry["message"]
+
+
+class Writes(io.StringIO):
+    """A stream that records each flushed write's size in bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+        self._mark = 0
+
+    def flush(self) -> None:
+        value = self.getvalue()
+        if len(value) > self._mark:
+            self.sizes.append(len(value[self._mark :].encode()))
+            self._mark = len(value)
+
+
+def test_a_big_batch_of_access_lines_leaves_in_whole_line_writes_a_pipe_never_tears(stream: io.StringIO) -> None:
+    out = Writes()
+    setup("text", out)  # type: ignore[arg-type]
+    access = AccessLog("text")
+    for i in range(500):
+        access.add("POST", "/predict/é" if i % 7 else "/predict", 200, 1.25, f"r{i}")
+    access.flush()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 500 and len(out.sizes) > 1
+    assert max(out.sizes) <= logs.ATOMIC_WRITE  # PIPE_BUF: each write is atomic on a pipe
+    assert all(chunk.endswith("\n") for chunk in _chunks(out.getvalue(), out.sizes))
+
+
+def _chunks(text: str, sizes: list[int]) -> list[str]:
+    data, found, at = text.encode(), [], 0
+    for size in sizes:
+        found.append(data[at : at + size].decode())
+        at += size
+    return found
