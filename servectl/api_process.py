@@ -32,6 +32,7 @@ def api_process_main(
     spec: DeploymentSpec,
     reload_from: tuple[Sequence[Path], Sequence[str]] | None,
     index: int,
+    origin: int,
     sockets: list[socket.socket],
     link: Connection,
     slots: dict[str, tuple[list[WorkerSlot], str]],
@@ -42,9 +43,9 @@ def api_process_main(
     configure(spec.server.log_level, spec.server.log_format)
     logging.getLogger("uvicorn.error").addFilter(CutStreamsAreExpected())
     raise_fd_limit(spec.server.max_connections)
-    owner = OwnerLink(index, slots, link)
+    owner = OwnerLink(index, origin, slots, link)
     deployment = Deployment(spec, reload_from=reload_from, owner=owner)
-    deployment.metrics.shared = SharedCounts(share_dir, index)
+    deployment.metrics.shared = SharedCounts(share_dir, index, deployment.counts)
     server = build_server(deployment)
     owner.on_drain = server.drain
     gc.collect()

@@ -113,7 +113,7 @@ class Deployment:
 
     def start(self) -> None:
         if self.metrics.shared is not None:
-            self.metrics.shared.start(lambda: {"metrics": self.metrics.dump(), "usage": self.usage.dump()})
+            self.metrics.shared.start()
         for model in self.models.values():
             model.start()
         if self.hub is not None:
@@ -228,10 +228,27 @@ class Deployment:
             log.warning("model %s is new in the spec: adding a model needs a restart", name)
         return models
 
+    def counts(self) -> dict[str, Any]:
+        """What this API process shares with the others (api_processes): its metrics, its
+        usage, and, from the one that owns the workers, each model's restarts and reloads."""
+        counts = {"metrics": self.metrics.dump(), "usage": self.usage.dump()}
+        if self.owner is None:
+            counts["owner"] = {
+                name: {"restarts": m.supervisor.restart_count, "reloads": m.reloads}
+                for name, m in self.models.items()
+                if isinstance(m, LocalModel)
+            }
+        return counts
+
     # --- /info --------------------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """`GET /info`: every model (and, with one model, its fields at the top level too)."""
+        if self.owner is not None and self.metrics.shared is not None:  # the owner's figures
+            for counts in self.metrics.shared.snapshot():
+                for name, state in counts.get("owner", {}).items():
+                    self.owner.models[name].restarts = state["restarts"]
+                    self.owner.models[name].reloads = state["reloads"]
         models = [model.info() for model in self.models.values()]
         top = {} if self.several else dict(models[0])
         answer = {**top, "version": __version__, "ready": self.ready, "models": models}

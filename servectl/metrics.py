@@ -274,8 +274,8 @@ class Metrics:
             return self
         total = Metrics(self.buckets[-1])
         total.buckets = self.buckets
-        for dump in [self.dump(), *(d["metrics"] for d in self.shared.others())]:
-            total.add(dump)
+        for counts in self.shared.snapshot():
+            total.add(counts["metrics"])
         return total
 
     def render(self, accept: str = "") -> tuple[bytes, str]:

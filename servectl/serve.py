@@ -175,7 +175,7 @@ def serve(
         deployment = Deployment(spec, reload_from=reload_from, launcher=launcher)
         if processes > 1:
             deployment.hub = PeerHub(deployment, groups[1:], reload_from, socket_dir)
-            deployment.metrics.shared = SharedCounts(socket_dir, 0)
+            deployment.metrics.shared = SharedCounts(socket_dir, 0, deployment.counts)
         return _serve(deployment, groups[0], console)
 
 

@@ -157,8 +157,8 @@ class UsageStats:
             return self._report(deployment, deployment.metrics)
         total = UsageStats()  # every API process's answers (api_processes)
         total.started, total.clock_started = self.started, self.clock_started
-        for dump in [self.dump(), *(d["usage"] for d in shared.others())]:
-            total.add(dump)
+        for counts in shared.snapshot():
+            total.add(counts["usage"])
         return total._report(deployment, deployment.metrics.totals())
 
     def _report(self, deployment: Deployment, metrics: Metrics) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class WorkerChannels:
         self._selector.register(self.listener, selectors.EVENT_READ)
         self.peers: list[Connection] = []
         self._by_origin: dict[int, Connection] = {}
+        self.gone: set[int] = set()  # origins whose API process closed its connection: drop their work
         self._arrived: deque[tuple[Connection, bytes | None]] = deque()  # None: the pipe ended
         self.last: Connection = pipe  # where the last message read came from
         self.closing = False  # Stop has arrived: the pipe ends the worker once the others have left
@@ -100,6 +101,7 @@ class WorkerChannels:
             self._selector.unregister(conn)
         for origin in [o for o, c in self._by_origin.items() if c is conn]:
             del self._by_origin[origin]
+            self.gone.add(origin)  # never reused: a restarted API process gets a new one
         conn.close()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ is started again (its socket, kept open here, queues new connections meanwhile).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -23,6 +24,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from servectl.metrics_share import retire
 from servectl.runtime.api_link import (
     Answer,
     Ask,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("servectl")
 
+MAX_ORIGIN = (1 << 16) - 1  # origins fit the 16 bits above a key's ORIGIN_SHIFT
 RESTARTS = 5  # of one API process within RESTART_WINDOW_S before it is given up
 RESTART_WINDOW_S = 60.0
 
@@ -57,6 +60,7 @@ class Peer:
         self.channel: FramedChannel[FromPeer] | None = None
         self.starts: list[float] = []
         self.serving = False  # linked to every worker since it last started
+        self.origin = 0  # what its request keys carry: new at each start (a worker drops a dead one's work)
 
 
 class PeerHub:
@@ -77,6 +81,7 @@ class PeerHub:
         self._ctx = mp.get_context("spawn")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._origins = itertools.count(1)
 
     @property
     def all_serving(self) -> bool:
@@ -106,12 +111,14 @@ class PeerHub:
         assert self._loop is not None
         parent, child = self._ctx.Pipe(duplex=True)
         slots = {m.name: (m.slots, m.device_note) for m in self._local_models()}
+        peer.origin = 1 + (next(self._origins) - 1) % MAX_ORIGIN
         peer.process = self._ctx.Process(
             target=api_process_main,
             args=(
                 self.deployment.spec,
                 self.reload_from,
                 peer.index,
+                peer.origin,
                 peer.sockets,
                 child,
                 slots,
@@ -139,11 +146,14 @@ class PeerHub:
                     self._send_up(peer, model, worker)
 
     def drain(self) -> None:
-        """The server drains: so do the other API processes."""
+        """The server drains: so do the other API processes. Their listening sockets are
+        closed here too, so that new connections are refused, not queued for nobody."""
         self.stopping = True
         for peer in self.peers:
             if peer.channel is not None:
                 peer.channel.send(Drain())
+            for sock in peer.sockets:
+                sock.close()
 
     async def stop(self, timeout: float) -> None:
         """Drain the other API processes and wait for them to end (before the workers stop)."""
@@ -193,6 +203,7 @@ class PeerHub:
             )
             return
         log.error("API process %d exited with code %s: starting it again", peer.index, code)
+        retire(self.share_dir, peer.index, len(peer.starts))  # its counts stay counted
         self._start(peer)
 
     # --- the link -----------------------------------------------------------------

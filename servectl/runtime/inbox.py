@@ -69,6 +69,7 @@ class Inbox:
     def next_batch(self) -> Batch | None:
         """The next batch to run, waiting for one; None once Stop has arrived (and every
         other API process has left)."""
+        self._drop_gone()
         while not self._batches and not self.stopped:
             self._keep(self._recv())
         if self.stopped:
@@ -82,8 +83,15 @@ class Inbox:
             self._cancelled &= live
         return batch
 
+    def _drop_gone(self) -> None:
+        """Forget batches of API processes that left (nobody reads their answers)."""
+        if self._channels is not None and self._channels.gone:
+            gone = self._channels.gone
+            self._batches = deque(b for b in self._batches if origin_of(b.batch_id) not in gone)
+
     def take_batch(self) -> Batch | None:
         """A batch that has arrived, if any, without waiting (between generation steps)."""
+        self._drop_gone()
         return self._batches.popleft() if self._batches and not self.finished else None
 
     def poll(self) -> None:
@@ -95,10 +103,12 @@ class Inbox:
             raise PipeClosed from None
 
     def take_cancelled(self, keys: Iterable[int]) -> list[int]:
-        """Which of `keys` were cancelled (each is reported once)."""
-        if not self._cancelled:
+        """Which of `keys` were cancelled, or belong to an API process that left (each is
+        reported once)."""
+        gone = self._channels.gone if self._channels is not None else ()
+        if not self._cancelled and not gone:
             return []
-        hit = [key for key in keys if key in self._cancelled]
+        hit = [key for key in keys if key in self._cancelled or origin_of(key) in gone]
         self._cancelled.difference_update(hit)
         return hit
 

@@ -107,7 +107,8 @@ class RemoteModel:
         self._slots = list(slots)
         self.workers: dict[int, WorkerHandle] = {}  # by index: those that take batches
         self.retiring: set[WorkerHandle] = set()  # replaced by a reload, answering what they hold
-        self.reloads = 0
+        self.reloads = 0  # as the owner counts them (read with /info)
+        self.restarts = 0
         self._report_hung = report_hung
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -135,7 +136,10 @@ class RemoteModel:
 
     @property
     def problems(self) -> list[str]:
-        return []
+        if self.ready:
+            return []
+        linked = self.ready_count
+        return [f"this API process is linking to the workers ({linked} of {len(self._slots)} linked)"]
 
     def start(self) -> None:
         pass
@@ -160,7 +164,7 @@ class RemoteModel:
         raise NotImplementedError("the deployment forwards reloads to the API process that owns the workers")
 
     def info(self) -> dict[str, Any]:
-        return model_info(self, 0, self.reloads)
+        return model_info(self, self.restarts, self.reloads)
 
     def _queue_depth(self) -> dict[str, float]:
         return {"": len(self.scheduler.queue)}
@@ -259,8 +263,11 @@ class RemoteModel:
 class OwnerLink:
     """This API process's end of the link to the one that owns the workers (`api_link`)."""
 
-    def __init__(self, index: int, slots: dict[str, tuple[list[WorkerSlot], str]], conn: Connection) -> None:
+    def __init__(
+        self, index: int, origin: int, slots: dict[str, tuple[list[WorkerSlot], str]], conn: Connection
+    ) -> None:
         self.index = index
+        self.origin = origin  # what this process's request keys carry (new at each start)
         self.slots = slots  # each model's worker slots and their placement, when this process started
         self.models: dict[str, RemoteModel] = {}
         self.on_drain: Callable[[], None] | None = None
@@ -274,7 +281,7 @@ class OwnerLink:
 
     def model(self, spec: Spec, metrics: ModelMetrics) -> RemoteModel:
         slots, note = self.slots.get(spec.name, ([], "owned by API process 0"))
-        model = self.models[spec.name] = RemoteModel(spec, slots, note, metrics, self.index, self.report_hung)
+        model = self.models[spec.name] = RemoteModel(spec, slots, note, metrics, self.origin, self.report_hung)
         model.on_ready = self._maybe_serving
         return model
 

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from servectl.metrics import Metrics
-from servectl.metrics_share import SharedCounts
+from servectl.metrics_share import SharedCounts, retire
 from servectl.server.listen import ListenError, bind, bind_group
 
 
@@ -43,7 +43,7 @@ def test_a_scrape_adds_up_every_process_counts(tmp_path: Path) -> None:
         model.drop("timeout")
         model.gauge("servectl_queue_depth", "queued", lambda n=n: {"": float(n)})
     first.model("m").gauge("servectl_workers_ready", "ready", lambda: {"": 2.0})  # the owner's alone
-    first.shared = SharedCounts(str(tmp_path), 0)
+    first.shared = SharedCounts(str(tmp_path), 0, lambda: {"metrics": first.dump(), "usage": {}})
     (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": other.dump(), "usage": {}}))
     text = first.render()[0].decode()
     assert 'servectl_requests_total{model="m",route="/predict",status="200"} 8.0' in text
@@ -54,3 +54,18 @@ def test_a_scrape_adds_up_every_process_counts(tmp_path: Path) -> None:
     assert 'servectl_workers_ready{model="m"} 2.0' in text
     alone = generate_latest(first.registry).decode()  # its own registry still holds its own counts
     assert 'servectl_requests_total{model="m",route="/predict",status="200"} 3.0' in alone
+
+
+def test_the_counts_of_a_dead_process_stay_counted_without_its_gauges(tmp_path: Path) -> None:
+    first, dead = Metrics(), Metrics()
+    first.shared = SharedCounts(str(tmp_path), 0, lambda: {"metrics": first.dump(), "usage": {}})
+    for _ in range(4):
+        dead.observe_request("m", "/predict", 200, 0.002)
+    dead.model("m").gauge("servectl_queue_depth", "queued", lambda: {"": 7.0})
+    (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": dead.dump(), "usage": {}}))
+    retire(str(tmp_path), 1, 1)  # API process 1 died; another starts counting from 0
+    (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": Metrics().dump(), "usage": {}}))
+    text = first.render()[0].decode()
+    assert 'servectl_requests_total{model="m",route="/predict",status="200"} 4.0' in text
+    assert 'servectl_queue_depth{model="m"} 7.0' not in text  # what it held went with it
+    assert (tmp_path / "metrics-0.msgpack").exists()  # a scrape writes its own counts first

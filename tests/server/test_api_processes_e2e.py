@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.conftest import Server, toolbox_spec
+from tests.conftest import Server, streamer_spec, toolbox_spec
 
 ADMIN = "admin-key-for-tests"
 
@@ -133,14 +136,49 @@ def test_sigterm_to_the_first_process_drains_what_every_process_holds(serve) -> 
     assert server.proc.wait(30) == 0
 
 
-def test_a_dead_api_process_is_started_again_and_ready_waits_for_it(serve) -> None:
-    server = serve(spec())
+def test_a_dead_api_process_is_started_again_and_nothing_it_did_is_lost(serve, tmp_path: Path) -> None:
+    server = serve(streamer_spec(server={"api_processes": 2}, devices={"workers_per_device": 1}))
     clients = clients_of_each(server)
+    for client in clients.values():
+        assert client.post("/predict", json={"n": 1}).status_code == 200
+    eventually(lambda: server.metric("servectl_requests_total", route="/predict", status="200") == 2)
+    steps = tmp_path / "steps.log"
     old = clients[1].get("/info").json()["api_process"]["pid"]
+    streaming = threading.Thread(
+        target=lambda: _read_some(clients[1], {"n": 200, "delay": 0.02, "log_to": str(steps)}), daemon=True
+    )
+    streaming.start()
+    eventually(lambda: steps.exists() and len(steps.read_text().splitlines()) > 3)
     os.kill(old, signal.SIGKILL)
-    assert clients[0].post("/predict", json={"x": 2}).json()["y"] == 4  # the first one serves on
+    assert clients[0].post("/predict", json={"n": 1}).status_code == 200  # the first one serves on
     eventually(lambda: httpx.get(server.url + "/ready").status_code == 200, 30)
+    done = len(steps.read_text().splitlines())
+    time.sleep(0.5)  # the worker dropped the dead process's stream (200 steps would take 4 s)
+    assert len(steps.read_text().splitlines()) <= done + 3 < 100
+    # what the dead process answered stays counted: a counter never goes back
+    assert server.metric("servectl_requests_total", route="/predict", status="200") >= 3
     again = clients_of_each(server)
     assert again[1].get("/info").json()["api_process"]["pid"] != old
-    assert again[1].post("/predict", json={"x": 3}).json()["y"] == 9
+    assert again[1].post("/predict", json={"n": 2}).status_code == 200
     assert "API process 1 exited with code -9: starting it again" in server.log()
+
+
+def _read_some(client: httpx.Client, body: dict) -> None:
+    with contextlib.suppress(httpx.HTTPError), client.stream("POST", "/predict", json=body) as r:
+        for _ in r.iter_lines():
+            pass
+
+
+def test_draining_refuses_new_connections_at_once(serve) -> None:
+    server = serve(streamer_spec(server={"api_processes": 2}, limits={"drain_s": 30}))
+    clients = clients_of_each(server)
+    streaming = threading.Thread(target=lambda: _read_some(clients[1], {"n": 100, "delay": 0.03}), daemon=True)
+    streaming.start()
+    time.sleep(0.3)
+    os.kill(server.proc.pid, signal.SIGTERM)
+    time.sleep(0.3)  # both processes drain: neither listens any more
+    for _ in range(6):  # whichever socket the kernel would pick: refused, not queued
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url + "/health", timeout=2)
+    streaming.join(30)
+    assert server.proc.wait(30) == 0
