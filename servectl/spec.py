@@ -10,10 +10,19 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from servectl.spec_issues import SpecError as SpecError  # re-exported: everything imports them from here
@@ -38,6 +47,18 @@ if not OmegaConf.has_resolver("pkg"):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`true` where a number is asked for is a mistake, not 1 (pydantic's lax mode takes it)."""
+        if isinstance(value, bool) and info.field_name is not None:
+            kinds = set(get_args(cls.model_fields[info.field_name].annotation)) or {
+                cls.model_fields[info.field_name].annotation
+            }
+            if bool not in kinds and kinds & {int, float}:
+                raise PydanticCustomError("number_type", "Input should be a number, not true or false")
+        return value
 
 
 class OnnxOptions(_Section):

@@ -141,3 +141,13 @@ def test_several_api_processes_need_the_local_runtime(tmp_path: Path) -> None:
     assert issue.field == "limits.rate.backend" and "use backend 'redis'" in issue.message
     spec = load_spec(write(tmp_path, text.replace("60\n", "60\n    backend: redis\n")))
     assert spec.server.api_processes == 2 and spec.limits.rate.backend == "redis"
+
+
+def test_true_or_false_is_not_a_number(tmp_path: Path) -> None:
+    text = "handler: h.py\nbatching:\n  max_batch_size: true\nserver:\n  api_processes: false\napi:\n  stream: true\n"
+    found = {i.field: i for i in issues(tmp_path, text)}
+    assert set(found) == {"batching.max_batch_size", "server.api_processes"}  # api.stream is a boolean
+    assert (
+        found["batching.max_batch_size"].line == 3
+        and "a number, not true or false" in found["server.api_processes"].message
+    )

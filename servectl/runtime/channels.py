@@ -17,6 +17,8 @@ import socket
 from collections import deque
 from multiprocessing.connection import Connection
 
+from servectl.runtime.transport import widen
+
 
 class WorkerChannels:
     """The supervisor's pipe (origin 0) and the connections other API processes open."""
@@ -54,6 +56,7 @@ class WorkerChannels:
             ready = key.fileobj
             if ready is self.listener:
                 sock, _ = self.listener.accept()
+                widen(sock)
                 peer = Connection(sock.detach())
                 self.peers.append(peer)
                 self._selector.register(peer, selectors.EVENT_READ)

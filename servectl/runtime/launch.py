@@ -14,7 +14,6 @@ process, for tests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import multiprocessing as mp
@@ -28,7 +27,7 @@ from typing import NamedTuple, Protocol
 
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.messages import FromWorker, ToWorker
-from servectl.runtime.transport import WorkerChannel
+from servectl.runtime.transport import WorkerChannel, widen
 from servectl.runtime.worker import worker_main
 from servectl.spec import Spec
 
@@ -160,18 +159,6 @@ class ProcessWorker:
         self.process.join(timeout)
 
 
-PIPE_BUFFER = 4 * 2**20  # bytes; the kernel caps it (net.core.wmem_max / rmem_max)
-
-
-def widen(conn: Connection) -> None:
-    """Bigger socket buffers on a worker's pipe: a large batch or answer crosses in fewer
-    wake-ups of the other side (the default is about 200 KiB)."""
-    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, option, PIPE_BUFFER)
-
-
 class ProcessLauncher:
     """Spawns one process per worker (the `spawn` start method: no state inherited).
     `socket_dir`: where each worker listens for the other API processes (api_processes > 1)."""
@@ -190,8 +177,9 @@ class ProcessLauncher:
     ) -> ProcessWorker:
         loop = asyncio.get_running_loop()
         parent, child = self._ctx.Pipe(duplex=True)
-        widen(parent)
-        widen(child)
+        for end in (parent, child):
+            with socket.socket(fileno=os.dup(end.fileno())) as sock:
+                widen(sock)
         address = None
         if self._socket_dir is not None:  # a fresh name per start: no stale socket is ever reached
             address = os.path.join(self._socket_dir, f"w{next(self._launched)}.sock")

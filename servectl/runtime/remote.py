@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -39,7 +40,7 @@ from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
 from servectl.runtime.local import model_info
 from servectl.runtime.messages import FromWorker, ToWorker
 from servectl.runtime.scheduler import Scheduler
-from servectl.runtime.transport import FramedChannel, WorkerChannel
+from servectl.runtime.transport import FramedChannel, WorkerChannel, widen
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl")
@@ -201,11 +202,16 @@ class RemoteModel:
                 self.retiring.discard(worker)
                 worker.kill()  # nothing left there: close the connection, the worker may stop
 
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        widen(sock)  # before connecting: the buffers are sized at the handshake
+        sock.setblocking(False)
         try:
+            await loop.sock_connect(sock, run.up.address)
             _, channel = await loop.create_unix_connection(
-                lambda: WorkerChannel(on_message, lambda: self._lost(worker)), run.up.address
+                lambda: WorkerChannel(on_message, lambda: self._lost(worker)), sock=sock
             )
         except OSError as exc:
+            sock.close()
             log.error("model %s: cannot reach worker %d at %s (%s)", self.name, worker.index, run.up.address, exc)
             self._lost(worker)
             return
