@@ -55,7 +55,10 @@ def k8s(
     ] = None,
     cpu: Annotated[
         str | None,
-        typer.Option(help="CPU request per pod (2, 500m). Default: 1, or 2 per GPU. No CPU limit is set."),
+        typer.Option(
+            help="CPU request per pod (2, 500m). Default: 1, or 2 per GPU, plus 1 per API process past the "
+            "first. No CPU limit is set."
+        ),
     ] = None,
     memory: Annotated[
         str | None,

@@ -55,7 +55,8 @@ def export(plan: Plan, options: K8sOptions, out: Path) -> tuple[list[Path], list
 
 
 def documents(plan: Plan, options: K8sOptions) -> list[Document]:
-    resources = Resources.of(options.cpu, options.memory, plan.gpus)
+    api_processes = plan.deployment.server.api_processes
+    resources = Resources.of(options.cpu, options.memory, plan.gpus, api_processes)
     low, high = replica_bounds(plan, options.replicas, options.max_replicas)
     common = [configmap(plan), *([secret_template(plan)] if plan.keys.all else [])]
     if plan.ray:

@@ -33,9 +33,10 @@ class Resources:
     gpus: int
 
     @classmethod
-    def of(cls, cpu: str | None, memory: str | None, gpus: int) -> Resources:
-        """--cpu/--memory, checked; by default 1 CPU and 2Gi, or 2 CPUs and 8Gi per GPU."""
-        cpu = cpu or str(max(1, 2 * gpus))
+    def of(cls, cpu: str | None, memory: str | None, gpus: int, api_processes: int = 1) -> Resources:
+        """--cpu/--memory, checked; by default 1 CPU and 2Gi, or 2 CPUs and 8Gi per GPU, and
+        one CPU more for each API process past the first (server.api_processes)."""
+        cpu = cpu or str(max(1, 2 * gpus) + api_processes - 1)
         memory = memory or (f"{8 * gpus}Gi" if gpus else "2Gi")
         if not CPU.match(cpu):
             raise ExportError(f"--cpu {cpu!r}: a CPU quantity, e.g. 2, 0.5 or 500m")

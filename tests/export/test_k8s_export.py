@@ -230,6 +230,12 @@ def test_gpus_follow_the_devices(tmp_path: Path) -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
     exported, count = gpus({"accelerator": "cuda"})
     assert count == 1 and "devices.ids is auto" in exported.output
+
+
+def test_each_api_process_past_the_first_asks_for_a_cpu_more(tmp_path: Path) -> None:
+    exported = export_k8s(tmp_path / "out", str(small_spec(tmp_path, server={"api_processes": 3})))
+    assert exported.code == 0, exported.output
+    assert exported.container["resources"]["requests"]["cpu"] == "3"
     short = export_k8s(
         tmp_path / "short", str(small_spec(tmp_path, devices={"accelerator": "cuda", "ids": 2})), "--gpus", "1"
     )
