@@ -212,13 +212,14 @@ class PeerHub:
         for peer in self.peers:
             if peer.channel is None:
                 continue
-            if up:
-                self._send_up(peer, self.deployment.models[model], worker)
-            else:
+            found = self.deployment.models[model]
+            if not up:
                 peer.channel.send(WorkerRetired(model, worker.index))
+            elif isinstance(found, LocalModel):
+                self._send_up(peer, found, worker)
 
     @staticmethod
-    def _send_up(peer: Peer, model: Any, worker: WorkerHandle) -> None:
+    def _send_up(peer: Peer, model: LocalModel, worker: WorkerHandle) -> None:
         run, info = worker.run, model.handler_info
         if run is None or run.address is None or run.pid is None or info is None or peer.channel is None:
             return
