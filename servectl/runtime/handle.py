@@ -71,6 +71,18 @@ class WorkerHandle:
             delay = max(at - time.perf_counter(), 0.0)
             self.watchdog = asyncio.get_running_loop().call_later(delay, self._on_watchdog, self)
 
+    def hung_now(self) -> bool:
+        """The watchdog fired: True when a batch it holds outlived its deadline by the
+        grace; otherwise the timer is armed again for the earliest one still running."""
+        self.watchdog = None
+        if self.gone or not self.inflight:
+            return False
+        due = min(pending.hang_at for pending in self.inflight.values())
+        if due > time.perf_counter():
+            self.arm_watchdog(due)
+            return False
+        return True
+
     def stop_watchdog(self) -> None:
         if self.watchdog is not None:
             self.watchdog.cancel()

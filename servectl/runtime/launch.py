@@ -89,7 +89,21 @@ class WorkerLauncher(Protocol):
     ) -> WorkerRun: ...
 
 
-class ProcessWorker:
+class ChannelRun:
+    """A worker reached through a channel: what sending and closing it means."""
+
+    channel: WorkerChannel | None
+
+    def send(self, message: ToWorker) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+
+
+class ProcessWorker(ChannelRun):
     """A worker process: a spawned process leading its own process group, and its pipe."""
 
     def __init__(
@@ -132,14 +146,6 @@ class ProcessWorker:
     def _exited(self) -> None:
         self.unwatch()
         self._on_exit()
-
-    def send(self, message: ToWorker) -> None:
-        if self.channel is not None:
-            self.channel.send(message)
-
-    def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
 
     def unwatch(self) -> None:
         self._loop.remove_reader(self.process.sentinel)

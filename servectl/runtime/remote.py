@@ -15,7 +15,6 @@ import itertools
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -37,8 +36,9 @@ from servectl.runtime.api_link import (
 from servectl.runtime.base import Planner
 from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
+from servectl.runtime.launch import ChannelRun
 from servectl.runtime.local import model_info
-from servectl.runtime.messages import FromWorker, ToWorker
+from servectl.runtime.messages import FromWorker
 from servectl.runtime.scheduler import Scheduler
 from servectl.runtime.transport import FramedChannel, WorkerChannel, widen
 from servectl.spec import Spec
@@ -46,12 +46,12 @@ from servectl.spec import Spec
 log = logging.getLogger("servectl")
 
 
-class SocketRun:
+class SocketRun(ChannelRun):
     """A worker as reached on its socket: this process sends and reads; it never ends it."""
 
     def __init__(self, up: WorkerUp) -> None:
         self.up = up
-        self.channel: WorkerChannel | None = None
+        self.channel = None
 
     @property
     def pid(self) -> int | None:
@@ -68,14 +68,6 @@ class SocketRun:
     @property
     def address(self) -> str | None:
         return self.up.address
-
-    def send(self, message: ToWorker) -> None:
-        if self.channel is not None:
-            self.channel.send(message)
-
-    def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
 
     def unwatch(self) -> None:
         pass
@@ -248,12 +240,7 @@ class RemoteModel:
             del self.workers[worker.index]
 
     def _check_hung(self, worker: WorkerHandle) -> None:
-        worker.watchdog = None
-        if worker.gone or not worker.inflight:
-            return
-        due = min(pending.hang_at for pending in worker.inflight.values())
-        if due > time.perf_counter():
-            worker.arm_watchdog(due)
+        if not worker.hung_now():
             return
         log.error(
             "model %s: worker %d hung (a batch outlived its deadline): asking for it to be replaced",

@@ -306,14 +306,8 @@ class Supervisor:
 
     def _check_hung(self, worker: WorkerHandle) -> None:
         """The watchdog: replace a worker whose batch outlived its deadline by hang_grace_s."""
-        worker.watchdog = None
-        if worker.gone or not worker.inflight:
-            return
-        due = min(pending.hang_at for pending in worker.inflight.values())
-        if due > time.perf_counter():
-            worker.arm_watchdog(due)
-            return
-        self._replace(worker, "")
+        if worker.hung_now():
+            self._replace(worker, "")
 
     def replace_hung(self, index: int, seen_by: str) -> None:
         """Another API process saw a batch of this worker outlive its deadline."""
