@@ -17,6 +17,7 @@ import socket
 from collections import deque
 from multiprocessing.connection import Connection
 
+from servectl.runtime.messages import read_frame
 from servectl.runtime.transport import widen
 
 
@@ -36,7 +37,7 @@ class WorkerChannels:
         self.peers: list[Connection] = []
         self._by_origin: dict[int, Connection] = {}
         self.gone: set[int] = set()  # origins whose API process closed its connection: drop their work
-        self._arrived: deque[tuple[Connection, bytes | None]] = deque()  # None: the pipe ended
+        self._arrived: deque[tuple[Connection, bytearray | None]] = deque()  # None: the pipe ended
         self.last: Connection = pipe  # where the last message read came from
         self.closing = False  # Stop has arrived: the pipe ends the worker once the others have left
 
@@ -63,7 +64,7 @@ class WorkerChannels:
                 continue
             assert isinstance(ready, Connection)
             try:
-                self._arrived.append((ready, ready.recv_bytes()))
+                self._arrived.append((ready, read_frame(ready)))
             except (EOFError, OSError):
                 if ready is self.pipe:
                     self._arrived.append((ready, None))
@@ -71,7 +72,7 @@ class WorkerChannels:
                     self._drop(ready)
         return bool(self._arrived)
 
-    def recv_bytes(self) -> bytes:
+    def recv_bytes(self) -> bytearray:
         while not self._arrived:
             if self.closing and not self.peers:
                 raise EOFError  # stopped, and the last other API process has left

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from multiprocessing.connection import Connection
 
 from servectl.runtime.channels import WorkerChannels
 from servectl.runtime.messages import (
@@ -27,6 +28,7 @@ from servectl.runtime.messages import (
     decode_to_worker,
     encode,
     origin_of,
+    read_frame,
 )
 
 
@@ -48,7 +50,8 @@ class Inbox:
 
     def _recv(self) -> ToWorker:
         try:
-            data = self._conn.recv_bytes()
+            conn = self._conn
+            data = read_frame(conn) if isinstance(conn, Connection) else conn.recv_bytes()
         except (EOFError, OSError):
             raise PipeClosed from None
         return decode_to_worker(data)
