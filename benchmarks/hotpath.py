@@ -84,6 +84,14 @@ class FakeWorker:
     def idle(self) -> bool:
         return not self.inflight
 
+    @property
+    def room(self) -> int:  # the scheduler's WorkerPort since pipelined workers
+        return 0 if self.inflight else 64
+
+    @property
+    def waiting_room(self) -> int:
+        return 0
+
     def send_batch(self, batch_id: int, batch: list[Any]) -> None:
         loop = asyncio.get_running_loop()
         if self.new:

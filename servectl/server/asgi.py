@@ -47,6 +47,11 @@ async def send_bytes(
     ]
     if extra:
         headers.extend(extra)
+    # servectl's own HTTP protocol writes such an answer at once (`protocol.WholeCycle`);
+    # any other server, or a `send` wrapped to add headers, gets the two ASGI messages
+    send_whole = getattr(getattr(send, "__self__", None), "send_whole", None)
+    if send_whole is not None and send_whole(status, headers, body):
+        return
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -68,6 +73,11 @@ class BodyTooLarge(Exception):
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or None if the client went away while sending it."""
+    whole_body = getattr(getattr(receive, "__self__", None), "whole_body", None)  # `protocol.WholeCycle`
+    if whole_body is not None and (body := whole_body()) is not None:
+        if len(body) > limit:
+            raise BodyTooLarge
+        return body
     chunks: list[bytes] = []
     size = 0
     while True:

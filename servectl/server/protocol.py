@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from servectl.protocols.predict.errors import error_body
@@ -94,7 +94,12 @@ class CorkedWrites:
         cycle = self.cycle
         if cycle is not None and cycle is not self.headed:
             self.headed = cycle  # its first write: the head (a 100 Continue comes before the start: never held)
-            if cycle.response_started and cycle.chunked_encoding is False and cycle.expected_content_length > 0:
+            if (
+                cycle.response_started
+                and cycle.chunked_encoding is False
+                and cycle.expected_content_length > 0
+                and cycle.scope["method"] != "HEAD"  # its body is never written: nothing to wait for
+            ):
                 self.held = data
                 return
         self.transport.write(data)
@@ -107,6 +112,57 @@ class CorkedWrites:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.transport, name)
+
+
+class WholeCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle that also hands over a body that is all in
+    (`whole_body`) and writes a whole answer of known length at once (`send_whole`): what
+    its `receive` and two `send` calls do for them (status line, headers, body, keep-alive,
+    the next pipelined request) without the ASGI messages, three awaits and a pattern check
+    per header. The answers servectl builds itself are its hot path: `asgi.read_body` and
+    `asgi.send_bytes` call these when `receive` / `send` are this cycle's own."""
+
+    def whole_body(self) -> bytes | None:
+        """The request's whole body when all of it is in, as `receive` would give it in one
+        message (None: not yet, or the ASGI path must take it)."""
+        if self.more_body or self.disconnected or self.response_complete or self.waiting_for_100_continue:
+            return None
+        body = bytes(self.body)
+        self.body = bytearray()
+        self.flow.resume_reading()  # as `receive` does: a large body may have paused reading
+        return body
+
+    def send_whole(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """Write the answer; False (nothing done) where the ASGI path must take it: an answer
+        already started, a paused write (the ASGI path waits for the drain), a HEAD request."""
+        if self.response_started or self.flow.write_paused or self.scope["method"] == "HEAD":
+            return False
+        if self.disconnected:  # as `send` does: nothing to write to
+            return True
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        self.chunked_encoding = False
+        head = [STATUS_LINE[status]]
+        for name, value in self.default_headers:
+            head += (name, b": ", value, b"\r\n")
+        for name, value in headers:
+            if name == b"connection" and b"close" in value.lower():
+                self.keep_alive = False
+            head += (name, b": ", value, b"\r\n")
+        if not self.keep_alive and (b"connection", b"close") not in headers:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if len(body) <= JOIN_BELOW:
+            head.append(body)
+            self.transport.write(b"".join(head))
+        else:  # a large body is not copied to join it: one writev
+            self.transport.writelines((b"".join(head), body))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()
+        return True
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -208,6 +264,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None:
+            cycle.__class__ = WholeCycle  # the same object, one method more (no state of its own)
             if self._cork is None:
                 self._cork = CorkedWrites(self.transport)
             self._cork.cycle = cycle

@@ -25,8 +25,10 @@ class Transport:
         return self.closed
 
 
-def cycle(chunked: bool | None, length: int) -> SimpleNamespace:
-    return SimpleNamespace(response_started=True, chunked_encoding=chunked, expected_content_length=length)
+def cycle(chunked: bool | None, length: int, method: str = "POST") -> SimpleNamespace:
+    return SimpleNamespace(
+        response_started=True, chunked_encoding=chunked, expected_content_length=length, scope={"method": method}
+    )
 
 
 def test_a_known_length_answer_is_one_write_streams_and_empty_bodies_are_not_held() -> None:
@@ -48,6 +50,9 @@ def test_a_known_length_answer_is_one_write_streams_and_empty_bodies_are_not_hel
     cork.write(b"HEAD5")
     cork.write(big)
     assert sent.writes[-1] == b"HEAD5|" + big
+    cork.cycle = cycle(False, 5, "HEAD")  # a HEAD answer's body is never written: its head goes at once
+    cork.write(b"HEAD6")
+    assert sent.writes[-1] == b"HEAD6"
     cork.cycle = cycle(False, 5)
     cork.write(b"HEAD4")
     cork.close()  # a close never loses a held head

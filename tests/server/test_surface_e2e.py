@@ -75,6 +75,10 @@ def test_request_ids_sanitised_capped_returned_and_logged(serve) -> None:
     assert long.headers["x-request-id"] == "z" * 64
     fresh = httpx.get(server.url + "/ready")
     assert len(fresh.headers["x-request-id"]) == 16
+    with httpx.Client(base_url=server.url, timeout=5) as client:  # a HEAD answer's head is not held back
+        head = client.head("/health")  # 405 (GET only), with the length of a body it does not send
+        assert head.status_code == 405 and int(head.headers["content-length"]) > 0 and head.content == b""
+        assert client.get("/health").json()  # the same connection goes on
     failing = httpx.post(server.url + "/predict", json={"fail": True}, headers={"X-Request-Id": "trace-me"})
     assert failing.status_code == 500
     deadline = time.monotonic() + 5  # access lines are written in batches, within 100 ms

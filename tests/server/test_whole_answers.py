@@ -1,0 +1,133 @@
+"""Whole answers: servectl's HTTP protocol hands a body that is all in over at once and
+writes a known-length answer in one go (`WholeCycle`), on a real uvicorn server with raw
+sockets, so HTTP/1.1's rules (pipelining, keep-alive, close, HEAD) hold on that path too."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import uvicorn
+
+from servectl.server.asgi import Receive, Scope, Send, adding_headers, read_body, send_bytes
+from servectl.server.protocol import ConnectionLimits, protocol_class
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+seen: list[bool] = []  # per request: was `send` the cycle's own (the whole-answer path)?
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Echoes the body; /close asks to close, /wrapped adds a header through a wrapped send."""
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive, 1 << 20)
+    assert body is not None
+    seen.append(hasattr(getattr(send, "__self__", None), "send_whole"))
+    path = scope["path"]
+    if path == "/wrapped":
+        await send_bytes(adding_headers(send, [(b"x-added", b"1")]), 200, body, "rid")
+    elif path == "/close":
+        await send_bytes(send, 200, body, "rid", [(b"connection", b"close")])
+    else:
+        await send_bytes(send, 200, body, "rid-" + path.strip("/"))
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = int(probe.getsockname()[1])
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=protocol_class(ConnectionLimits())
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    seen.clear()
+    yield free
+    server.should_exit = True
+    await asyncio.wait_for(task, 10)
+
+
+async def exchange(port: int, raw: bytes, answers: int) -> tuple[list[bytes], bool]:
+    """Send `raw`, read `answers` responses (heads and bodies); True if the server then closed."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    out = []
+    for _ in range(answers):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.lower().split(b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
+        out.append(head + await reader.readexactly(length))
+    try:
+        closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
+    except TimeoutError:
+        closed = False
+    writer.close()
+    return out, closed
+
+
+def post(path: str, body: bytes, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
+    return b"POST %s HTTP/%s\r\nhost: x\r\ncontent-length: %d\r\n%s\r\n%s" % (
+        path.encode(),
+        version,
+        len(body),
+        extra,
+        body,
+    )
+
+
+async def test_pipelined_requests_are_answered_in_order_on_a_kept_connection(port: int) -> None:
+    answers, closed = await exchange(port, post("/a", b"one") + post("/b", b"two") + post("/c", b"3"), 3)
+    assert [a.split(b"\r\n\r\n")[1] for a in answers] == [b"one", b"two", b"3"]
+    for answer, rid in zip(answers, [b"rid-a", b"rid-b", b"rid-c"], strict=True):
+        head = answer.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 200 ok")
+        assert b"x-request-id: " + rid in head and b"date: " in head and b"content-type: application/json" in head
+        assert b"connection: close" not in head
+    assert not closed
+    assert seen == [True, True, True]  # all three took the whole-answer path
+
+
+async def test_close_is_honoured_whoever_asks(port: int) -> None:
+    answers, closed = await exchange(port, post("/a", b"x", b"connection: close\r\n"), 1)
+    assert b"connection: close" in answers[0].lower() and closed  # the client asked
+    answers, closed = await exchange(port, post("/a", b"x", version=b"1.0"), 1)
+    assert b"connection: close" in answers[0].lower() and closed  # HTTP/1.0
+    answers, closed = await exchange(port, post("/close", b"x") + post("/a", b"never"), 1)
+    assert answers[0].lower().count(b"connection: close") == 1 and closed  # the app asked
+    assert seen == [True, True, True]
+
+
+async def test_a_wrapped_send_and_head_take_the_asgi_path(port: int) -> None:
+    answers, _ = await exchange(port, post("/wrapped", b"body"), 1)
+    assert b"x-added: 1" in answers[0] and answers[0].endswith(b"body")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"HEAD /a HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"content-length: 2" in head.lower()
+    writer.write(post("/a", b"next"))  # no body came after the HEAD answer's head
+    nxt = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert nxt.startswith(b"HTTP/1.1 200") and await reader.readexactly(4) == b"next"
+    writer.close()
+
+
+async def test_a_body_sent_in_pieces_is_read_whole(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"world")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"content-length: 10" in head.lower() and await reader.readexactly(10) == b"helloworld"
+    writer.close()
