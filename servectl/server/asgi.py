@@ -73,8 +73,8 @@ class BodyTooLarge(Exception):
 
 async def read_body(receive: Receive, limit: int) -> bytes | None:
     """The whole request body, or None if the client went away while sending it."""
-    whole_body = getattr(getattr(receive, "__self__", None), "whole_body", None)  # `protocol.WholeCycle`
-    if whole_body is not None and (body := whole_body()) is not None:
+    whole_body: Callable[[], bytes | None] | None = getattr(getattr(receive, "__self__", None), "whole_body", None)
+    if whole_body is not None and (body := whole_body()) is not None:  # `protocol.WholeCycle`
         if len(body) > limit:
             raise BodyTooLarge
         return body
