@@ -185,10 +185,14 @@ class GuardedProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.timeout_keep_alive = self.limits.keep_alive_s  # type: ignore[assignment]  # call_later takes a float
         self._head_bytes: int | None = 0
         self._heads = 0  # request heads completed on this connection
-        self._head_timer: asyncio.TimerHandle | None = None
+        # one clock per connection for both timeouts, wound to the earlier of two deadlines
+        # (loop time; None: not timing) and moved only when it fires or one comes sooner:
+        # a timer armed and cancelled per request costs more than the request's own routing
+        self._head_due: float | None = None  # the request head (or an answered body's rest) must be in by then
+        self._idle_due: float | None = None  # keep-alive: an idle connection closes then
+        self._clock: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._busy = False  # over max_connections: closed as soon as its request head is in
@@ -203,7 +207,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse(503, msg, "overloaded", ((b"retry-after", b"1"),))
             return
         super().connection_made(transport)
-        self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+        self._time_head()
         self._extensions = {ABORT: self._abort}
 
     def _abort(self) -> None:
@@ -220,7 +224,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.scope["extensions"] = self._extensions
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._head_timer, self._linger_timer):
+        for timer in (self._clock, self._linger_timer):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -230,14 +234,15 @@ class GuardedProtocol(HttpToolsProtocol):
             if self._busy and b"\r\n\r\n" in data:
                 self.transport.close()
             return
+        self._idle_due = None
         if self._head_bytes is None:  # a body: uvicorn's flow control bounds it
-            if self._head_timer is None and self.cycle is not None and self.cycle.response_complete:
+            if self._head_due is None and self.cycle is not None and self.cycle.response_complete:
                 # the rest of a body already answered (413, 415...): it gets header_timeout_s too
-                self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+                self._time_head()
             super().data_received(data)
             return
-        if self._head_timer is None:  # the first bytes of a new request on a kept-alive connection
-            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)
+        if self._head_due is None:  # the first bytes of a new request on a kept-alive connection
+            self._time_head()
         room = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
@@ -258,9 +263,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         self._heads += 1
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_due = None
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None:
@@ -273,13 +276,53 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._head_bytes = 0
-        if self._head_timer is not None:  # it was timing an answered body's rest
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_due = None  # it may have been timing an answered body's rest
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the keep-alive deadline on the connection's clock."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:  # the next pipelined request
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._idle_due = self.loop.time() + self.limits.keep_alive_s
+            self._wind(self._idle_due)
+
+    def _time_head(self) -> None:
+        self._head_due = self.loop.time() + self.limits.header_timeout_s
+        self._wind(self._head_due)
+
+    def _wind(self, due: float) -> None:
+        """Make the clock fire by `due` (it may fire sooner: it then winds itself on)."""
+        clock = self._clock
+        if clock is not None:
+            if clock.when() <= due:
+                return
+            clock.cancel()
+        self._clock = self.loop.call_at(due, self._on_clock)
+
+    def _on_clock(self) -> None:
+        self._clock = None
+        now = self.loop.time()
+        head, idle = self._head_due, self._idle_due
+        if head is not None and head <= now:
+            self._head_due = None
+            self._head_timeout()
+        elif idle is not None and idle <= now:  # kept alive and idle for keep_alive_s: as uvicorn does
+            self._idle_due = None
+            if not self.transport.is_closing():
+                self.transport.close()
+        if self.transport.is_closing():
+            return
+        for due in (self._head_due, self._idle_due):
+            if due is not None:
+                self._wind(due)
 
     def _head_timeout(self) -> None:
         """The request head did not arrive in time: close, with a 408 if any of it came."""
-        self._head_timer = None
         if self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
@@ -318,9 +361,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_due = self._idle_due = None
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
         self._linger_timer = self.loop.call_later(BUSY_LINGER_S if self._busy else LINGER_S, self.transport.close)
 
 

@@ -5,7 +5,9 @@ sockets, so HTTP/1.1's rules (pipelining, keep-alive, close, HEAD) hold on that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -41,22 +43,31 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send_bytes(send, 200, body, "rid-" + path.strip("/"))
 
 
-@pytest.fixture
-async def port() -> AsyncIterator[int]:
+@contextlib.asynccontextmanager
+async def serving(limits: ConnectionLimits) -> AsyncIterator[int]:
+    """The app on uvicorn with servectl's protocol, on a free 127.0.0.1 port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = int(probe.getsockname()[1])
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=protocol_class(ConnectionLimits())
+        app, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=protocol_class(limits)
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
     seen.clear()
-    yield free
-    server.should_exit = True
-    await asyncio.wait_for(task, 10)
+    try:
+        yield free
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    async with serving(ConnectionLimits()) as free:
+        yield free
 
 
 async def exchange(port: int, raw: bytes, answers: int) -> tuple[list[bytes], bool]:
@@ -131,3 +142,32 @@ async def test_a_body_sent_in_pieces_is_read_whole(port: int) -> None:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert b"content-length: 10" in head.lower() and await reader.readexactly(10) == b"helloworld"
     writer.close()
+
+
+async def test_one_clock_times_heads_and_idleness_across_many_requests() -> None:
+    """The connection's one clock: a connection in use for several keep-alive periods stays
+    open; idle, it closes after keep_alive_s; a head started and never ended gets its 408."""
+    async with serving(ConnectionLimits(header_timeout_s=5, keep_alive_s=0.4)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for i in range(8):  # 8 x 0.25 s: five keep-alive periods, never idle for one
+            writer.write(post("/a", b"%d" % i))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(1) == b"%d" % i
+            await asyncio.sleep(0.25)
+        idle_from = time.monotonic()
+        assert await asyncio.wait_for(reader.read(1), 5) == b""  # idle: closed, silently
+        assert 0.1 < time.monotonic() - idle_from < 2  # ~0.15 s left of its keep-alive, not the head's 5 s
+        writer.close()
+
+    async with serving(ConnectionLimits(header_timeout_s=0.6, keep_alive_s=5)) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/a", b"x"))
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        await reader.readexactly(1)
+        await asyncio.sleep(0.3)  # idle, shorter than keep_alive_s
+        writer.write(b"POST /a HTTP/1.1\r\nhost: x\r\n")  # a head that never ends
+        started = time.monotonic()
+        answer = await asyncio.wait_for(reader.read(65536), 5)
+        assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout_s" in answer
+        assert 0.4 < time.monotonic() - started < 2
+        writer.close()
