@@ -150,6 +150,7 @@ class Scheduler:
         self._keys = itertools.count(origin << ORIGIN_SHIFT)
         self._batch_ids = itertools.count(origin << ORIGIN_SHIFT)
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it serves on, once it has
         self.batches_sent = 0
         self.items_sent = 0
 
@@ -157,7 +158,10 @@ class Scheduler:
 
     def open(self, request_id: str, route: str = "predict", deadline: float = math.inf) -> Pending:
         """A request that has started (its body may still be arriving), not queued yet."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # asking for the running loop asks the OS for the pid
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
         return Pending(next(self._keys), request_id, b"", future, route, deadline)
 
     def enqueue(self, pending: Pending, body: bytes) -> None:

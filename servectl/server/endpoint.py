@@ -128,7 +128,7 @@ class ModelEndpoint:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             return await self._too_large(send, rid)
         pending = self.scheduler.open(rid, self.route.name, request.started + self.timeout_s)
-        pending.reader = asyncio.current_task()
+        pending.reader = asyncio.current_task(pending.future.get_loop())  # (without the loop: a getpid call)
         self.first_ticks.add(pending, receive)
         try:
             try:
