@@ -96,6 +96,7 @@ def configure(level: str, fmt: str) -> None:
 Entry = tuple[float, str, str, int, float, str]
 
 
+_TEXT_LINE = "%s,%03d INFO    servectl.access: %s %s %d %.1fms rid=%s\n"  # logging's text shape
 ATOMIC_WRITE = 4096  # PIPE_BUF: a write of up to this many bytes to a pipe is never interleaved
 
 
@@ -185,13 +186,11 @@ class AccessLog:
         return self._stamp
 
     def _text_line(self, created: float, method: str, path: str, status: int, ms: float, rid: str) -> str:
-        if not path.isprintable():
-            path = escape_control(path)
-        if not method.isprintable():
-            method = escape_control(method)
-        stamp = self._stamp if int(created) == self._second else self._stamp_of(int(created))
-        millis = int(created % 1 * 1000)
-        return f"{stamp},{millis:03d} INFO    servectl.access: {method} {path} {status} {ms:.1f}ms rid={rid}\n"
+        if not (path.isprintable() and method.isprintable()):
+            method, path = escape_control(method), escape_control(path)
+        second = int(created)
+        stamp = self._stamp if second == self._second else self._stamp_of(second)
+        return _TEXT_LINE % (stamp, (created - second) * 1000, method, path, status, ms, rid)  # (%: faster here)
 
     def _json_line(self, created: float, method: str, path: str, status: int, ms: float, rid: str) -> str:
         """The JSON formatter's shape, written by hand: only the request's own strings need
