@@ -95,6 +95,10 @@ def targets(results: Path) -> str:
             lambda: _ratio(get("servectl", 64), get("asgi-inline", 64), 0.8, percent=True),
         ),
         (
+            "the same, with `server.api_processes: 2` (c=64)",
+            lambda: _ratio(get("servectl-api2", 64), get("asgi-inline", 64), 0.8, percent=True),
+        ),
+        (
             "c=1 p50 within 0.3 ms of inline FastAPI",
             lambda: (
                 f"{get('servectl-default', 1, 'p50_ms'):.2f} vs {get('fastapi-inline', 1, 'p50_ms'):.2f} ms",
@@ -123,16 +127,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="alternating runs (medians are shown)")
     parser.add_argument("--only", default="compare,api,pipeline,payloads,minilm", help="comma-separated steps")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of adding it to README.md")
+    parser.add_argument("--label", default="", help="added to the JSON and PNG names (a second run in a day)")
     args = parser.parse_args()
-    day = datetime.date.today().isoformat()
+    date = datetime.date.today().isoformat()
+    day = date + (f"-{args.label}" if args.label else "")  # names its JSON and PNG
     chosen = steps(args, day)
     wanted = args.only.split(",")
     unknown = set(wanted) - set(chosen)
     if unknown:
         raise SystemExit(f"unknown steps {sorted(unknown)}; known: {', '.join(chosen)}")
-    parts = [
-        f"## {day}: every measurement (`python benchmarks/all.py --runs {args.runs} --duration {args.duration:g}`)"
-    ]
+    what = "every measurement" if args.only == parser.get_default("only") else ", ".join(wanted)
+    label = f" --label {args.label}" if args.label else ""
+    command = f"python benchmarks/all.py --runs {args.runs} --duration {args.duration:g} --only {args.only}{label}"
+    parts = [f"## {date}{f' ({args.label})' if args.label else ''}: {what} (`{command}`)"]
     for name in wanted:
         title, argv = chosen[name]
         out = run(argv)
