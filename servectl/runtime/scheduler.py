@@ -294,9 +294,9 @@ class Scheduler:
         """Give queued work to idle workers, least loaded first, as the policy allows."""
         while self.queue:
             open_ = [w for w in self.workers if w.room > 0]
-            now = time.perf_counter()
-            oldest = next(iter(self.queue.values()))
             if open_:
+                now = time.perf_counter()
+                oldest = next(iter(self.queue.values()))
                 busy = len(self.workers) - len(open_)
                 delay = batch_delay(len(self.queue), now - oldest.queued_at, busy, self.batching)
                 if delay > 0:
@@ -305,13 +305,16 @@ class Scheduler:
                 chosen = max(open_, key=lambda w: w.room)
                 self._send(chosen, now, chosen.room)
                 continue
-            # every worker is busy: a full batch may wait behind one's running batch (a partial
-            # one would only shrink the batches: it goes to the first worker that is done)
+            # every worker is busy (the common case under load: checked first, cheaply): a full
+            # batch may wait behind one's running batch (a partial one would only shrink the
+            # batches: it goes to the first worker that is done)
+            if len(self.queue) < self.batching.max_batch_size:
+                return
             behind = [w for w in self.workers if w.waiting_room > 0]
-            if not behind or len(self.queue) < self.batching.max_batch_size:
+            if not behind:
                 return
             chosen = min(behind, key=lambda w: len(w.inflight))
-            self._send(chosen, now, chosen.waiting_room)
+            self._send(chosen, time.perf_counter(), chosen.waiting_room)
 
     def _arm_timer(self, delay: float) -> None:
         if self._timer is None:
