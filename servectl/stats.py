@@ -33,11 +33,6 @@ class Tally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
-    def add(self, status: int, prompt: int, completion: int) -> None:
-        self.statuses[status] = self.statuses.get(status, 0) + 1
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
-
     def report(self) -> dict[str, Any]:
         return {
             "requests": sum(self.statuses.values()),
@@ -116,25 +111,33 @@ class UsageStats:
         self.keys: dict[str, Tally] = {}
 
     def __call__(self, scope: Scope, request: Request) -> None:
-        if request.endpoint is None or not request.model:
+        name = request.model
+        if not name or request.endpoint is None:
             return  # probes, docs, metrics: not usage
-        pending = request.pending
-        prompt = pending.prompt_tokens if pending is not None else 0
-        completion = pending.completion_tokens if pending is not None else 0
-        model = self.models.get(request.model)
+        status, elapsed = request.status, request.elapsed
+        model = self.models.get(name)
         if model is None:
-            model = self.models[request.model] = ModelStats()
-        model.add(request.status, prompt, completion)
-        model.latency.append(request.elapsed)
-        model.latency_sum += request.elapsed
-        if pending is not None and pending.sent_at:
-            model.queue.append(max(0.0, pending.sent_at - pending.queued_at))
-        if prompt or completion:
-            model.tokens.add(prompt + completion, time.monotonic())
+            model = self.models[name] = ModelStats()
         key = self.keys.get(request.key_name)
         if key is None:
             key = self.keys[request.key_name] = Tally()
-        key.add(request.status, prompt, completion)
+        model.statuses[status] = model.statuses.get(status, 0) + 1  # (inlined: every answer pays this)
+        key.statuses[status] = key.statuses.get(status, 0) + 1
+        model.latency.append(elapsed)
+        model.latency_sum += elapsed
+        pending = request.pending
+        if pending is None:
+            return
+        if pending.sent_at:
+            queued = pending.sent_at - pending.queued_at
+            model.queue.append(queued if queued > 0 else 0.0)
+        prompt, completion = pending.prompt_tokens, pending.completion_tokens
+        if prompt or completion:
+            model.prompt_tokens += prompt
+            model.completion_tokens += completion
+            key.prompt_tokens += prompt
+            key.completion_tokens += completion
+            model.tokens.add(prompt + completion, time.monotonic())
 
     def dump(self) -> dict[str, Any]:
         """Its counts as plain data (several API processes add theirs up)."""
