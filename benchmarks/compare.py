@@ -152,18 +152,16 @@ def main() -> None:
                 "errors": sum(int(r["errors"]) for r in results),
             }
         )
-    bases = [b for b in ("fastapi-default", "fastapi-inline", "litserve", "asgi-inline") if b in args.apps]
+    known = [b for b in ("fastapi-default", "fastapi-inline", "litserve", "asgi-inline") if b in args.apps]
+    bases = known or [args.apps.split(",")[0]]  # none of the usual baselines: ratios to the first app
     rps = {(row["app"], row["concurrency"]): row["rps"] for row in table}
-    print(f"| app | c | rps | p50 ms | p99 ms | errors | {' | '.join('x ' + b for b in bases)} |")
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(bases))
+    print("| " + " | ".join(["app", "c", "rps", "p50 ms", "p99 ms", "errors", *("x " + b for b in bases)]) + " |")
+    print("|---|" + "---:|" * (5 + len(bases)))
     for row in sorted(table, key=lambda r: (r["concurrency"], r["app"])):
         c = row["concurrency"]
         ratios = [f"{row['rps'] / rps[(b, c)]:.2f}" if (b, c) in rps else "-" for b in bases]
-        print(
-            f"| {row['app']} | {c} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['errors']} | "
-            + " | ".join(ratios)
-            + " |"
-        )
+        cells = [row["app"], c, f"{row['rps']:.0f}", f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", row["errors"]]
+        print("| " + " | ".join(str(cell) for cell in [*cells, *ratios]) + " |")
     if args.plot:
         plot(table, args.plot)
     if args.json:
