@@ -187,6 +187,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._head_bytes: int | None = 0
         self._heads = 0  # request heads completed on this connection
+        self._in_head = False  # the parser is inside a request head (begun, not complete)
         # one clock per connection for both timeouts, wound to the earlier of two deadlines
         # (loop time; None: not timing) and moved only when it fires or one comes sooner:
         # a timer armed and cancelled per request costs more than the request's own routing
@@ -198,6 +199,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._busy = False  # over max_connections: closed as soon as its request head is in
         self._extensions: dict[str, Any] = {}
         self._cork: CorkedWrites | None = None
+        self._serving: Any = None  # the cycle being answered (uvicorn's `cycle` is the newest one)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -222,11 +224,25 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = self._extensions
+        self._in_head = True
+        if self._head_due is None:  # a request begun in the same read as the last one's end
+            self._time_head()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        self._serving = cycle
+        super()._start_asgi_task(cycle, app)
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._clock, self._linger_timer):
             if timer is not None:
                 timer.cancel()
+        # uvicorn tells only the newest request that its client left; with requests pipelined
+        # behind it, the one being answered must know too (its work is dropped, not answered
+        # into a closed transport), and so must those waiting their turn
+        for cycle in (self._serving, *(queued for queued, _ in self.pipeline)):
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -263,6 +279,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         self._heads += 1
+        self._in_head = False
         self._head_due = None
         super().on_headers_complete()
         cycle = self.cycle
@@ -328,7 +345,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False  # a pipelined request is late: finish this answer, then close
             return
-        if self._head_bytes:
+        if self._head_bytes or self._in_head:
             limit = self.limits.header_timeout_s
             msg = f"request line and headers not received within server.header_timeout_s={limit:g}s"
             self._refuse(408, msg, "request_timeout")

@@ -245,6 +245,38 @@ def test_keep_alive_idle_timeout_and_head_deadline_per_request(serve) -> None:
     assert time.monotonic() - t0 < 4
     sock.close()
 
+    # a request begun in the same read as the previous one's end gets its deadline too
+    sock = connect(server)
+    sock.sendall(HEAD + b"\r\n" + b"GET /hea")
+    assert read_response(sock)[0] == 200
+    t0 = time.monotonic()
+    status, _, body = read_response(sock)
+    assert status == 408 and b"header_timeout_s" in body and 0.7 < time.monotonic() - t0 < 4
+    sock.close()
+
+
+def test_a_client_gone_is_noticed_with_requests_pipelined_behind(serve) -> None:
+    """The request being answered learns that its client left even when another one is
+    pipelined behind it: its work is dropped (499), nothing is written to a closed socket."""
+    server = serve(toolbox_spec())
+
+    def post(body: bytes) -> bytes:
+        head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+        return head.encode() + body
+
+    for _ in range(3):
+        sock = connect(server)
+        sock.sendall(post(b'{"x": 1, "sleep": 0.5}') + post(b'{"x": 2}'))
+        time.sleep(0.15)
+        sock.close()
+    deadline = time.monotonic() + 10
+    while server.metric("servectl_requests_total", route="/predict", status="499") < 3:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    time.sleep(0.7)  # past the sleeps: anything left would have been answered by now
+    assert "Exception in ASGI application" not in server.log()
+    assert httpx.post(server.url + "/predict", json={"x": 3}).json()["y"] == 9.0
+
 
 def test_connections_beyond_max_connections_get_503_json_at_once(serve) -> None:
     server = serve(toolbox_spec(server={"max_connections": 5, "keep_alive_s": 30, "header_timeout_s": 30}))
