@@ -88,5 +88,9 @@ class Router:
             await send(message)
 
         scope[REQUEST_ID] = rid  # for FastAPI routes that write it in an error body
-        await self.app(scope, receive, send_with_id)
+        if scope["method"] == "HEAD":  # GET's answer (FastAPI's GET routes take no HEAD); the
+            # server keeps HEAD in its own scope, so it sends the head and never the body
+            await self.app({**scope, "method": "GET"}, receive, send_with_id)
+        else:
+            await self.app(scope, receive, send_with_id)
         return status

@@ -76,9 +76,14 @@ def test_request_ids_sanitised_capped_returned_and_logged(serve) -> None:
     fresh = httpx.get(server.url + "/ready")
     assert len(fresh.headers["x-request-id"]) == 16
     with httpx.Client(base_url=server.url, timeout=5) as client:  # a HEAD answer's head is not held back
-        head = client.head("/health")  # 405 (GET only), with the length of a body it does not send
-        assert head.status_code == 405 and int(head.headers["content-length"]) > 0 and head.content == b""
-        assert client.get("/health").json()  # the same connection goes on
+        head = client.head("/health")  # GET's answer without its body
+        got = client.get("/health")  # the same connection goes on
+        assert head.status_code == got.status_code == 200 and head.content == b""
+        assert int(head.headers["content-length"]) == len(got.content) > 0
+        assert client.head("/metrics").status_code == 200
+        refused = client.head("/predict")  # a model route takes POST only: 405, its length, no body
+        assert refused.status_code == 405 and int(refused.headers["content-length"]) > 0 and refused.content == b""
+        assert client.post("/predict", json={"x": 2}).json()["y"] == 4.0
     failing = httpx.post(server.url + "/predict", json={"fail": True}, headers={"X-Request-Id": "trace-me"})
     assert failing.status_code == 500
     deadline = time.monotonic() + 5  # access lines are written in batches, within 100 ms
