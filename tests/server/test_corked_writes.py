@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from servectl.server.protocol import CorkedWrites
+from servectl.server.answers import CorkedWrites
 
 
 class Transport:
