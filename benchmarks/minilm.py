@@ -1,6 +1,6 @@
 """MiniLM embeddings on CPU: the raw model in-process vs servectl serving it.
 
-    python benchmarks/minilm.py --seconds 15
+    python benchmarks/minilm.py --seconds 15 --runs 3
 
 Raw: the same feature-extraction runner servectl uses, called in-process at batch sizes
 1, 8 and 32 (tokenize + forward + pool), items/s. Served: `configs/embeddings.yaml`
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,11 +96,22 @@ def served(seconds: float) -> tuple[float, float, float]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seconds", type=float, default=15.0, help="served seconds a run (raw: a third a batch size)")
+    parser.add_argument("--runs", type=int, default=3, help="alternating raw and served runs; medians are shown")
     args = parser.parse_args()
-    rates = raw(args.seconds / 3)
-    for size, rate in rates.items():
-        print(f"raw in-process, batch {size:>2}: {rate:7.1f} items/s")
-    rps, p99, mean_batch = served(args.seconds)
-    print(f"served, c=64, max_batch_size 32: {rps:7.1f} requests/s (p99 {p99:.0f} ms, mean batch {mean_batch:.1f})")
-    print(f"efficiency vs raw batch 32: {rps / rates[32]:.1%}")
+    raws: list[dict[int, float]] = []
+    serves: list[tuple[float, float, float]] = []
+    for _ in range(args.runs):  # alternating: a machine that slows down slows both
+        raws.append(raw(args.seconds / 3))
+        serves.append(served(args.seconds))
+    for size in raws[0]:
+        runs = ", ".join(f"{r[size]:.1f}" for r in raws)
+        print(f"raw in-process, batch {size:>2}: {statistics.median(r[size] for r in raws):7.1f} items/s ({runs})")
+    rps = statistics.median(s[0] for s in serves)
+    p99 = statistics.median(s[1] for s in serves)
+    mean_batch = statistics.median(s[2] for s in serves)
+    runs = ", ".join(f"{s[0]:.1f}" for s in serves)
+    print(f"served, c=64, max_batch_size 32: {rps:7.1f} requests/s ({runs}; p99 {p99:.0f} ms, batch {mean_batch:.1f})")
+    ratios = ", ".join(f"{s[0] / r[32]:.1%}" for s, r in zip(serves, raws, strict=True))
+    ratio = rps / statistics.median(r[32] for r in raws)
+    print(f"efficiency vs raw batch 32: {ratio:.1%} of the medians (each run: {ratios})")
