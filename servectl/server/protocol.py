@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import struct
 import time
@@ -102,6 +103,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_due: float | None = None  # the request head (or an answered body's rest) must be in by then
         self._idle_due: float | None = None  # keep-alive: an idle connection closes then
         self._clock: asyncio.TimerHandle | None = None
+        self._clock_at = math.inf  # when it fires (inf: not wound)
         self._linger_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._busy = False  # over max_connections: closed as soon as its request head is in
@@ -262,24 +264,26 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
         else:
-            self._idle_due = self.loop.time() + self.limits.keep_alive_s
-            self._wind(self._idle_due)
+            due = self._idle_due = self.loop.time() + self.limits.keep_alive_s
+            if due < self._clock_at:  # (checked here: this runs for every answer)
+                self._wind(due)
 
     def _time_head(self) -> None:
-        self._head_due = self.loop.time() + self.limits.header_timeout_s
-        self._wind(self._head_due)
+        due = self._head_due = self.loop.time() + self.limits.header_timeout_s
+        if due < self._clock_at:
+            self._wind(due)
 
     def _wind(self, due: float) -> None:
         """Make the clock fire by `due` (it may fire sooner: it then winds itself on)."""
-        clock = self._clock
-        if clock is not None:
-            if clock.when() <= due:
-                return
-            clock.cancel()
+        if self._clock_at <= due:
+            return
+        if self._clock is not None:
+            self._clock.cancel()
         self._clock = self.loop.call_at(due, self._on_clock)
+        self._clock_at = due
 
     def _on_clock(self) -> None:
-        self._clock = None
+        self._clock, self._clock_at = None, math.inf
         now = self.loop.time()
         head, idle = self._head_due, self._idle_due
         if head is not None and head <= now:
@@ -338,7 +342,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_due = self._idle_due = None
         if self._clock is not None:
             self._clock.cancel()
-            self._clock = None
+            self._clock, self._clock_at = None, math.inf
         self._linger_timer = self.loop.call_later(BUSY_LINGER_S if self._busy else LINGER_S, self.transport.close)
 
 
