@@ -16,6 +16,16 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCy
 JOIN_BELOW = 64 * 1024  # a held head is joined to a body this small; a larger one goes out beside it
 
 
+def write_joined(transport: asyncio.Transport, head: list[bytes], body: bytes) -> None:
+    """A head (in pieces) and its body in one write: joined when the body is small, side by
+    side (one writev) when copying it to join would cost more than it saves."""
+    if len(body) <= JOIN_BELOW:
+        head.append(body)
+        transport.write(b"".join(head))
+    else:
+        transport.writelines((b"".join(head), body))
+
+
 class CorkedWrites:
     """A connection's transport as its responses see it: the head of a response with a
     known, non-empty length is held until its body and both go out in one write, one send
@@ -34,10 +44,7 @@ class CorkedWrites:
         held = self.held
         if held is not None:
             self.held = None
-            if len(data) <= JOIN_BELOW:
-                self.transport.write(held + data)
-            else:  # a large body is not copied to join it: one writev
-                self.transport.writelines((held, data))
+            write_joined(self.transport, [held], data)
             return
         cycle = self.cycle
         if cycle is not None and cycle is not self.headed:
@@ -93,18 +100,15 @@ class WholeCycle(RequestResponseCycle):
         head = [STATUS_LINE[status]]
         for name, value in self.default_headers:
             head += (name, b": ", value, b"\r\n")
+        closing = False  # the answer says so itself
         for name, value in headers:
             if name == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
+                self.keep_alive, closing = False, True
             head += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and (b"connection", b"close") not in headers:
+        if not self.keep_alive and not closing:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
-        if len(body) <= JOIN_BELOW:
-            head.append(body)
-            self.transport.write(b"".join(head))
-        else:  # a large body is not copied to join it: one writev
-            self.transport.writelines((b"".join(head), body))
+        write_joined(self.transport, head, body)
         self.response_complete = True
         self.message_event.set()
         if not self.keep_alive:
