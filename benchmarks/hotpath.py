@@ -4,12 +4,18 @@ and decoded as over the pipe). Prints CPU microseconds per request for 6 rounds 
 
     python benchmarks/hotpath.py /work/main off        # this checkout; `on`: access log on
     python benchmarks/hotpath.py /tmp/old-main off     # another checkout (e.g. a git worktree)
+    python benchmarks/hotpath.py /work/main off 6 --via express   # through the HTTP protocol too
+
+`--via asgi` (the default) calls the ASGI app as a server's task would; `--via express` and
+`--via task` feed raw requests to servectl's HTTP protocol (fake transports, no sockets), with
+and without the express lane, so the protocol's own work and the lane's saving count too.
 
 Works with the code before the restructure (Gateway, pickled tuples) and after (edge, msgspec).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import importlib
@@ -131,20 +137,90 @@ async def one(app: Any, path: str = "/predict", body: bytes = b'{"x": 2.0}') -> 
     await app(scope, receive, send)
 
 
-async def main(root: str, access_log: bool, rounds: int) -> None:
+class FakeTransport:
+    """A connection's transport that counts its writes and sends nothing."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def writelines(self, data: Any) -> None:
+        self.writes += 1
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+RAW = b'POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{"x": 2.0}'
+
+
+def connections(app: Any, express: bool) -> list[Any]:
+    """64 kept-alive connections of servectl's HTTP protocol in front of `app`."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from servectl.server.express import ExpressLane
+    from servectl.server.protocol import ConnectionLimits, protocol_class
+
+    http = protocol_class(ConnectionLimits(), ExpressLane(app) if express else None)
+    config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, ws="none", http=http)
+    config.load()
+    state = ServerState()
+    protocols = []
+    for _ in range(64):
+        protocol = config.http_protocol_class(config=config, server_state=state, app_state={})
+        protocol.connection_made(FakeTransport())
+        protocols.append(protocol)
+    return protocols
+
+
+async def main(root: str, access_log: bool, rounds: int, via: str) -> None:
     app, scheduler, new = build(root, access_log)
     scheduler.add_worker(FakeWorker(scheduler, new))
+    protocols = connections(app, via == "express") if via != "asgi" else []
     gc.collect()
     gc.freeze()
     n = 20000
     for round_ in range(rounds + 1):
         started = time.process_time()
         for _ in range(n // 64):
-            await asyncio.gather(*(one(app) for _ in range(64)))
+            if via == "asgi":
+                await asyncio.gather(*(one(app) for _ in range(64)))
+                continue
+            for protocol in protocols:
+                protocol.data_received(RAW)
+            for _ in range(4):  # queued, sent as a batch, answered, written
+                await asyncio.sleep(0)
         if round_:  # the first round warms up
             print(f"{(time.process_time() - started) / (n // 64 * 64) * 1e6:.2f}")
+    answered = sum(p.transport.writes for p in protocols)
+    assert answered == len(protocols) * (n // 64) * (rounds + 1), f"{answered} answers"
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="the servectl checkout to measure")
+    parser.add_argument("access_log", choices=["on", "off"], help="the access log on or off")
+    parser.add_argument("rounds", nargs="?", type=int, default=6, help="measured rounds of 20,000 requests")
+    parser.add_argument("--via", choices=["asgi", "express", "task"], default="asgi", help="how requests come in")
+    args = parser.parse_args()
     uvloop.install()
-    asyncio.run(main(sys.argv[1], sys.argv[2] == "on", int(sys.argv[3]) if len(sys.argv) > 3 else 6))
+    asyncio.run(main(args.root, args.access_log == "on", args.rounds, args.via))

@@ -31,6 +31,7 @@ from servectl.runtime.launch import ProcessLauncher
 from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
+from servectl.server.express import ExpressLane
 from servectl.server.listen import ListenError, bind_group, raise_fd_limit
 from servectl.server.protocol import ConnectionLimits, protocol_class
 from servectl.server.router import RouteClash
@@ -211,10 +212,12 @@ def build_server(deployment: Deployment) -> _Server:
     spec = deployment.spec
     edge = build_edge(deployment, build_app(deployment))
     app: Any = edge
+    express: ExpressLane | None = ExpressLane(edge)  # model POSTs answered without a task
     if spec.server.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
         app = CORSMiddleware(app, allow_origins=spec.server.cors_origins, allow_methods=["*"], allow_headers=["*"])
+        express = None  # every answer takes CORS's headers: all go through the middleware
     config = uvicorn.Config(
         app,
         host=spec.server.host,
@@ -227,7 +230,7 @@ def build_server(deployment: Deployment) -> _Server:
         server_header=False,
         proxy_headers=False,
         ws="none",  # no WebSocket routes: no upgrade surface either
-        http=protocol_class(ConnectionLimits.from_spec(spec.server)),
+        http=protocol_class(ConnectionLimits.from_spec(spec.server), express),
         timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
     return _Server(config, deployment, edge)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -123,6 +124,35 @@ class Server:
         return total
 
     headers: dict[str, str] = {}
+
+
+def connect(server, timeout: float = 10) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length, read exactly (a pipelined one may
+    follow): (status, headers, body); status 0 if the server closed or reset first."""
+    head = b""
+    try:
+        while not head.endswith(b"\r\n\r\n"):
+            byte = sock.recv(1)
+            if not byte:
+                return 0, {}, head
+            head += byte
+        lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        body = b""
+        while len(body) < int(headers.get("content-length", 0)):
+            chunk = sock.recv(int(headers["content-length"]) - len(body))
+            if not chunk:
+                break
+            body += chunk
+    except ConnectionResetError:
+        return 0, {}, head
+    return int(lines[0].split()[1]), headers, body
 
 
 def write_spec(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:

@@ -32,6 +32,20 @@ def request_id_from(raw: bytes | None) -> str:
     return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
+def answer_headers(
+    body: bytes, request_id: str, extra: list[tuple[bytes, bytes]] | None = None, content_type: bytes = JSON
+) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer servectl builds itself."""
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if extra:
+        headers.extend(extra)
+    return headers
+
+
 async def send_bytes(
     send: Send,
     status: int,
@@ -40,13 +54,7 @@ async def send_bytes(
     extra: list[tuple[bytes, bytes]] | None = None,
     content_type: bytes = JSON,
 ) -> None:
-    headers = [
-        (b"content-type", content_type),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
-    if extra:
-        headers.extend(extra)
+    headers = answer_headers(body, request_id, extra, content_type)
     # servectl's own HTTP protocol writes such an answer at once (`protocol.WholeCycle`);
     # any other server, or a `send` wrapped to add headers, gets the two ASGI messages
     send_whole = getattr(getattr(send, "__self__", None), "send_whole", None)

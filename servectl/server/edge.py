@@ -193,6 +193,10 @@ class RequestContext:
                 request.status = await endpoint(scope, receive, send, request)
             else:
                 await self.router(scope, receive, send, request)
+        self.observe(scope, request)
+
+    def observe(self, scope: Scope, request: Request) -> None:
+        """The request is answered: its time, then every observer."""
         request.elapsed = time.perf_counter() - request.started
         for observe in self.observers:
             observe(scope, request)

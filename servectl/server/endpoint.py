@@ -107,17 +107,20 @@ class ModelEndpoint:
         self.cache = None if streams else self.guards.cache(spec)
         self.guarded = self.limiter is not None or self.cache is not None
 
+    def refresh(self) -> None:
+        """Take the model's limits and keys again if it was reloaded."""
+        if self.model.spec is not self.spec:
+            self._configure(self.model.spec)
+
     @property
     def keys(self) -> KeySet | None:
         """The keys its route accepts (None: open)."""
-        if self.model.spec is not self.spec:
-            self._configure(self.model.spec)
+        self.refresh()
         return self._keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, request: Request) -> int:
         """Answer one request; return the status (for logs and metrics)."""
-        if self.model.spec is not self.spec:
-            self._configure(self.model.spec)
+        self.refresh()
         if self.guarded:
             return await self._guarded(scope, receive, send, request, None)
         return await self._read_and_answer(scope, receive, send, request)
@@ -153,8 +156,7 @@ class ModelEndpoint:
 
     async def with_body(self, scope: Scope, receive: Receive, send: Send, request: Request, body: bytes) -> int:
         """Answer a request whose body was already read (a shared route read it to pick the model)."""
-        if self.model.spec is not self.spec:
-            self._configure(self.model.spec)
+        self.refresh()
         if self.guarded:
             return await self._guarded(scope, receive, send, request, body)
         return await self._answer_read(scope, receive, send, request, body)
@@ -249,16 +251,26 @@ class ModelEndpoint:
     async def _compute(
         self, scope: Scope, receive: Receive, send: Send, request: Request, pending: Pending, body: bytes
     ) -> int:
-        rid = request.id
+        refusal = self.queue(pending, body)
+        if refusal is not None:
+            return await self._fail(send, refusal, request.id)
+        return await self.send_outcome(scope, send, request, pending, await pending.future)
+
+    def queue(self, pending: Pending, body: bytes) -> Failure | None:
+        """Queue the request for a worker; the 503 when the scheduler refuses it."""
         try:
             if not pending.future.done():  # done: its deadline or client went while it waited for the cache
                 self.scheduler.enqueue(pending, body)
         except QueueFull:
             msg = f"server overloaded: {self.scheduler.max_queue} requests already queued"
-            return await self._fail(send, Failure(503, "overloaded", msg), rid)
+            return Failure(503, "overloaded", msg)
         except NoWorkers as exc:
-            return await self._fail(send, Failure(503, exc.kind, str(exc)), rid)
-        outcome: Outcome = await pending.future
+            return Failure(503, exc.kind, str(exc))
+        return None
+
+    async def send_outcome(self, scope: Scope, send: Send, request: Request, pending: Pending, outcome: Outcome) -> int:
+        """Send what the worker answered: a reply, a stream, or an error."""
+        rid = request.id
         if type(outcome) is Reply:  # the common answer, first
             if outcome.json_length is None:
                 await send_bytes(send, 200, outcome.body, rid)

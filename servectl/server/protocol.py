@@ -20,7 +20,7 @@ import struct
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httptools
 from uvicorn.config import Config
@@ -41,6 +41,13 @@ LINGER_S = 2.0  # after a refusal, read and drop what the client still sends, so
 BUSY_LINGER_S = 0.5  # shorter for a connection over max_connections: its descriptor is over budget
 WARN_EVERY_S = 10.0  # refusals are logged at most this often: a flood must not flood the log
 ABORT = "servectl.abort"  # scope["extensions"][ABORT](): drop the connection now, unsent bytes and all
+
+
+class Express(Protocol):
+    """An app's lane for requests it answers without an asyncio task (`express.ExpressLane`)."""
+
+    def take(self, cycle: WholeCycle) -> bool:
+        """Answer the request whose whole body is in; False: it goes to the app's task."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class GuardedProtocol(HttpToolsProtocol):
     """
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    express: ClassVar[Express | None] = None
 
     def __init__(
         self,
@@ -111,6 +119,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cork: CorkedWrites | None = None
         self._asgi: ASGIVersions = {"version": config.asgi_version, "spec_version": "2.3"}  # each scope's "asgi"
         self._serving: Any = None  # the cycle being answered (uvicorn's `cycle` is the newest one)
+        self._deferred: WholeCycle | None = None  # offered to the express lane once its body is in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -172,6 +181,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._receive(data)
+        if self._deferred is not None:  # its body is still coming: the app's task reads the rest
+            cycle, self._deferred = self._deferred, None
+            self._start_asgi_task(cycle, self.app)
+
+    def _receive(self, data: bytes) -> None:
         if self._refused:  # answered and closing: drop what still arrives
             if self._busy and b"\r\n\r\n" in data:
                 self.transport.close()
@@ -200,7 +215,7 @@ class GuardedProtocol(HttpToolsProtocol):
             msg = f"request line and headers larger than server.max_header_kb ({kb} KiB)"
             self._refuse(431, msg, "headers_too_large")
             return
-        self.data_received(data[room:])
+        self._receive(data[room:])
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
@@ -244,7 +259,10 @@ class GuardedProtocol(HttpToolsProtocol):
         )
         self._cork.cycle = cycle
         if previous is None or previous.response_complete:
-            self._start_asgi_task(cycle, self.app)
+            if self.express is None:
+                self._start_asgi_task(cycle, self.app)
+            else:  # the express lane may answer it once its body is in (`on_message_complete`)
+                self._serving = self._deferred = cycle
         else:  # pipelined: it waits for the answers before it
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, self.app))
@@ -253,6 +271,12 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self._head_bytes = 0
         self._head_due = None  # it may have been timing an answered body's rest
+        cycle = self._deferred
+        if cycle is not None:
+            self._deferred = None
+            assert self.express is not None
+            if not self.express.take(cycle):
+                self._start_asgi_task(cycle, self.app)
 
     def on_response_complete(self) -> None:
         """uvicorn's, with the keep-alive deadline on the connection's clock."""
@@ -346,11 +370,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self._linger_timer = self.loop.call_later(BUSY_LINGER_S if self._busy else LINGER_S, self.transport.close)
 
 
-def protocol_class(limits: ConnectionLimits) -> type[asyncio.Protocol]:
-    """`GuardedProtocol` bound to one server's limits, for `uvicorn.Config(http=...)`."""
+def protocol_class(limits: ConnectionLimits, express: Express | None = None) -> type[asyncio.Protocol]:
+    """`GuardedProtocol` bound to one server's limits (and its app's express lane), for
+    `uvicorn.Config(http=...)`."""
 
-    class Protocol(GuardedProtocol):
+    class BoundProtocol(GuardedProtocol):
         pass
 
-    Protocol.limits = limits
-    return Protocol
+    BoundProtocol.limits = limits
+    BoundProtocol.express = express
+    return BoundProtocol

@@ -22,38 +22,9 @@ import pytest
 
 from servectl.bench.runner import free_port
 
-from conftest import ROOT, echo_llm_spec, toolbox_spec, write_spec
+from conftest import ROOT, connect, echo_llm_spec, read_response, toolbox_spec, write_spec
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-
-
-def connect(server, timeout: float = 10) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP/1.1 response with a Content-Length, read exactly (a pipelined one may
-    follow): (status, headers, body); status 0 if the server closed or reset first."""
-    head = b""
-    try:
-        while not head.endswith(b"\r\n\r\n"):
-            byte = sock.recv(1)
-            if not byte:
-                return 0, {}, head
-            head += byte
-        lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
-        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
-        body = b""
-        while len(body) < int(headers.get("content-length", 0)):
-            chunk = sock.recv(int(headers["content-length"]) - len(body))
-            if not chunk:
-                break
-            body += chunk
-    except ConnectionResetError:
-        return 0, {}, head
-    return int(lines[0].split()[1]), headers, body
 
 
 def closed_by_server(sock: socket.socket, timeout: float) -> tuple[bool, bytes]:
