@@ -42,21 +42,16 @@ class ExpressLane:
 
     def take(self, cycle: WholeCycle) -> bool:
         """Queue the request and answer it later; False (nothing done) where the task path
-        must take it."""
-        scope = cast(Scope, cycle.scope)  # (uvicorn's own types for these are narrower)
-        endpoint = self.endpoints.get(scope["path"])
-        if endpoint is None or scope["method"] != "POST":
+        must take it. Called from the HTTP parser's callback: it never raises (the parser
+        would answer 400 for servectl's fault)."""
+        try:
+            chosen = self._chosen(cycle)
+        except Exception:
+            log.exception("the express lane could not look at a request: the task path takes it")
             return False
-        endpoint.refresh()
-        if endpoint.guarded or len(cycle.body) > endpoint.max_body:
+        if chosen is None:
             return False
-        request = Request(scope, endpoint)
-        framing = endpoint.protocol.framing_header
-        if framing is not None and framing in request.headers:
-            return False
-        for check in self.checks:
-            if check(scope, request) is not None:
-                return False  # its refusal is the task path's to send
+        endpoint, request = chosen
         body = cycle.whole_body()
         if body is None:
             return False
@@ -69,9 +64,27 @@ class ExpressLane:
             else:
                 pending.future.set_result(refusal)  # sent as any other outcome
             pending.future.add_done_callback(lambda _: self._answer(cycle, endpoint, request))
-        except Exception:  # never into the parser: it would answer 400 for our fault
+        except Exception:
             self._crashed(cycle, request)
         return True
+
+    def _chosen(self, cycle: WholeCycle) -> tuple[ModelEndpoint, Request] | None:
+        """The request's endpoint and record, if the lane takes it (its body is still unread)."""
+        scope = cast(Scope, cycle.scope)  # (uvicorn's own types for these are narrower)
+        endpoint = self.endpoints.get(scope["path"])
+        if endpoint is None or scope["method"] != "POST":
+            return None
+        endpoint.refresh()
+        if endpoint.guarded or len(cycle.body) > endpoint.max_body:
+            return None
+        request = Request(scope, endpoint)
+        framing = endpoint.protocol.framing_header
+        if framing is not None and framing in request.headers:
+            return None
+        for check in self.checks:
+            if check(scope, request) is not None:
+                return None  # its refusal is the task path's to send
+        return endpoint, request
 
     def _answer(self, cycle: WholeCycle, endpoint: ModelEndpoint, request: Request) -> None:
         """The worker answered (or the deadline, or the client's leaving, did)."""
@@ -107,11 +120,17 @@ class ExpressLane:
         self.observe(scope, request)
 
     def _crashed(self, cycle: WholeCycle, request: Request) -> None:
-        """A bug of servectl's own: logged, a 500 for this request only (or its connection
-        closed, when its answer had started)."""
+        """A bug of servectl's own: logged, and a 500 for this request only (its connection
+        closed instead, when its answer had started)."""
         log.exception("internal error answering request %s", request.id)
+        if cycle.response_started:
+            cycle.transport.close()
+            return
         request.status = 500
         body = request.endpoint.protocol.error_body(_CRASHED, request.id) if request.endpoint else b""
-        if cycle.response_started or not cycle.send_whole(500, answer_headers(body, request.id), body):
+        if not cycle.send_whole(500, answer_headers(body, request.id), body):
             cycle.transport.close()
-        self.observe(cast(Scope, cycle.scope), request)
+        try:
+            self.observe(cast(Scope, cycle.scope), request)
+        except Exception:
+            log.exception("internal error recording request %s", request.id)

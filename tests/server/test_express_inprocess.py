@@ -217,3 +217,29 @@ def test_what_the_lane_leaves_goes_to_the_task(tmp_path: Path) -> None:
         assert parse(rig.transport.written)[0] == 415
 
     run(test)
+
+
+def test_a_fault_of_servectl_on_the_express_lane_is_a_500_for_that_request_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def test() -> None:
+        rig = Rig(tmp_path, express=True)
+        endpoint = rig.edge.router.endpoints["/predict"]
+
+        def broken(pending: Pending, body: bytes) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(endpoint, "queue", broken)
+        rig.protocol.data_received(post(b'{"x": 3}'))
+        status, _, body = parse(rig.transport.written)
+        assert status == 500 and body["error"]["type"] == "internal_error"
+        assert "a bug" in caplog.text and not rig.transport.closing
+        monkeypatch.undo()
+        rig.transport.written = b""
+        rig.protocol.data_received(post(b'{"x": 3}'))  # the connection serves on
+        await settle()
+        rig.answer(Reply(b'{"y": 9.0}'))
+        await settle()
+        assert parse(rig.transport.written)[0] == 200
+
+    run(test)
