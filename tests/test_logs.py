@@ -66,6 +66,20 @@ def test_access_lines_written_in_batches_within_the_flush_interval(stream: io.St
     )
 
 
+def test_a_full_batch_of_access_lines_is_written_without_waiting_for_the_timer(stream: io.StringIO) -> None:
+    setup("text", stream)
+    access = AccessLog("text")
+
+    async def serve() -> tuple[int, int]:
+        for i in range(logs.FLUSH_LINES + 10):
+            access.add("POST", "/predict", 200, 1.25, f"r{i}")
+        at_once = len(stream.getvalue().splitlines())
+        await asyncio.sleep(logs.FLUSH_S * 2)
+        return at_once, len(stream.getvalue().splitlines())
+
+    assert asyncio.run(serve()) == (logs.FLUSH_LINES, logs.FLUSH_LINES + 10)  # the rest at the timer
+
+
 def test_close_writes_what_is_left_and_later_entries_at_once(stream: io.StringIO) -> None:
     setup("json", stream)
     access = AccessLog("json")
