@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -12,8 +13,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -159,6 +161,25 @@ def write_spec(tmp_path: Path, spec: dict, name: str = "spec.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+@contextlib.asynccontextmanager
+async def protocol_server(app: Any, http: type) -> AsyncIterator[int]:
+    """`app` on uvicorn in this event loop with an HTTP protocol class (servectl's, bound to
+    its limits), on a free 127.0.0.1 port: the port."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off", http=http)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
 
 
 STREAMER = ROOT / "tests" / "handlers" / "streamer.py"

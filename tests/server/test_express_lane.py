@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 
 from servectl.server.answers import WholeCycle
 from servectl.server.asgi import Receive, Scope, Send, answer_headers, read_body, send_bytes
 from servectl.server.protocol import ConnectionLimits, protocol_class
+
+from conftest import protocol_server
 
 pytestmark = pytest.mark.anyio
 
@@ -60,23 +60,9 @@ class Lane:
 
 @contextlib.asynccontextmanager
 async def serving(lane: Lane) -> AsyncIterator[int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = int(probe.getsockname()[1])
-    limits = ConnectionLimits()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=protocol_class(limits, lane)
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    app_paths.clear()
-    try:
-        yield free
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with protocol_server(app, protocol_class(ConnectionLimits(), lane)) as port:
+        app_paths.clear()
+        yield port
 
 
 def post(path: str, body: bytes) -> bytes:

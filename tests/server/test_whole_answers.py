@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
 
 from servectl.server.asgi import Receive, Scope, Send, adding_headers, read_body, send_bytes
 from servectl.server.protocol import ConnectionLimits, protocol_class
+
+from conftest import protocol_server
 
 pytestmark = pytest.mark.anyio
 
@@ -46,22 +46,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 @contextlib.asynccontextmanager
 async def serving(limits: ConnectionLimits) -> AsyncIterator[int]:
     """The app on uvicorn with servectl's protocol, on a free 127.0.0.1 port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free = int(probe.getsockname()[1])
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=free, log_config=None, lifespan="off", http=protocol_class(limits)
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    seen.clear()
-    try:
-        yield free
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
+    async with protocol_server(app, protocol_class(limits)) as port:
+        seen.clear()
+        yield port
 
 
 @pytest.fixture
