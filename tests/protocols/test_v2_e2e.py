@@ -229,9 +229,21 @@ def test_tritonclient_versions_stats_and_errors(serve, models: Path) -> None:
         wanted = [triton.InferRequestedOutput(out_name, binary_data=False)]
         result = client.infer("tiny", [given], model_version=version, outputs=wanted, headers=key)
         np.testing.assert_allclose(result.as_numpy(out_name), expected, rtol=1e-5, atol=1e-6)
+
+    async def aio_infer() -> np.ndarray:
+        """The asyncio client sends JSON alone as application/octet-stream, without the framing header."""
+        aio = pytest.importorskip("tritonclient.http.aio")
+        async with aio.InferenceServerClient(url=server.url.removeprefix("http://")) as async_client:
+            given = aio.InferInput("x", list(rows.shape), "FP32")
+            given.set_data_from_numpy(rows, binary_data=False)
+            wanted = [aio.InferRequestedOutput(out_name, binary_data=False)]
+            result = await async_client.infer("tiny", [given], outputs=wanted, headers=key)
+            return result.as_numpy(out_name)
+
+    np.testing.assert_allclose(asyncio.run(aio_infer()), expected, rtol=1e-5, atol=1e-6)
     stats = client.get_inference_statistics("tiny", headers=key)["model_stats"][0]
-    assert stats["name"] == "tiny" and stats["inference_stats"]["success"]["count"] == 2
-    assert stats["execution_count"] >= 1 and stats["inference_count"] == 2 and stats["last_inference"] > 0
+    assert stats["name"] == "tiny" and stats["inference_stats"]["success"]["count"] == 3
+    assert stats["execution_count"] >= 1 and stats["inference_count"] == 3 and stats["last_inference"] > 0
     with pytest.raises(InferenceServerException) as denied:
         client.get_model_metadata("tiny")
     assert "API key" in str(denied.value)  # a V2 error body: tritonclient reads its message

@@ -358,13 +358,15 @@ def test_json_routes_refuse_other_content_types(shared_serve) -> None:
     assert r.status_code == 415
     assert r.json()["error"]["type"] == "unsupported_media_type" and "text/plain" in r.json()["error"]["message"]
     assert r.json()["error"]["request_id"] == r.headers["x-request-id"]
-    assert httpx.post(url, data={"x": "3"}).status_code == 415  # a form, as a web page would post it
+    form = httpx.post(url, data={"x": "3"})  # a form, as a web page would post it (and `curl -d`)
+    assert form.status_code == 415 and "curl --json" in form.json()["error"]["message"]
+    assert httpx.post(url, content=body, headers={"Content-Type": "application/octet-stream"}).status_code == 415
     assert httpx.post(url, content=body, headers={"Content-Type": "multipart/form-data; boundary=x"}).status_code == 415
     for ok in (None, "application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
         headers = {"Content-Type": ok} if ok else {}
         r = httpx.post(url, content=body, headers=headers)
         assert r.status_code == 200 and r.json()["y"] == 9.0, (ok, r.text)
-    assert server.metric("servectl_requests_total", route="/predict", status="415") - refused == 3
+    assert server.metric("servectl_requests_total", route="/predict", status="415") - refused == 4
     # other routes are not JSON routes: untouched
     assert httpx.get(server.url + "/health", headers={"Content-Type": "text/plain"}).status_code == 200
 
