@@ -17,9 +17,7 @@ import logging
 import math
 import socket
 import struct
-import time
 import urllib.parse
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httptools
@@ -30,7 +28,7 @@ from uvicorn.server import ServerState
 from servectl.protocols.predict.errors import error_body
 from servectl.server.answers import CorkedWrites, WholeCycle
 from servectl.server.asgi import request_id_from
-from servectl.spec import ServerSpec
+from servectl.server.limits import ConnectionLimits, refusals
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGIVersions
@@ -39,7 +37,6 @@ log = logging.getLogger("servectl")
 
 LINGER_S = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
 BUSY_LINGER_S = 0.5  # shorter for a connection over max_connections: its descriptor is over budget
-WARN_EVERY_S = 10.0  # refusals are logged at most this often: a flood must not flood the log
 ABORT = "servectl.abort"  # scope["extensions"][ABORT](): drop the connection now, unsent bytes and all
 
 
@@ -48,37 +45,6 @@ class Express(Protocol):
 
     def take(self, cycle: WholeCycle) -> bool:
         """Answer the request whose whole body is in; False: it goes to the app's task."""
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    max_head_bytes: int = 64 * 1024
-    header_timeout_s: float = 10.0
-    keep_alive_s: float = 5.0
-    max_connections: int = 1000
-
-    @classmethod
-    def from_spec(cls, server: ServerSpec) -> ConnectionLimits:
-        return cls(server.max_header_kb * 1024, server.header_timeout_s, server.keep_alive_s, server.max_connections)
-
-
-class _Refusals:
-    """Counts connections turned away (503, 408, 431) and logs a line now and then."""
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self.logged_at = 0.0
-
-    def add(self, status: int, why: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
-        now = time.monotonic()
-        if now - self.logged_at >= WARN_EVERY_S:
-            self.logged_at = now
-            total = sum(self.counts.values())
-            log.warning("turned a connection away (%d %s); %d turned away since start", status, why, total)
-
-
-refusals = _Refusals()
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -120,6 +86,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._asgi: ASGIVersions = {"version": config.asgi_version, "spec_version": "2.3"}  # each scope's "asgi"
         self._serving: Any = None  # the cycle being answered (uvicorn's `cycle` is the newest one)
         self._deferred: WholeCycle | None = None  # offered to the express lane once its body is in
+        self._ignoring = False  # a request's Upgrade is being ignored: its body is still to come
+        self._upgrade_body: int | None = None  # bytes of that body still to come
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -196,19 +164,19 @@ class GuardedProtocol(HttpToolsProtocol):
             if self._head_due is None and self.cycle is not None and self.cycle.response_complete:
                 # the rest of a body already answered (413, 415...): it gets header_timeout_s too
                 self._time_head()
-            super().data_received(data)
+            self._feed(data)
             return
         if self._head_due is None:  # the first bytes of a new request on a kept-alive connection
             self._time_head()
         room = self.limits.max_head_bytes - self._head_bytes
         if len(data) <= room:
             self._head_bytes += len(data)
-            super().data_received(data)
+            self._feed(data)
             return
         self._head_bytes += room
         heads = self._heads
-        super().data_received(data[:room])
-        if self.transport.is_closing():  # uvicorn answered 400
+        self._feed(data[:room])
+        if self._refused or self.transport.is_closing():  # answered 400
             return
         if self._heads == heads:  # all those bytes, and still no end of headers
             kb = self.limits.max_head_bytes // 1024
@@ -216,6 +184,58 @@ class GuardedProtocol(HttpToolsProtocol):
             self._refuse(431, msg, "headers_too_large")
             return
         self._receive(data[room:])
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's parsing of a read, with servectl's answers to what does not parse."""
+        if self._upgrade_body is not None:  # the body of a request whose Upgrade was ignored
+            self._take_upgrade_body(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._invalid()
+        except httptools.HttpParserUpgrade as upgrade:  # (servectl speaks no WebSocket: ws="none")
+            self._ignore_upgrade(data[upgrade.args[0] :])
+
+    def _invalid(self) -> None:
+        """Bytes that are not HTTP/1.1: a 400 in servectl's error shape, then close. Behind
+        a request still being answered, that answer goes first (uvicorn wrote its 400 at
+        once, so the client read it as the answer to its valid request), then the close."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            refusals.add(400, "invalid HTTP behind a request: closing once it is answered")
+            self.cycle.keep_alive = False
+            self._refused = True  # what else arrives is dropped
+            return
+        self._refuse(400, "invalid HTTP request: it does not parse as HTTP/1.1", "bad_request")
+
+    def _ignore_upgrade(self, rest: bytes) -> None:
+        """An Upgrade servectl does not speak (curl --http2 asks for h2c): served as HTTP/1.1,
+        as the protocol allows. The parser stops at such a request's head and takes its body
+        for the new protocol's bytes, so the body (by its Content-Length) is taken here, and
+        what follows it goes to a new parser."""
+        self.parser = httptools.HttpRequestParser(self)
+        self._ignoring = False
+        headers = dict(self.headers)
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit() or b"transfer-encoding" in headers:
+            self._invalid()  # a chunked body with an Upgrade: nobody sends it, nothing to guess
+            return
+        self._upgrade_body = int(length)
+        self._take_upgrade_body(rest)
+
+    def _take_upgrade_body(self, data: bytes) -> None:
+        left = self._upgrade_body
+        assert left is not None
+        piece = data[:left]
+        if piece:
+            self.on_body(piece)
+        self._upgrade_body = left = left - len(piece)
+        if left:
+            return
+        self._upgrade_body = None
+        self.on_message_complete()
+        if len(data) > len(piece):
+            self._receive(data[len(piece) :])
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
@@ -231,8 +251,10 @@ class GuardedProtocol(HttpToolsProtocol):
         scope["method"] = parser.get_method().decode("ascii")
         if http_version != "1.1":
             scope["http_version"] = http_version
-        if parser.should_upgrade() and self._should_upgrade():
-            return
+        if parser.should_upgrade():
+            if self._should_upgrade():
+                return
+            self._ignoring = True  # the parser takes no body for it: `_ignore_upgrade` does
         url = httptools.parse_url(self.url)
         raw_path = url.path
         path = raw_path.decode("ascii")
@@ -268,6 +290,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self.pipeline.appendleft((cycle, self.app))
 
     def on_message_complete(self) -> None:
+        if self._ignoring:  # an Upgrade's head: its body comes after (`_ignore_upgrade`)
+            return
         super().on_message_complete()
         self._head_bytes = 0
         self._head_due = None  # it may have been timing an answered body's rest

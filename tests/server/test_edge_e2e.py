@@ -349,6 +349,46 @@ def test_slowloris_under_a_128_fd_limit_gets_503s_not_hangs(tmp_path: Path) -> N
     assert "server.max_connections=1000 does not fit the open-file limit (128" in output
 
 
+def post_json(body: bytes, extra: bytes = b"") -> bytes:
+    head = b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n"
+    return head % (len(body), extra) + body
+
+
+def test_an_upgrade_servectl_does_not_speak_is_served_as_http_1_1(shared_serve) -> None:
+    """`curl --http2 http://...` asks for h2c: the request is answered as HTTP/1.1 with its
+    body (the parser took the body for the new protocol's bytes, and the model got none)."""
+    server = shared_serve(toolbox_spec())
+    h2c = b"connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    with connect(server) as sock:
+        sock.sendall(post_json(b'{"x": 3}', h2c) + post_json(b'{"x": 4}'))  # and a request behind it
+        for y in (9.0, 16.0):
+            status, _, body = read_response(sock)
+            assert status == 200 and json.loads(body)["y"] == y, body
+        raw = post_json(b'{"x": 5}', h2c)
+        cut = raw.index(b"\r\n\r\n") + 6  # the head and part of the body, then the rest
+        sock.sendall(raw[:cut])
+        time.sleep(0.05)
+        sock.sendall(raw[cut:])
+        status, _, body = read_response(sock)
+        assert status == 200 and json.loads(body)["y"] == 25.0, body
+
+
+def test_bytes_that_do_not_parse_behind_a_request_wait_for_its_answer(shared_serve) -> None:
+    """Junk after a valid request: the request's own answer first, then the connection closes
+    (uvicorn wrote its 400 at once, which the client took for its request's answer)."""
+    server = shared_serve(toolbox_spec())
+    with connect(server) as sock:
+        sock.sendall(post_json(b'{"x": 2, "sleep": 0.2}') + b"NOT HTTP AT ALL\r\n\r\n")
+        status, _, body = read_response(sock)
+        assert status == 200 and json.loads(body)["y"] == 4.0, body
+        assert closed_by_server(sock, 5) == (True, b"")
+    with connect(server) as sock:  # junk alone: a 400 in servectl's error shape
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        status, headers, body = read_response(sock)
+        assert status == 400 and json.loads(body)["error"]["type"] == "bad_request"
+        assert headers["connection"] == "close"
+
+
 def test_json_routes_refuse_other_content_types(shared_serve) -> None:
     server = shared_serve(toolbox_spec())
     url = server.url + "/predict"

@@ -24,7 +24,8 @@ from servectl.runtime.scheduler import Pending
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
-from servectl.server.protocol import ConnectionLimits, protocol_class
+from servectl.server.limits import ConnectionLimits
+from servectl.server.protocol import protocol_class
 
 TOOLBOX = Path(__file__).resolve().parents[1] / "handlers" / "toolbox.py"
 

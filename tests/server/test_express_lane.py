@@ -13,7 +13,8 @@ import pytest
 
 from servectl.server.answers import WholeCycle
 from servectl.server.asgi import Receive, Scope, Send, answer_headers, read_body, send_bytes
-from servectl.server.protocol import ConnectionLimits, protocol_class
+from servectl.server.limits import ConnectionLimits
+from servectl.server.protocol import protocol_class
 
 from conftest import protocol_server
 

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from servectl.server.asgi import Receive, Scope, Send, adding_headers, read_body, send_bytes
-from servectl.server.protocol import ConnectionLimits, protocol_class
+from servectl.server.limits import ConnectionLimits
+from servectl.server.protocol import protocol_class
 
 from conftest import protocol_server
 
