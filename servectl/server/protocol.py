@@ -199,13 +199,17 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _invalid(self) -> None:
         """Bytes that are not HTTP/1.1: a 400 in servectl's error shape, then close. Behind
-        a request still being answered, that answer goes first (uvicorn wrote its 400 at
-        once, so the client read it as the answer to its valid request), then the close."""
-        if self.cycle is not None and not self.cycle.response_complete:
-            refusals.add(400, "invalid HTTP behind a request: closing once it is answered")
-            self.cycle.keep_alive = False
-            self._refused = True  # what else arrives is dropped
-            return
+        a whole request still being answered, that answer goes first (uvicorn wrote its 400
+        at once, so the client read it as the answer to its valid request), then the close."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:  # behind a whole request
+                refusals.add(400, "invalid HTTP behind a request: closing once it is answered")
+                cycle.keep_alive = False
+                self._refused = True  # what else arrives is dropped
+                return
+            cycle.response_complete = True  # inside its own body: the 400 is its answer, the app's
+            cycle.message_event.set()  # `receive` says the client is gone
         self._refuse(400, "invalid HTTP request: it does not parse as HTTP/1.1", "bad_request")
 
     def _ignore_upgrade(self, rest: bytes) -> None:
@@ -214,6 +218,8 @@ class GuardedProtocol(HttpToolsProtocol):
         for the new protocol's bytes, so the body (by its Content-Length) is taken here, and
         what follows it goes to a new parser."""
         self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # as uvicorn sets up its own (httptools >= 0.6.3)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self._ignoring = False
         headers = dict(self.headers)
         length = headers.get(b"content-length", b"0")

@@ -382,6 +382,10 @@ def test_bytes_that_do_not_parse_behind_a_request_wait_for_its_answer(shared_ser
         status, _, body = read_response(sock)
         assert status == 200 and json.loads(body)["y"] == 4.0, body
         assert closed_by_server(sock, 5) == (True, b"")
+    with connect(server) as sock:  # junk inside a body: the 400 at once, not a 504 at the deadline
+        sock.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nZZZ\r\n\r\n")
+        status, _, body = read_response(sock)
+        assert status == 400 and json.loads(body)["error"]["type"] == "bad_request"
     with connect(server) as sock:  # junk alone: a 400 in servectl's error shape
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         status, headers, body = read_response(sock)
