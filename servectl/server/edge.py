@@ -121,14 +121,15 @@ def require_json(scope: Scope, request: Request) -> Refusal | None:
     if request.endpoint is None or not content_type or is_json(content_type):
         return None
     framing = request.endpoint.protocol.framing_header
-    if framing is not None and (framing in request.headers or content_type.startswith(_OCTETS)):
+    mime = content_type.lower()
+    if framing is not None and (framing in request.headers or mime.startswith(_OCTETS)):
         # JSON then binary, as its protocol allows (V2's binary tensor data); Triton's
         # clients also send JSON alone as application/octet-stream (no browser sends that
         # without a preflight)
         return None
     name = content_type.decode("latin-1")[:100]
     msg = f"unsupported Content-Type {name!r}: send application/json (or no Content-Type)"
-    if content_type.startswith(b"application/x-www-form-urlencoded"):
+    if mime.startswith(b"application/x-www-form-urlencoded"):
         msg += "; `curl -d` sends a form's: add -H 'Content-Type: application/json', or use `curl --json`"
     return Refusal(Failure(415, "unsupported_media_type", msg), request.endpoint.protocol)
 

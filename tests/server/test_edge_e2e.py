@@ -405,12 +405,14 @@ def test_json_routes_refuse_other_content_types(shared_serve) -> None:
     form = httpx.post(url, data={"x": "3"})  # a form, as a web page would post it (and `curl -d`)
     assert form.status_code == 415 and "curl --json" in form.json()["error"]["message"]
     assert httpx.post(url, content=body, headers={"Content-Type": "application/octet-stream"}).status_code == 415
+    shouted = httpx.post(url, content=b"x=3", headers={"Content-Type": "Application/X-WWW-Form-Urlencoded"})
+    assert shouted.status_code == 415 and "curl --json" in shouted.json()["error"]["message"]
     assert httpx.post(url, content=body, headers={"Content-Type": "multipart/form-data; boundary=x"}).status_code == 415
     for ok in (None, "application/json", "application/json; charset=utf-8", "application/vnd.api+json"):
         headers = {"Content-Type": ok} if ok else {}
         r = httpx.post(url, content=body, headers=headers)
         assert r.status_code == 200 and r.json()["y"] == 9.0, (ok, r.text)
-    assert server.metric("servectl_requests_total", route="/predict", status="415") - refused == 4
+    assert server.metric("servectl_requests_total", route="/predict", status="415") - refused == 5
     # other routes are not JSON routes: untouched
     assert httpx.get(server.url + "/health", headers={"Content-Type": "text/plain"}).status_code == 200
 
