@@ -256,6 +256,19 @@ class ModelEndpoint:
             return await self._fail(send, refusal, request.id)
         return await self.send_outcome(scope, send, request, pending, await pending.future)
 
+    def start(self, request: Request, body: bytes, receive: Receive) -> Pending:
+        """Open and queue a request whose body is all in, with no task to await it (the
+        express lane): its future ends with the worker's outcome, the scheduler's refusal,
+        the deadline's 504 or the client's leaving; `first_ticks.settle` once it is answered."""
+        pending = self.scheduler.open(request.id, self.route.name, request.started + self.timeout_s)
+        request.pending = pending
+        refusal = self.queue(pending, body)
+        if refusal is None:
+            self.first_ticks.add(pending, receive)
+        else:
+            pending.future.set_result(refusal)  # answered as any other outcome
+        return pending
+
     def queue(self, pending: Pending, body: bytes) -> Failure | None:
         """Queue the request for a worker; the 503 when the scheduler refuses it."""
         try:

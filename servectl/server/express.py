@@ -56,13 +56,7 @@ class ExpressLane:
         if body is None:
             return False
         try:
-            pending = endpoint.scheduler.open(request.id, endpoint.route.name, request.started + endpoint.timeout_s)
-            request.pending = pending
-            refusal = endpoint.queue(pending, body)
-            if refusal is None:
-                endpoint.first_ticks.add(pending, cast(Receive, cycle.receive))
-            else:
-                pending.future.set_result(refusal)  # sent as any other outcome
+            pending = endpoint.start(request, body, cast(Receive, cycle.receive))
             pending.future.add_done_callback(lambda _: self._answer(cycle, endpoint, request))
         except Exception:
             self._crashed(cycle, request)
