@@ -88,6 +88,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deferred: WholeCycle | None = None  # offered to the express lane once its body is in
         self._ignoring = False  # a request's Upgrade is being ignored: its body is still to come
         self._upgrade_body: int | None = None  # bytes of that body still to come
+        # a refusal (status, message, kind, headers) owed after the answers before it
+        self._last_word: tuple[int, str, str, tuple[tuple[bytes, bytes], ...]] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -198,19 +200,59 @@ class GuardedProtocol(HttpToolsProtocol):
             self._ignore_upgrade(data[upgrade.args[0] :])
 
     def _invalid(self) -> None:
-        """Bytes that are not HTTP/1.1: a 400 in servectl's error shape, then close. Behind
-        a whole request still being answered, that answer goes first (uvicorn wrote its 400
-        at once, so the client read it as the answer to its valid request), then the close."""
+        """Bytes that are not HTTP/1.1: a 400 in servectl's error shape, then close.
+
+        The request they belong to never reaches the app (or, already being served, is told
+        its client is gone: its sends are dropped, nothing is logged). Answers owed to the
+        requests before it go out first (uvicorn wrote its 400 at once, which the client read
+        as the answer to its valid request); then the connection closes without the 400, as
+        no request of its own is left to answer."""
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            if not cycle.more_body:  # behind a whole request
-                refusals.add(400, "invalid HTTP behind a request: closing once it is answered")
-                cycle.keep_alive = False
-                self._refused = True  # what else arrives is dropped
+        if cycle is not None and not cycle.response_complete and cycle.more_body:  # inside its own body
+            self._drop(cycle)
+            if cycle.response_started:  # it answers while it uploads: a 400 cannot follow
+                self._refused = True
+                self.transport.close()
                 return
-            cycle.response_complete = True  # inside its own body: the 400 is its answer, the app's
-            cycle.message_event.set()  # `receive` says the client is gone
+        elif cycle is not None and self._head_bytes is None:  # inside the body of a request answered early
+            refusals.add(400, "invalid HTTP in the rest of an answered body: closing")
+            self._refused = True
+            self.transport.close()  # (its answer is out: a second one would answer nothing)
+            return
+        if self._answers_owed():
+            refusals.add(400, "invalid HTTP behind a request: closing once it is answered")
+            self._refused = True  # what else arrives is dropped
+            self._close_after_answers()
+            return
         self._refuse(400, "invalid HTTP request: it does not parse as HTTP/1.1", "bad_request")
+
+    def _drop(self, cycle: RequestResponseCycle) -> None:
+        """Forget a request whose own bytes went bad: never started if it was waiting (for its
+        body or its turn), told its client is gone if its app already runs."""
+        if self._deferred is cycle:
+            self._deferred = None
+        for queued in self.pipeline:
+            if queued[0] is cycle:
+                self.pipeline.remove(queued)
+                break
+        cycle.disconnected = True
+        cycle.message_event.set()
+        if self._serving is cycle:
+            self._serving = None
+
+    def _answers_owed(self) -> bool:
+        """Requests before the current bytes are still to be answered."""
+        serving = self._serving
+        return bool(self.pipeline) or (
+            serving is not None and not serving.response_complete and not serving.disconnected
+        )
+
+    def _close_after_answers(self) -> None:
+        """The last request owed an answer says `Connection: close`: the connection ends after it."""
+        last = self.pipeline[0][0] if self.pipeline else self._serving
+        assert last is not None
+        last.keep_alive = False
+        self._head_due = None
 
     def _ignore_upgrade(self, rest: bytes) -> None:
         """An Upgrade servectl does not speak (curl --http2 asks for h2c): served as HTTP/1.1,
@@ -317,6 +359,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.pipeline:  # the next pipelined request
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
+        elif self._last_word is not None:  # every answer owed is out: now the refusal behind them
+            self._write_refusal(*self._last_word)
+            self._last_word = None
         else:
             due = self._idle_due = self.loop.time() + self.limits.keep_alive_s
             if due < self._clock_at:  # (checked here: this runs for every answer)
@@ -370,13 +415,27 @@ class GuardedProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, msg: str, kind: str, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         """Answer before (or instead of) any app, then close once the client stops sending.
 
+        Behind requests still owed an answer, the refusal waits for them
+        (`on_response_complete` writes it): a client that pipelines reads each answer for
+        its own request. What else arrives is dropped from now on.
+        """
+        refusals.add(status, kind)
+        self._refused = True
+        self._head_due = self._idle_due = None
+        if self._answers_owed():
+            self._last_word = (status, msg, kind, extra)
+            return
+        if self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
+            self.transport.close()  # an answer is half sent: no refusal can follow it
+            return
+        self._write_refusal(status, msg, kind, extra)
+
+    def _write_refusal(self, status: int, msg: str, kind: str, extra: tuple[tuple[bytes, bytes], ...]) -> None:
+        """Write the refusal and close once the client stops sending.
+
         Closing a socket with unread input makes the kernel send a reset, which can destroy
         the answer before the client reads it; so the input is drained for up to LINGER_S.
         """
-        refusals.add(status, kind)
-        if self.cycle is not None and not self.cycle.response_complete:  # an answer is being sent
-            self.transport.close()
-            return
         rid = request_id_from(None)
         body = error_body(msg, rid, kind)
         head = [STATUS_LINE[status]]
@@ -390,10 +449,8 @@ class GuardedProtocol(HttpToolsProtocol):
         ]:
             head += [name, b": ", value, b"\r\n"]
         self.transport.write(b"".join([*head, b"\r\n", body]))
-        self._refused = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self._head_due = self._idle_due = None
         if self._clock is not None:
             self._clock.cancel()
             self._clock, self._clock_at = None, math.inf
