@@ -178,10 +178,10 @@ def connections(app: Any, express: bool) -> list[Any]:
     from uvicorn.server import ServerState
 
     from servectl.server.express import ExpressLane
+    from servectl.server.http import connection_class
     from servectl.server.limits import ConnectionLimits
-    from servectl.server.protocol import protocol_class
 
-    http = protocol_class(ConnectionLimits(), ExpressLane(app) if express else None)
+    http = connection_class(ConnectionLimits(), ExpressLane(app) if express else None)
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, ws="none", http=http)
     config.load()
     state = ServerState()

@@ -34,7 +34,7 @@ from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
 from servectl.server.limits import ConnectionLimits
 from servectl.server.listen import ListenError, bind_group, raise_fd_limit
-from servectl.server.protocol import protocol_class
+from servectl.server.http import connection_class
 from servectl.server.router import RouteClash
 from servectl.server.streams import CutStreamsAreExpected
 
@@ -42,6 +42,7 @@ log = logging.getLogger("servectl")
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+GRACEFUL_MARGIN_S = 0.25  # past the drain and a stream's cut, for the last answers' connections to close
 
 
 class _Server(uvicorn.Server):
@@ -226,12 +227,15 @@ def build_server(deployment: Deployment) -> _Server:
         log_config=None,
         access_log=False,
         lifespan="on",
-        # past drain_s the deployment answers what is left; uvicorn waits for those answers
-        timeout_graceful_shutdown=math.ceil(deployment.drain_s + CUT_AFTER_S) + 2,
+        # past drain_s the deployment answers what is left (a stream's slow client has CUT_AFTER_S
+        # more); uvicorn waits for those answers, and no longer: the process exits within
+        # drain_s + 2 s of the signal (what is still open is cancelled; workers: Supervisor.stop).
+        # uvicorn's float seconds go to asyncio.timeout: its `int` annotation is narrower than it is
+        timeout_graceful_shutdown=deployment.drain_s + CUT_AFTER_S + GRACEFUL_MARGIN_S,  # type: ignore[arg-type]
         server_header=False,
         proxy_headers=False,
         ws="none",  # no WebSocket routes: no upgrade surface either
-        http=protocol_class(ConnectionLimits.from_spec(spec.server), express),
+        http=connection_class(ConnectionLimits.from_spec(spec.server), express),
         timeout_keep_alive=math.ceil(spec.server.keep_alive_s),  # the protocol uses the exact float
     )
     return _Server(config, deployment, edge)

@@ -6,7 +6,10 @@ import itertools
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from servectl.server.encoding import Inflater
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -55,7 +58,7 @@ async def send_bytes(
     content_type: bytes = JSON,
 ) -> None:
     headers = answer_headers(body, request_id, extra, content_type)
-    # servectl's own HTTP protocol writes such an answer at once (`protocol.WholeCycle`);
+    # servectl's own HTTP protocol writes such an answer at once (`http.Cycle`);
     # any other server, or a `send` wrapped to add headers, gets the two ASGI messages
     send_whole = getattr(getattr(send, "__self__", None), "send_whole", None)
     if send_whole is not None and send_whole(status, headers, body):
@@ -79,12 +82,17 @@ class BodyTooLarge(Exception):
     """The request body passed `limits.max_body_mb`."""
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None if the client went away while sending it."""
+async def read_body(receive: Receive, limit: int, inflater: Inflater | None = None) -> bytes | None:
+    """The whole request body, or None if the client went away while sending it; with an
+    `inflater` (its `Content-Encoding`), inflated as it comes, `limit` counting both the
+    bytes received and the inflated ones."""
     whole_body: Callable[[], bytes | None] | None = getattr(getattr(receive, "__self__", None), "whole_body", None)
-    if whole_body is not None and (body := whole_body()) is not None:  # `protocol.WholeCycle`
+    if whole_body is not None and (body := whole_body()) is not None:  # `http.Cycle`
         if len(body) > limit:
             raise BodyTooLarge
+        if inflater is not None:
+            body = inflater.feed(body)
+            inflater.end()
         return body
     chunks: list[bytes] = []
     size = 0
@@ -96,6 +104,8 @@ async def read_body(receive: Receive, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             raise BodyTooLarge
-        chunks.append(chunk)
+        chunks.append(chunk if inflater is None else inflater.feed(chunk))
         if not message.get("more_body", False):
+            if inflater is not None:
+                inflater.end()
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -17,6 +17,7 @@ from servectl.outcome import CLIENT_GONE, Failure
 from servectl.protocols import ApiProtocol, ModelRoute
 from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
 from servectl.server.auth import KeySet, presented_key
+from servectl.server.encoding import UnreadableBody, inflater_for
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:
@@ -77,13 +78,21 @@ class ByModel:
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return await self._fail(send, self.too_large, rid)
+        inflater = None
+        if (encoding := request.headers.get(b"content-encoding")) is not None:  # gzip, deflate: inflated as read
+            try:
+                inflater = inflater_for(encoding, limit)
+            except UnreadableBody as exc:
+                return await self._fail(send, exc.failure, rid)
         loop = asyncio.get_running_loop()
         late = _Late(asyncio.current_task())
         timer = loop.call_at(loop.time() + timeout - (time.perf_counter() - request.started), late)
         try:
-            body = await read_body(receive, limit)
+            body = await read_body(receive, limit, inflater)
         except BodyTooLarge:
             return await self._fail(send, self.too_large, rid)
+        except UnreadableBody as exc:
+            return await self._fail(send, exc.failure, rid)
         except asyncio.CancelledError:
             if not late.fired or late.task is None or late.task.uncancel():
                 raise  # not the deadline's cancel
@@ -103,9 +112,12 @@ class ByModel:
             return await self._fail(send, self._unknown(name), rid)
         request.model = endpoint.model_name
         keys = endpoint.keys
-        if keys is not None and presented_key(request.headers) not in keys:
-            msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
-            return await self._fail(send, Failure(401, "unauthorized", msg), rid, _UNAUTHORIZED)
+        if keys is not None:
+            given = presented_key(request.headers)
+            if given not in keys:
+                msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+                return await self._fail(send, Failure(401, "unauthorized", msg), rid, _UNAUTHORIZED)
+            request.key_name = endpoint.auth.name_of(given)  # (the edge could not: no model was named yet)
         return await endpoint.with_body(scope, receive, send, request, body)
 
     def _unknown(self, name: str | None) -> Failure:

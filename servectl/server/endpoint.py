@@ -8,6 +8,7 @@ workers parse) and applies the deadline, back-pressure and client disconnects.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,10 +17,11 @@ from servectl.outcome import CLIENT_GONE, ENDED, GONE, Ended, Failure, Outcome, 
 from servectl.protocols import ApiProtocol, ModelRoute
 from servectl.runtime.base import ModelRuntime
 from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull
-from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, adding_headers, read_body, send_bytes
+from servectl.server.asgi import JSON, BodyTooLarge, Receive, Scope, Send, adding_headers, read_body, send_bytes
 from servectl.server.auth import APIKeyAuth, KeySet
+from servectl.server.encoding import VARY, Inflater, UnreadableBody, answer_coding, compressed, inflater_for
 from servectl.server.guards import Guards
-from servectl.server.protocol import ABORT
+from servectl.server.http import ABORT
 from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
 
@@ -30,6 +32,7 @@ RETRY_AFTER = [(b"retry-after", b"1")]
 _HIT = [(b"x-cache", b"hit")]
 _MISS = [(b"x-cache", b"miss")]
 _CLOSE = [(b"connection", b"close")]  # the rest of an unread body is not worth reading
+_OCTETS = b"application/octet-stream"
 WATCH_AFTER_S = 0.02
 _BODY_LATE = Failure(504, "timeout", "request body not received in time")  # marks the deadline's cancel
 
@@ -106,6 +109,8 @@ class ModelEndpoint:
         streams = spec.api.stream and self.route.name == "predict"  # its answers are streams: never kept
         self.cache = None if streams else self.guards.cache(spec)
         self.guarded = self.limiter is not None or self.cache is not None
+        gzip_min = spec.server.gzip_min_bytes  # answers this large are compressed for a client that takes it
+        self.gzip_min = sys.maxsize if gzip_min is None else gzip_min
 
     def refresh(self) -> None:
         """Take the model's limits and keys again if it was reloaded."""
@@ -130,14 +135,22 @@ class ModelEndpoint:
         declared = request.headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             return await self._too_large(send, rid)
+        inflater: Inflater | None = None
+        if (encoding := request.headers.get(b"content-encoding")) is not None:  # gzip, deflate: inflated as read
+            try:
+                inflater = inflater_for(encoding, self.max_body)
+            except UnreadableBody as exc:
+                return await self._fail(send, exc.failure, rid)
         pending = self.scheduler.open(rid, self.route.name, request.started + self.timeout_s)
         pending.reader = asyncio.current_task(pending.future.get_loop())  # (without the loop: a getpid call)
         self.first_ticks.add(pending, receive)
         try:
             try:
-                body = await read_body(receive, self.max_body)
+                body = await read_body(receive, self.max_body, inflater)
             except BodyTooLarge:
-                return await self._too_large(send, rid)
+                return await self._too_large(send, rid, inflater is not None)
+            except UnreadableBody as exc:
+                return await self._fail(send, exc.failure, rid)
             except asyncio.CancelledError:
                 if not pending.future.done() or pending.reader is None or pending.reader.uncancel():
                     raise  # not our deadline's cancel
@@ -229,10 +242,7 @@ class ModelEndpoint:
             hit, led = await self.cache.lookup(key, pending.future)
             if hit is not None:
                 self.cache.count("hit")
-                if hit.json_length is not None:
-                    return await self._send_reply(send, hit, request.id, _HIT)
-                await send_bytes(send, 200, hit.body, request.id, _HIT)
-                return 200
+                return await self._send_reply(send, hit, request, _HIT)
             self.cache.count("miss")
         reply = None
         try:
@@ -243,9 +253,18 @@ class ModelEndpoint:
         finally:
             await self.cache.finish(key, reply, led)
 
-    async def _send_reply(self, send: Send, reply: Reply, rid: str, extra: list[tuple[bytes, bytes]]) -> int:
-        framed = [(b"inference-header-content-length", str(reply.json_length).encode()), *extra]
-        await send_bytes(send, 200, reply.body, rid, framed, b"application/octet-stream")
+    async def _send_reply(self, send: Send, reply: Reply, request: Request, extra: list[tuple[bytes, bytes]]) -> int:
+        """A reply: JSON, or JSON then binary (V2's binary tensor data, its JSON's length in a
+        header); compressed when it has `server.gzip_min_bytes` or more and the client takes
+        gzip or deflate (`Accept-Encoding`)."""
+        body, headers, content_type = reply.body, extra, JSON
+        if reply.json_length is not None:
+            headers = [(b"inference-header-content-length", str(reply.json_length).encode()), *headers]
+            content_type = _OCTETS
+        if len(body) >= self.gzip_min and (coding := answer_coding(request.headers.get(b"accept-encoding"))):
+            body = await compressed(body, coding)
+            headers = [*headers, (b"content-encoding", coding), VARY]
+        await send_bytes(send, 200, body, request.id, headers or None, content_type)
         return 200
 
     async def _compute(
@@ -285,10 +304,10 @@ class ModelEndpoint:
         """Send what the worker answered: a reply, a stream, or an error."""
         rid = request.id
         if type(outcome) is Reply:  # the common answer, first
-            if outcome.json_length is None:
+            if outcome.json_length is None and len(outcome.body) < self.gzip_min:
                 await send_bytes(send, 200, outcome.body, rid)
                 return 200
-            return await self._send_reply(send, outcome, rid, [])  # JSON, then binary (V2's binary tensor data)
+            return await self._send_reply(send, outcome, request, [])  # framed (V2's binary data), or large
         if isinstance(outcome, Streaming | Ended):  # chunks, or a stream that ended without any
             if pending.stream is None:  # it ended before any chunk
                 pending.stream = asyncio.Queue()
@@ -301,8 +320,7 @@ class ModelEndpoint:
                 return await send_stream(send, pending, rid, fmt, self._cut(abort), self.protocol)
             outcome = await collect(pending)
         if isinstance(outcome, Reply):
-            await send_bytes(send, 200, outcome.body, rid)
-            return 200
+            return await self._send_reply(send, outcome, request, [])
         if isinstance(outcome, Failure):
             return await self._fail(send, outcome, rid)
         return CLIENT_GONE
@@ -374,8 +392,10 @@ class ModelEndpoint:
         msg = f"request body not received within limits.timeout_s={self.timeout_s:g}s"
         return await self._fail(send, Failure(504, "timeout", msg), rid, _CLOSE)
 
-    async def _too_large(self, send: Send, rid: str) -> int:
+    async def _too_large(self, send: Send, rid: str, inflated: bool = False) -> int:
         msg = f"request body larger than limits.max_body_mb ({self.max_body} bytes)"
+        if inflated:
+            msg += " once decompressed"
         return await self._fail(send, Failure(413, "payload_too_large", msg), rid)
 
     async def _fail(

@@ -21,10 +21,10 @@ if TYPE_CHECKING:
     from servectl.deployment import Deployment
 
 _ERRORS = {
-    "400": "Malformed JSON",
+    "400": "Malformed JSON, or a body that does not inflate for its Content-Encoding",
     "401": "Missing or wrong API key",
-    "413": "Body larger than limits.max_body_mb",
-    "415": "Body sent with a Content-Type that is not JSON",
+    "413": "Body larger than limits.max_body_mb (decompressed, for a gzip or deflate body)",
+    "415": "Body sent with a Content-Type that is not JSON, or a Content-Encoding other than gzip or deflate",
     "422": "Request failed validation",
     "500": "Handler error for this request",
     "503": "Overloaded or no worker available (see Retry-After)",
@@ -198,21 +198,35 @@ def _errors_everywhere(schema: dict[str, Any], specs: list[Spec]) -> None:
 
 
 def _secure(schema: dict[str, Any], deployment: Deployment) -> None:
-    """Mark the operations that need a key (a model's own keys count for its routes)."""
-    auth = APIKeyAuth(deployment.spec.auth, protocols.open_paths(deployment.spec.models))
-    own = {
-        route.path
-        for m in deployment.models.values()
-        if m.spec.own_api_keys
-        for route in protocols.model_routes(m.spec)
-    }
-    if not (auth.enabled or own or auth.admin):
+    """Mark the operations that need a key: a model route when its model takes keys (shared
+    or its own), any other path but the probes while any key exists."""
+    specs = [m.spec for m in deployment.models.values()]
+    auth = APIKeyAuth(deployment.spec.auth, protocols.open_paths(deployment.spec.models), specs)
+    if not auth.enabled:
         return
+    keyed: set[str] = set()
+    unkeyed: set[str] = set()
+    for spec in specs:
+        paths = {route.path for route in protocols.model_routes(spec)}
+        (keyed if auth.for_model(spec.own_api_keys) is not None else unkeyed).update(paths)
     schema["components"]["securitySchemes"] = SECURITY_SCHEMES
     for path, item in schema["paths"].items():
+        if path in unkeyed - keyed:  # a model open to anyone (a route several share: keyed if one is)
+            continue
+        if _probe(path, specs, auth.open_paths):
+            continue
         for operation in item.values():
-            if auth.required(path) or path in own or path.startswith(ADMIN_PREFIX):
+            if auth.required(path) or path in keyed or path.startswith(ADMIN_PREFIX):
                 operation["security"] = [{"bearer": []}, {"apiKey": []}]
+
+
+def _probe(path: str, specs: list[Spec], open_paths: frozenset[str]) -> bool:
+    """A path template whose every served model's path is a probe (V2's `/v2/models/{name}/ready`)."""
+    if "{name}" not in path:
+        return False
+    names = [s.name for s in specs if not path.startswith("/v2/") or s.api.kind == "v2"]
+    expanded = {path.replace("{name}", name).replace("{version}", "1") for name in names}
+    return bool(expanded) and expanded <= open_paths
 
 
 def _ident(name: str) -> str:

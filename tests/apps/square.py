@@ -15,7 +15,10 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         body += message.get("body", b"")
         more = message.get("more_body", False)
     if scope["method"] == "POST" and scope["path"] == "/predict":
-        status, answer = 200, {"y": float(json.loads(body)["x"]) ** 2}
+        try:
+            status, answer = 200, {"y": float(json.loads(body)["x"]) ** 2}
+        except (ValueError, KeyError, TypeError):  # as servectl answers a body it cannot read
+            status, answer = 400, {"error": "bad request body"}
     elif scope["path"] == "/health":
         status, answer = 200, {"status": "ok"}
     else:

@@ -1,10 +1,12 @@
-"""The connection's corked writes: a known-length response leaves in one write."""
+"""A connection's answers leave in as few writes as they can: a known-length response
+sent through ASGI's two messages is one write (its head waits for its body)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import asyncio
 
-from servectl.server.answers import CorkedWrites
+from servectl.server.http.cycle import Cycle
+from servectl.server.http.flow import Flow
 
 
 class Transport:
@@ -25,35 +27,50 @@ class Transport:
         return self.closed
 
 
-def cycle(chunked: bool | None, length: int, method: str = "POST") -> SimpleNamespace:
-    return SimpleNamespace(
-        response_started=True, chunked_encoding=chunked, expected_content_length=length, scope={"method": method}
-    )
+def answer(
+    transport: Transport, headers: list[tuple[bytes, bytes]], *bodies: bytes, method: str = "POST", status: int = 200
+) -> None:
+    """Send a response through the cycle's ASGI `send`: its start, then each body message."""
+    cycle = Cycle({"method": method}, transport, Flow(transport), [], True, False, lambda: None)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await cycle.send({"type": "http.response.start", "status": status, "headers": headers})
+        for i, body in enumerate(bodies):
+            await cycle.send({"type": "http.response.body", "body": body, "more_body": i < len(bodies) - 1})
+
+    asyncio.run(run())
+    assert cycle.response_complete
 
 
 def test_a_known_length_answer_is_one_write_streams_and_empty_bodies_are_not_held() -> None:
     sent = Transport()
-    cork = CorkedWrites(sent)  # type: ignore[arg-type]
-    cork.cycle = cycle(False, 7)
-    cork.write(b"HEAD\r\n\r\n")
-    assert sent.writes == []
-    cork.write(b'{"y":9}')
-    assert sent.writes == [b'HEAD\r\n\r\n{"y":9}']
-    cork.cycle = cycle(True, 0)  # chunked (a stream): its head goes at once
-    cork.write(b"HEAD2")
-    cork.write(b"chunk")
-    cork.cycle = cycle(False, 0)  # no body (204, HEAD): nothing to wait for
-    cork.write(b"HEAD3")
-    assert sent.writes[1:] == [b"HEAD2", b"chunk", b"HEAD3"]
+    answer(sent, [(b"content-length", b"7")], b'{"y":9}')
+    assert sent.writes == [b'HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n{"y":9}']
+    sent.writes.clear()
+    answer(sent, [], b"chunk", b"")  # no length (a stream): its head goes at once, then chunks
+    assert sent.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", b"5\r\nchunk\r\n", b"0\r\n\r\n"]
+    sent.writes.clear()
+    answer(sent, [(b"content-length", b"0")], b"", status=204)  # no body: nothing to wait for
+    assert sent.writes == [b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n"]
+    sent.writes.clear()
     big = b"x" * (2**20)
-    cork.cycle = cycle(False, len(big))  # a large body is not copied to join the head
-    cork.write(b"HEAD5")
-    cork.write(big)
-    assert sent.writes[-1] == b"HEAD5|" + big
-    cork.cycle = cycle(False, 5, "HEAD")  # a HEAD answer's body is never written: its head goes at once
-    cork.write(b"HEAD6")
-    assert sent.writes[-1] == b"HEAD6"
-    cork.cycle = cycle(False, 5)
-    cork.write(b"HEAD4")
-    cork.close()  # a close never loses a held head
-    assert sent.writes[-1] == b"HEAD4" and sent.closed and cork.is_closing()
+    answer(sent, [(b"content-length", str(len(big)).encode())], big)  # a large body is not copied to join
+    assert sent.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n|" + big]
+    sent.writes.clear()
+    answer(sent, [(b"content-length", b"5")], b"hello", method="HEAD")  # a HEAD answer's body is never written
+    assert sent.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"]
+    sent.writes.clear()
+    answer(sent, [(b"content-length", b"5")], b"", b"hello")  # an empty first piece: the head goes, then the rest
+    assert sent.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"hello"]
+
+
+def test_headers_that_would_inject_are_refused() -> None:
+    sent = Transport()
+    for bad in ([(b"x-a", b"1\r\nx-b: 2")], [(b"x a", b"1")]):
+        try:
+            answer(sent, bad, b"")
+        except RuntimeError as exc:
+            assert "invalid HTTP header" in str(exc)
+        else:
+            raise AssertionError(f"{bad} was written")
+    assert sent.writes == []

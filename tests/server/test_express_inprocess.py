@@ -24,8 +24,8 @@ from servectl.runtime.scheduler import Pending
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
+from servectl.server.http import connection_class
 from servectl.server.limits import ConnectionLimits
-from servectl.server.protocol import protocol_class
 
 TOOLBOX = Path(__file__).resolve().parents[1] / "handlers" / "toolbox.py"
 
@@ -98,7 +98,7 @@ class Rig:
         self.model.scheduler.add_worker(self.worker)
         self.edge: RequestContext = build_edge(self.deployment, build_app(self.deployment))
         lane = ExpressLane(self.edge) if express else None
-        config = uvicorn.Config(self.edge, log_config=None, ws="none", http=protocol_class(ConnectionLimits(), lane))
+        config = uvicorn.Config(self.edge, log_config=None, ws="none", http=connection_class(ConnectionLimits(), lane))
         config.load()
         self.protocol: Any = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
         self.transport = Transport()

@@ -1,7 +1,7 @@
 """The express lane's wiring in servectl's HTTP protocol, on a real uvicorn server with raw
 sockets: a request whose whole body came with its head is offered to the lane (no task),
 anything else goes to the app's task, and HTTP/1.1's order and disconnects hold across
-both (`protocol.GuardedProtocol`, `express.ExpressLane` is the real lane)."""
+both (`http.Connection`, `express.ExpressLane` is the real lane)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from servectl.server.answers import WholeCycle
 from servectl.server.asgi import Receive, Scope, Send, answer_headers, read_body, send_bytes
+from servectl.server.http import Cycle, connection_class
 from servectl.server.limits import ConnectionLimits
-from servectl.server.protocol import protocol_class
 
 from conftest import protocol_server
 
@@ -44,9 +43,9 @@ class Lane:
     leaves everything else to the app."""
 
     def __init__(self) -> None:
-        self.taken: list[WholeCycle] = []
+        self.taken: list[Cycle] = []
 
-    def take(self, cycle: WholeCycle) -> bool:
+    def take(self, cycle: Cycle) -> bool:
         if not cycle.scope["path"].startswith("/lane"):
             return False
         self.taken.append(cycle)
@@ -61,7 +60,7 @@ class Lane:
 
 @contextlib.asynccontextmanager
 async def serving(lane: Lane) -> AsyncIterator[int]:
-    async with protocol_server(app, protocol_class(ConnectionLimits(), lane)) as port:
+    async with protocol_server(app, connection_class(ConnectionLimits(), lane)) as port:
         app_paths.clear()
         yield port
 

@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from servectl.bench.runner import free_port
-
-from conftest import ROOT, read_response, toolbox_spec
+from conftest import StockUvicorn, read_response, toolbox_spec
 
 VALID = b'POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{"x":3}'
 H2C_CHUNKED = (
@@ -32,37 +27,6 @@ BAD_CHUNK = (
 )
 HUGE_HEAD = b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (300 * 1024) + b"\r\n\r\n"
 NOPE_BAD_CHUNK = b"POST /nope HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
-
-
-class Peer:
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-
-@pytest.fixture(scope="module")
-def stock() -> Iterator[Peer]:
-    """Stock uvicorn (httptools) serving tests/apps/square.py on a free port."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "tests" / "apps"), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--http", "httptools", "--log-level", "warning", "--no-access-log", "square:app"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and proc.poll() is None, "stock uvicorn did not start"
-                time.sleep(0.05)
-        yield Peer(port)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def answers(port: int, raw: bytes, wait_s: float = 3.0) -> list[tuple[int, bytes]]:
@@ -93,14 +57,14 @@ def first_is_nine(got: list[tuple[int, bytes]]) -> bool:
     ids=["h2c-upgrade-chunked", "bad-chunk-size"],
 )
 def test_a_pipelined_bad_request_never_overtakes_the_answer_before_it(
-    shared_serve, stock: Peer, bad: bytes, stock_first: int
+    shared_serve, stock_uvicorn: StockUvicorn, bad: bytes, stock_first: int
 ) -> None:
     """Stock answers the first request behind an h2c Upgrade; behind a bad chunk size it
     writes its 400 first (the client takes it for the first answer): servectl answers both
     with the first request's own answer, then closes."""
     server = shared_serve(toolbox_spec())
     before = server.log()
-    theirs = answers(stock.port, VALID + bad)
+    theirs = answers(stock_uvicorn.port, VALID + bad)
     ours = answers(server.port, VALID + bad)
     assert theirs and theirs[0][0] == stock_first, theirs
     assert first_is_nine(ours), ours  # the first request's own answer, not the 400
@@ -109,9 +73,9 @@ def test_a_pipelined_bad_request_never_overtakes_the_answer_before_it(
     assert "write_eof" not in new and "internal error answering" not in new, new
 
 
-def test_a_pipelined_oversized_head_waits_for_the_answer_before_it(shared_serve, stock: Peer) -> None:
+def test_a_pipelined_oversized_head_waits_for_the_answer_before_it(shared_serve, stock_uvicorn: StockUvicorn) -> None:
     server = shared_serve(toolbox_spec())
-    theirs = answers(stock.port, VALID + HUGE_HEAD)
+    theirs = answers(stock_uvicorn.port, VALID + HUGE_HEAD)
     ours = answers(server.port, VALID + HUGE_HEAD)
     assert [status for status, _ in theirs] == [200, 200]  # stock has no head cap
     assert first_is_nine(ours), ours
@@ -119,9 +83,9 @@ def test_a_pipelined_oversized_head_waits_for_the_answer_before_it(shared_serve,
     assert json.loads(ours[1][1])["error"]["type"] == "headers_too_large"
 
 
-def test_a_refused_request_reaches_no_app_and_writes_one_line(shared_serve, stock: Peer) -> None:
+def test_a_refused_request_reaches_no_app_and_writes_one_line(shared_serve, stock_uvicorn: StockUvicorn) -> None:
     server = shared_serve(toolbox_spec())
-    assert [status for status, _ in answers(stock.port, NOPE_BAD_CHUNK)] == [400]
+    assert [status for status, _ in answers(stock_uvicorn.port, NOPE_BAD_CHUNK)] == [400]
     before = server.log()
     for _ in range(20):
         got = answers(server.port, NOPE_BAD_CHUNK)

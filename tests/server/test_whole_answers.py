@@ -1,5 +1,5 @@
 """Whole answers: servectl's HTTP protocol hands a body that is all in over at once and
-writes a known-length answer in one go (`WholeCycle`), on a real uvicorn server with raw
+writes a known-length answer in one go (`Cycle`), on a real uvicorn server with raw
 sockets, so HTTP/1.1's rules (pipelining, keep-alive, close, HEAD) hold on that path too."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from servectl.server.asgi import Receive, Scope, Send, adding_headers, read_body, send_bytes
+from servectl.server.http import connection_class
 from servectl.server.limits import ConnectionLimits
-from servectl.server.protocol import protocol_class
 
 from conftest import protocol_server
 
@@ -47,7 +47,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 @contextlib.asynccontextmanager
 async def serving(limits: ConnectionLimits) -> AsyncIterator[int]:
     """The app on uvicorn with servectl's protocol, on a free 127.0.0.1 port."""
-    async with protocol_server(app, protocol_class(limits)) as port:
+    async with protocol_server(app, connection_class(limits)) as port:
         seen.clear()
         yield port
 
