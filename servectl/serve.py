@@ -32,9 +32,9 @@ from servectl.runtime.scheduler import CUT_AFTER_S
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
+from servectl.server.http import connection_class
 from servectl.server.limits import ConnectionLimits
 from servectl.server.listen import ListenError, bind_group, raise_fd_limit
-from servectl.server.http import connection_class
 from servectl.server.router import RouteClash
 from servectl.server.streams import CutStreamsAreExpected
 

@@ -467,9 +467,18 @@ def _uses_early(item: pytest.Item) -> bool:
     return any(name in getattr(item, "fixturenames", ()) for name in _EARLY_FIXTURES)
 
 
+# what makes a test end-to-end: a real server, a model built on disk, a subprocess of servectl
+_E2E_FIXTURES = frozenset({"serve", "shared_serve", "example_servers", "early_servers", "ray_run", "stock_uvicorn"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules that use servers started early run last (each module's order kept): those
-    servers start at low priority when the session starts, in the CPU time other tests leave."""
+    """Tests that start real servers or processes are marked `e2e` (`-m "not e2e"`: the fast
+    ones alone); the modules that use servers started early run last (each module's order
+    kept): those servers start at low priority when the session starts, in the CPU time
+    other tests leave."""
+    for item in items:
+        if item.path.stem.endswith("_e2e") or _E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
     late = {item.path for item in items if _uses_early(item)}
     items.sort(key=lambda item: item.path in late)
 

@@ -15,6 +15,11 @@ A reload rolls the workers to a new version of the model's spec, one at a time: 
 worker runs setup while the old ones serve; once it is ready it takes batches and an old
 worker stops taking them, finishes what it holds and stops. The first new worker is the
 canary: if its setup fails, nothing changed.
+
+On stop, each worker is sent Stop (workers ignore SIGTERM: Stop is their "terminate"); one
+still running `STOP_GRACE_S` after the drain ran out (after Stop, when there was no drain) is
+killed with its process group: every request was answered by then, and nobody waits for what
+it computes. The server exits within limits.drain_s + 2 s of SIGTERM.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from servectl.runtime.scheduler import Scheduler
 from servectl.spec import Spec
 
 log = logging.getLogger("servectl.supervisor")
+
+STOP_GRACE_S = 1.0  # how long past the drain's end a worker may take to exit after Stop
+STOP_LATE_S = 0.25  # a worker's least time to take its Stop when the stop itself comes later than that
 
 
 class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -84,6 +92,7 @@ class Supervisor:
         self.given_up: set[int] = set()  # slots waiting out restart_window_s before one more try
         self.half_open: set[int] = set()  # slots on that one more try: a crash gives up again
         self.stopping = False
+        self._drain_ends: float | None = None  # time.monotonic() when the drain runs out
         self._loop: asyncio.AbstractEventLoop | None = None
         self._setup_timers: dict[int, asyncio.TimerHandle] = {}
         # told when a worker starts taking batches (True) or stops taking them (False): the
@@ -131,11 +140,19 @@ class Supervisor:
         self.log.info("worker %d started (pid %s, %s)", slot.index, worker.pid, slot.label)
 
     def begin_stopping(self) -> None:
-        """The server is draining: workers finish what they hold, and none is started again."""
+        """The server is draining: workers finish what they hold (within limits.drain_s), and
+        none is started again."""
         self.stopping = True
+        if self._drain_ends is None:
+            self._drain_ends = time.monotonic() + self.spec.limits.drain_s
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Ask every worker to stop, then end the ones that do not in time."""
+    async def stop(self, timeout: float = STOP_GRACE_S) -> None:
+        """Ask every worker to stop, then kill the ones still running `timeout` seconds after
+        the drain ran out (after now, with no drain): an idle worker exits at once, and one
+        inside a batch nobody waits for any more (its requests got their 503) is not waited for."""
+        now = time.monotonic()
+        ends = self._drain_ends
+        deadline = now + timeout if ends is None else max(ends + timeout, now + min(timeout, STOP_LATE_S))
         self.stopping = True
         for timer in self._setup_timers.values():
             timer.cancel()
@@ -154,7 +171,7 @@ class Supervisor:
                 worker.run.close()  # after the Stop is flushed
             self.scheduler.remove_worker(worker, answer_lost)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, _join_all, workers, timeout)
+        await loop.run_in_executor(None, _join_all, workers, deadline)
 
     def kill_all(self) -> None:
         """Last resort on a forced exit: end every worker process (and its children) now."""
@@ -422,9 +439,9 @@ class Supervisor:
         self._spawn(slot)
 
 
-def _join_all(workers: list[WorkerHandle], timeout: float) -> None:
+def _join_all(workers: list[WorkerHandle], deadline: float) -> None:
+    """Wait until `deadline` (time.monotonic()) for the workers to exit, then kill what is left."""
     runs = [worker.run for worker in workers if worker.run is not None]
-    deadline = time.monotonic() + timeout
     for run in runs:
         run.join(max(0.0, deadline - time.monotonic()))
     for run in runs:

