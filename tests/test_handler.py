@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,6 +169,72 @@ def test_nan_or_infinity_in_an_answer_is_a_500_naming_where_never_a_silent_null(
     assert isinstance(nan, Failure) and nan.status == 500
     assert "NaN or infinite number at scores[1]" in nan.message
     assert replied(null) is None and replied(fine) == [1.5]  # a real null, and a batch-mate, untouched
+
+
+def test_an_overflowing_output_is_a_500_saying_non_finite_output_and_where() -> None:
+    """x**2 of 1e308 is the handler's own infinity: still a 500, in words that say so; also
+    beside an integer beyond 64 bits (written by pydantic-core, which would write `Infinity`)."""
+
+    class Squares:
+        def predict(self, batch: list[dict]) -> list[object]:
+            # x * x, not x ** 2: a Python float's power raises OverflowError where a product is inf
+            return [{"y": item["x"] * item["x"], **({"big": 2**70} if item.get("big") else {})} for item in batch]
+
+    answers = run(Squares(), b'{"x": 1e200}', b'{"x": 1e200, "big": true}', b'{"x": 3.0}')
+    for answer in answers[:2]:
+        assert isinstance(answer, Failure) and (answer.status, answer.kind) == (500, "handler_error"), answer
+        assert "non-finite output" in answer.message and "at y" in answer.message, answer.message
+    assert replied(answers[2]) == {"y": 9.0}
+
+
+def test_a_number_beyond_a_float_in_a_request_is_a_400_naming_where() -> None:
+    """1e999 is valid JSON that parses as infinity: the client's error, not the handler's."""
+
+    class Echo:
+        def predict(self, batch: list[object]) -> list[object]:
+            return batch
+
+    top, nested, negative, fine, big = run(
+        Echo(),
+        b'{"x": 1e999}',
+        b'{"a": [1, {"b": [[1.0, 2.0], [3.0, 1E+400]]}]}',
+        b"[-1e999]",
+        b"[1e308, 1e308, 1.7976931348623157e308]",
+        b'{"n": 123456789012345678901234567890}',
+    )
+    for answer, where in ((top, "x"), (nested, "a.1.b.1.1"), (negative, "0")):
+        assert isinstance(answer, Failure) and (answer.status, answer.kind) == (400, "validation_error"), answer
+        assert answer.message.startswith(f"invalid {where}: ") and "64-bit float" in answer.message
+        assert answer.detail[0]["loc"] == where.split(".")
+    assert replied(fine) == [1e308, 1e308, 1.7976931348623157e308]  # finite, however their sum overflows
+    assert isinstance(big, Reply) and json.loads(big.body) == {"n": 123456789012345678901234567890}
+
+
+def test_out_of_range_finds_the_first_infinity_in_parsed_json() -> None:
+    from servectl.runtime.codec import out_of_range, parse
+
+    inf = float("inf")
+    assert out_of_range(parse(b'{"x": 2.0, "t": "1e999", "l": [[1, 2], [3, 4.5]], "n": null}')) is None
+    assert out_of_range([1, 2**80, 3.0]) is None and out_of_range([[1.0, 2**2000]]) is None
+    assert out_of_range(inf) == [] and out_of_range([1.0, -inf]) == [1]
+    assert out_of_range({"a": [{"b": "s"}, {"b": [[0.5], [1.0, inf]]}]}) == ["a", 1, "b", 1, 1]
+    assert out_of_range([[1.0], [2.0, "s", inf]]) == [1, 2] and out_of_range([True, inf]) == [1]
+
+
+def test_an_out_of_range_number_answers_in_each_protocols_shape() -> None:
+    from servectl.protocols.openai import PROTOCOL as OPENAI
+    from servectl.protocols.v2 import PROTOCOL as V2
+
+    class Echo:
+        def predict(self, batch: list[object]) -> list[object]:
+            return batch
+
+    (answer,) = run(Echo(), b'{"temperature": 1e999}')
+    assert isinstance(answer, Failure) and answer.status == 400
+    error = orjson.loads(OPENAI.error_body(answer, "r0"))["error"]
+    assert error["param"] == "temperature" and error["type"] == "invalid_request_error"
+    assert "64-bit float" in error["message"]
+    assert "temperature" in orjson.loads(V2.error_body(answer, "r0"))["error"]
 
 
 class WrongLength:

@@ -46,9 +46,16 @@ class TensorSpec:
 
 def _array(name: str, data: Any, spec: TensorSpec) -> np.ndarray:
     try:
-        arr = np.asarray(data, dtype=spec.dtype)
+        with np.errstate(over="ignore"):  # an overflow is answered below, not warned about
+            arr = np.asarray(data, dtype=spec.dtype)
+    except OverflowError as exc:  # a value beyond an integer type
+        raise InvalidInput(
+            f"input {name!r}: a value is out of range for {spec.dtype}: {exc}", f"inputs.{name}", status=400
+        ) from None
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"input {name!r} is not a rectangular {spec.dtype} array: {exc}", f"inputs.{name}") from None
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # JSON has none: a value beyond float32's range
+        raise InvalidInput(f"input {name!r}: a value is out of range for {spec.dtype}", f"inputs.{name}", status=400)
     if arr.ndim == 0:
         raise InvalidInput(f"input {name!r} needs a batch axis: send [[...]] for one item", f"inputs.{name}")
     check_shape(name, arr, spec)

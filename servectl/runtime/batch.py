@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Failure, Reply
-from servectl.runtime.codec import Framed, parse, serialize
+from servectl.runtime.codec import Framed, out_of_range, parse, serialize
 from servectl.runtime.inbox import Outbox
 from servectl.runtime.messages import Request, Result, Stages, Tokens
 from servectl.sdk import Final, InvalidInput, Many
@@ -171,13 +171,20 @@ class BatchRunner:
 
     def _parse(self, item: Request) -> Any:
         """The request's JSON; a framed body (JSON, then binary) goes to the handler's
-        `parse_body` (V2's binary tensor data), which only protocol adapters have."""
+        `parse_body` (V2's binary tensor data), which only protocol adapters have (V2's
+        checks each number's range where it makes its arrays). A number beyond a 64-bit
+        float (1e999: valid JSON, parsed as infinity) is the client's error: a 400 naming it."""
         hook = getattr(self.handler.obj, "parse_body", None)
         if hook is not None:
             return hook(item.body, item.json_length)
         if item.json_length is not None:
             raise InvalidInput("this route takes JSON bodies only", "body", status=400)
-        return parse(item.body)
+        payload = parse(item.body)
+        loc = out_of_range(payload)
+        if loc is not None:
+            where = ".".join(map(str, loc)) or "body"
+            raise InvalidInput("the number is beyond a 64-bit float's range (1.8e308)", where, status=400)
+        return payload
 
     def serialize(self, key: int, rid: str, value: Any) -> Result:
         try:

@@ -18,8 +18,58 @@ from pydantic import BaseModel
 
 def parse(body: bytes) -> Any:
     """A request body as Python values; ValueError (with line and column) when it is not JSON.
-    NaN and Infinity are not JSON and are refused."""
+    NaN and Infinity are not JSON and are refused (but see `out_of_range`: 1e999 parses)."""
     return pydantic_core.from_json(body, allow_inf_nan=False)
+
+
+def out_of_range(value: Any) -> list[str | int] | None:
+    """Where in parsed JSON the first number too large for a 64-bit float is (1e999 parses as
+    infinity: the JSON is valid, the number is not), as pydantic's `loc`; None when there is
+    none. One pass in Python, with lists of numbers summed in C (an infinity makes the sum
+    infinite or NaN), so a large tensor body costs a few percent of its parse."""
+    return None if _finite(value) else _infinite_at(value, [])
+
+
+def _finite(value: Any) -> bool:
+    kind = type(value)
+    if kind is list:
+        if value:
+            first = type(value[0])
+            try:
+                if first is float or first is int:
+                    total: Any = sum(value)
+                elif first is list:  # a 2-D tensor: each row summed in C
+                    total = sum(map(sum, value))
+                else:
+                    total = None
+            except (TypeError, OverflowError):  # not all numbers (or an integer beyond a float)
+                total = None
+            if total is not None and total - total == 0:
+                return True
+        items: Any = value  # mixed, deeper, or a sum that overflowed from finite numbers: look at each
+    elif kind is dict:
+        items = value.values()
+    else:
+        return kind is not float or value - value == 0.0
+    for item in items:
+        kind = type(item)
+        if kind is float:
+            if item - item != 0.0:
+                return False
+        elif (kind is list or kind is dict) and not _finite(item):
+            return False
+    return True
+
+
+def _infinite_at(value: Any, loc: list[str | int]) -> list[str | int] | None:
+    if isinstance(value, float):
+        return None if math.isfinite(value) else loc
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _infinite_at(item, [*loc, key])
+        if found is not None:
+            return found
+    return None
 
 
 def to_json_value(value: Any) -> Any:
@@ -50,9 +100,12 @@ def serialize(value: Any) -> bytes:
     except orjson.JSONEncodeError as exc:
         if "64-bit" not in str(exc):
             raise
-        out = pydantic_core.to_json(value, fallback=to_json_value)
+        out = pydantic_core.to_json(value, fallback=to_json_value, inf_nan_mode="null")  # as orjson: a null
     if b"null" in out and (where := non_finite_at(value)) is not None:
-        raise ValueError(f"the answer holds a NaN or infinite number at {where or 'its top'}: JSON has no such number")
+        at = where or "its top"
+        raise ValueError(
+            f"non-finite output: the answer holds a NaN or infinite number at {at}: JSON has no such number"
+        )
     return out
 
 

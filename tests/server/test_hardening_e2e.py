@@ -112,6 +112,26 @@ def test_handler_failures_touch_only_their_requests(shared_serve, kind: str) -> 
     assert "Traceback" not in bad.text
 
 
+def test_a_number_out_of_range_is_the_clients_400_an_overflowing_answer_the_handlers_500(shared_serve) -> None:
+    """1e999 is valid JSON that parses as infinity: a 400 naming the field, before the handler
+    runs. The toolbox's square of 1e308 (float32) is the handler's own infinity: a 500 that says
+    it is a non-finite output, and where."""
+    server = shared_serve(toolbox_spec())
+    url = server.url + "/predict"
+    for body, where in ((b'{"x": 1e999}', "x"), (b'{"x": 2.0, "echo": {"deep": [1, -1E+400]}}', "echo.deep.1")):
+        sent = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert sent.status_code == 400, sent.text
+        error = sent.json()["error"]
+        assert error["type"] == "validation_error" and error["message"].startswith(f"invalid {where}: "), error
+        assert error["detail"][0]["loc"] == where.split(".") and error["request_id"] == sent.headers["x-request-id"]
+    squared = httpx.post(url, json={"x": 1e308})
+    assert squared.status_code == 500, squared.text
+    error = squared.json()["error"]
+    assert error["type"] == "handler_error" and "non-finite output" in error["message"], error
+    assert "at y" in error["message"]
+    assert httpx.post(url, json={"x": 1e18}).json()["y"] == pytest.approx(1e36, rel=1e-6)  # still finite in float32
+
+
 def test_killed_worker_answers_everything_and_restarts(serve) -> None:
     server = serve(toolbox_spec(batching={"max_batch_size": 4}))
     url = server.url + "/predict"

@@ -102,6 +102,11 @@ class V2Adapter:
         if spec is None:
             known = ", ".join(s.name for s in self.runner.inputs)
             raise InvalidInput(f"unknown input {tensor.name!r}; the model takes {known}", "inputs")
+        if any(d < 0 for d in tensor.shape):
+            msg = (
+                f"input {tensor.name!r} has shape {tensor.shape}: a request's dimensions are its data's, never negative"
+            )
+            raise InvalidInput(msg, "inputs", status=400)
         dtype = V2_DTYPES.get(tensor.datatype)
         if dtype is None:
             raise InvalidInput(f"datatype {tensor.datatype!r} is not one of {', '.join(V2_DTYPES)}", "inputs")
@@ -113,15 +118,27 @@ class V2Adapter:
             if tensor.raw is not None:
                 arr = _from_binary(tensor.raw, tensor.datatype, dtype).reshape(tensor.shape)
             else:
-                arr = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
+                with np.errstate(over="ignore"):  # an overflow is answered below, not warned about
+                    arr = np.asarray(tensor.data, dtype=dtype).reshape(tensor.shape)
+        except OverflowError as exc:  # a value beyond an integer type, or 1e999 (infinity) in one
+            msg = f"input {tensor.name!r}: a value is out of range for {tensor.datatype}: {exc}"
+            raise InvalidInput(msg, "inputs", status=400) from None
         except (ValueError, TypeError) as exc:
             raise InvalidInput(
                 f"input {tensor.name!r}: data does not fit shape {tensor.shape}: {exc}", "inputs"
             ) from None
+        if tensor.raw is None and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            # JSON has no infinity: a value beyond the datatype's range (1e39 in FP32, 1e999) became one
+            msg = f"input {tensor.name!r}: a value is out of range for {tensor.datatype}"
+            raise InvalidInput(msg, "inputs", status=400)
         check_shape(tensor.name, arr, spec)
         return arr
 
     def decode(self, request: InferRequest) -> Many:
+        names = [t.name for t in request.inputs]
+        if len(set(names)) != len(names):
+            twice = next(n for i, n in enumerate(names) if n in names[:i])
+            raise InvalidInput(f"input {twice!r} is given more than once", "inputs", status=400)
         arrays = {t.name: self._array(t) for t in request.inputs}
         missing = sorted({s.name for s in self.runner.inputs} - set(arrays))
         if missing:
@@ -143,9 +160,11 @@ class V2Adapter:
         rows = self.runner.predict([row for row, _ in batch])
         return list(zip(rows, (ctx for _, ctx in batch), strict=True))
 
-    def encode(self, outputs: list[tuple[Row, Context]]) -> InferResponse | Framed:
+    def encode(self, outputs: list[tuple[Row, Context]]) -> dict[str, Any] | Framed:
+        """The answer (an InferResponse), `id` only when the request had one (the protocol
+        echoes an id, never sends a null one)."""
         if not outputs:
-            return InferResponse(model_name=self.model_name, outputs=[])
+            return {"model_name": self.model_name, "model_version": "1", "outputs": []}
         request_id, wanted, binary = outputs[0][1]
         names = wanted or list(outputs[0][0])
         tensors: list[Any] = []
@@ -158,14 +177,17 @@ class V2Adapter:
                 parts.append(part)
                 tensors.append({**head, "parameters": {"binary_data_size": len(part)}})
                 continue
+            if stacked.dtype.kind == "f" and not np.isfinite(stacked).all():
+                raise ValueError(f"non-finite output {name!r}: it holds a NaN or infinity, which JSON has no form for")
             data = stacked.ravel().tolist()
             if stacked.dtype.kind in "OSU":
                 data = [v.decode() if isinstance(v, bytes) else v for v in data]
-            tensors.append(TensorOut(**head, data=data))
-        if parts:
-            head_json = {"model_name": self.model_name, "model_version": "1", "id": request_id, "outputs": tensors}
-            return Framed(head_json, parts)
-        return InferResponse(model_name=self.model_name, id=request_id, outputs=tensors)
+            tensors.append({**head, "data": data})
+        answer: dict[str, Any] = {"model_name": self.model_name, "model_version": "1"}
+        if request_id is not None:
+            answer["id"] = request_id
+        answer["outputs"] = tensors
+        return Framed(answer, parts) if parts else answer
 
     def parse_body(self, body: bytes, json_length: int | None) -> Any:
         """The request's JSON, with each binary input's bytes attached (`raw`, a view into the
