@@ -38,7 +38,7 @@ def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
     sys.path.insert(0, root)
     servectl = importlib.import_module("servectl")
     assert servectl.__file__ is not None and servectl.__file__.startswith(root), servectl.__file__
-    from servectl.deployment import Deployment
+    from servectl.processes.deployment import Deployment
     from servectl.server.app import build_app
 
     try:
@@ -102,7 +102,7 @@ class FakeWorker:
         loop = asyncio.get_running_loop()
         if self.new:
             from servectl.outcome import Reply
-            from servectl.runtime.messages import Batch, Request, Result, Results, decode_from_worker, encode
+            from servectl.worker.messages import Batch, Request, Result, Results, decode_from_worker, encode
 
             encode(Batch(batch_id, [Request(p.key, p.request_id, p.body, p.route) for p in batch]))
             wire = encode(Results(batch_id, [Result(p.key, Reply(b'{"y":4.0}')) for p in batch], 0.001))
@@ -178,8 +178,12 @@ def connections(app: Any, express: bool) -> list[Any]:
     from uvicorn.server import ServerState
 
     from servectl.server.express import ExpressLane
-    from servectl.server.http import connection_class
     from servectl.server.limits import ConnectionLimits
+
+    try:
+        from servectl.server.http import connection_class
+    except ImportError:  # a checkout before servectl's own connection layer (server/protocol.py)
+        from servectl.server.protocol import protocol_class as connection_class  # type: ignore[no-redef]
 
     http = connection_class(ConnectionLimits(), ExpressLane(app) if express else None)
     config = uvicorn.Config(app, log_config=None, access_log=False, server_header=False, ws="none", http=http)

@@ -40,7 +40,7 @@ import ray
 from ray import serve
 from servectl.deployment_spec import load_deployment
 from servectl.export.ray import serve_config
-from servectl.runtime.ray.replica import Replica
+from servectl.processes.ray_replica import Replica
 config = serve_config(load_deployment([sys.argv[1]]))
 app = config["applications"][0]
 ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2, configure_logging=False)

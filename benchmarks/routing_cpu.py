@@ -22,8 +22,8 @@ from typing import Any
 import uvloop
 import yaml
 
-from servectl.deployment import Deployment
 from servectl.deployment_spec import load_deployment
+from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.edge import build_edge
 

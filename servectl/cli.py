@@ -76,8 +76,8 @@ def _print_issues(issues: Sequence[object]) -> None:
 def serve(spec: SpecArg = None, overrides: Overrides = None) -> None:
     """Serve SPEC (one or more spec files, one or more models) over HTTP until SIGTERM or Ctrl-C
     (a second one exits at once); SIGHUP reloads every model without downtime."""
-    from servectl.runtime.devices import DeviceError
-    from servectl.serve import serve as run
+    from servectl.processes.serve import serve as run
+    from servectl.worker.devices import DeviceError
 
     loaded = _load_deployment(spec, overrides)
     json_logs = loaded.server.log_format == "json"
@@ -357,7 +357,10 @@ def stats(
     url: Annotated[str, typer.Argument(help="The running server, e.g. http://127.0.0.1:8000.")],
     api_key: Annotated[
         str | None,
-        typer.Option(envvar="SERVECTL_API_KEY", help="A key of the server (needed where auth.protect_metrics is on)."),
+        typer.Option(
+            envvar="SERVECTL_API_KEY",
+            help="A key of the server (needed while it has any): a key sees its own usage, an admin key every key's.",
+        ),
     ] = None,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between refreshes with --watch.")] = 2.0,

@@ -9,9 +9,10 @@ Every model's runtime counts into a `ModelMetrics` of its own; every sample carr
 
 from __future__ import annotations
 
+import copy
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
@@ -148,6 +149,9 @@ class Metrics:
         self.latency: dict[tuple[str, str], FastHistogram] = {}
         self.models: dict[str, ModelMetrics] = {}
         self.last_answer: dict[str, float] = {}  # model -> wall-clock time of its last answer (Triton's stats)
+        # answers and tokens by key name (auth.key_name_metrics only; else never counted)
+        self.key_requests: dict[tuple[str, str, int], int] = {}  # (model, key name, status)
+        self.key_tokens: dict[tuple[str, str, str], int] = {}  # (model, key name, prompt|completion)
         self.registry.register(self)  # a custom collector
         self.shared: SharedCounts | None = None  # the other API processes' counts (api_processes > 1)
 
@@ -167,6 +171,14 @@ class Metrics:
             hist = self.latency[(model, route)] = FastHistogram(self.buckets)
         hist.observe(seconds)
 
+    def observe_key(self, model: str, key: str, status: int, prompt: int, completion: int) -> None:
+        """One answer of `model` to key name `key` (auth.key_name_metrics)."""
+        counted = (model, key, status)
+        self.key_requests[counted] = self.key_requests.get(counted, 0) + 1
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n:
+                self.key_tokens[(model, key, kind)] = self.key_tokens.get((model, key, kind), 0) + n
+
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "servectl_requests", "HTTP requests answered", labels=["model", "route", "status"]
@@ -180,6 +192,19 @@ class Metrics:
         for (model, route), hist in sorted(self.latency.items()):
             latency.add_metric([model, route], hist.buckets(), hist.sum)
         yield latency
+        if self.key_requests:  # auth.key_name_metrics: key names as labels only when the spec asks
+            by_key = CounterMetricFamily(
+                "servectl_key_requests", "Model answers by API key name", labels=["model", "key", "status"]
+            )
+            for (model, key, status), count in sorted(self.key_requests.items()):
+                by_key.add_metric([model, key, str(status)], count)
+            yield by_key
+            tokens = CounterMetricFamily(
+                "servectl_key_tokens", "Prompt and completion tokens by API key name", labels=["model", "key", "kind"]
+            )
+            for (model, key, kind), count in sorted(self.key_tokens.items()):
+                tokens.add_metric([model, key, kind], count)
+            yield tokens
         models = [self.models[name] for name in sorted(self.models)]
         for name, doc, attr in _HISTOGRAMS:
             histogram = HistogramMetricFamily(name, doc, labels=["model"])
@@ -251,6 +276,8 @@ class Metrics:
             "latency": [[model, route, hist.counts, hist.sum] for (model, route), hist in self.latency.items()],
             "last_answer": self.last_answer,
             "models": {name: m.dump() for name, m in self.models.items()},
+            "key_requests": [[*key, count] for key, count in self.key_requests.items()],
+            "key_tokens": [[*key, count] for key, count in self.key_tokens.items()],
         }
 
     def add(self, dump: dict[str, Any]) -> None:
@@ -267,6 +294,10 @@ class Metrics:
             self.last_answer[model] = max(at, self.last_answer.get(model, 0.0))
         for name, counts in dump["models"].items():
             self.model(name).add(counts)
+        for model, key, status, count in dump.get("key_requests", []):
+            self.key_requests[(model, key, status)] = self.key_requests.get((model, key, status), 0) + count
+        for model, key, kind, count in dump.get("key_tokens", []):
+            self.key_tokens[(model, key, kind)] = self.key_tokens.get((model, key, kind), 0) + count
 
     def totals(self) -> Metrics:
         """These counts, or with several API processes every one's added up."""
@@ -278,9 +309,42 @@ class Metrics:
             total.add(counts["metrics"])
         return total
 
-    def render(self, accept: str = "") -> tuple[bytes, str]:
-        """The exposition and its content type: OpenMetrics when the scraper asks for it."""
+    def render(
+        self, accept: str = "", models: Collection[str] | None = None, key: str | None = None
+    ) -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics when the scraper asks for it.
+        `models`: only the samples of these models (and those of none: the process's own);
+        `key`: only this key name's samples of those by key name."""
         registry = self.totals().registry
+        if models is not None or key is not None:
+            registry = _only(registry, models, key)
         if "application/openmetrics-text" in accept:
             return openmetrics.generate_latest(registry), openmetrics.CONTENT_TYPE_LATEST  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Only:
+    """The samples of some models (and of some key name) only, from another registry."""
+
+    def __init__(self, source: CollectorRegistry, models: Collection[str] | None, key: str | None) -> None:
+        self.source = source
+        self.models = models
+        self.key = key
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            kept = copy.copy(family)
+            kept.samples = [sample for sample in family.samples if self._shown(sample.labels)]
+            yield kept
+
+    def _shown(self, labels: dict[str, str]) -> bool:
+        model, key = labels.get("model"), labels.get("key")
+        if model is not None and self.models is not None and model not in self.models:
+            return False
+        return key is None or self.key is None or key == self.key
+
+
+def _only(source: CollectorRegistry, models: Collection[str] | None, key: str | None) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(_Only(source, models, key))
+    return registry

@@ -266,8 +266,22 @@ class AuthSpec(_Section):
     keys: list[NamedKey] | None = Field(
         None, description="Named keys, beside api_keys: [{key, name, requests_per_minute, tokens_per_minute, burst}]."
     )
-    protect_docs: bool = Field(False, description="Require a key for /docs and /openapi.json.")
-    protect_metrics: bool = Field(False, description="Require a key for /metrics, /info and /stats.")
+    protect_docs: bool | None = Field(
+        None,
+        description="null (default) or true: while any key exists (api_keys, keys, a model's own, admin_keys), "
+        "/docs, /redoc and /openapi.json need one; false: open to anyone.",
+    )
+    protect_metrics: bool | None = Field(
+        None,
+        description="null (default) or true: while any key exists, /metrics and /info need one (each key sees its "
+        "models' figures only); false: open to anyone (a Prometheus scraper without a key). /stats always needs a "
+        "key while any key exists: it shows a key its own usage, admin keys every key's.",
+    )
+    key_name_metrics: bool = Field(
+        False,
+        description="Count each key's requests and tokens in /metrics under its name "
+        "(servectl_key_requests_total, servectl_key_tokens_total, label `key`); off: key names never reach metrics.",
+    )
 
     _split = field_validator("api_keys", "admin_keys", mode="before")(lambda v: split_keys(v, "turn auth off"))
     _not_blank = field_validator("api_keys", "admin_keys")(lambda v: keys_not_blank(v))
@@ -373,6 +387,12 @@ class ServerSpec(_Section):
         10.0, gt=0, le=3600, description="Longest a client may take to send a request's line and headers."
     )
     keep_alive_s: float = Field(5.0, gt=0, le=3600, description="Idle keep-alive connections are closed after this.")
+    gzip_min_bytes: int | None = Field(
+        64 * 1024,
+        ge=0,
+        description="A model's answer of at least this many bytes is compressed (gzip, else deflate) for a client "
+        "whose Accept-Encoding takes it; 0: every answer; null: never. Streams are never compressed.",
+    )
     api_processes: int = Field(
         1,
         ge=1,

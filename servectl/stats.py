@@ -1,6 +1,7 @@
 """Usage statistics for `GET /stats` (and `servectl stats`): per model and overall,
 requests by status, tokens, tokens/s, latency and queue time, batches, workers, cache;
-per API key name (never the key), requests and tokens.
+per API key name (never the key), requests and tokens. A key sees its own name's usage and
+the models it may use; an admin key every key's (see `servectl.server.auth.Access`).
 
 An edge observer: every answered request is counted once, on the event loop's thread (no
 locks). Latency percentiles come from the last `WINDOW` answers of each model; tokens per
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from servectl.deployment import Deployment
     from servectl.metrics import Metrics, ModelMetrics
+    from servectl.processes.deployment import Deployment
     from servectl.server.asgi import Scope
+    from servectl.server.auth import Access
     from servectl.server.edge import Request
 
 WINDOW = 10_000  # answers kept per model for latency percentiles
@@ -154,33 +156,41 @@ class UsageStats:
         for name, counts in dump["keys"].items():
             _tally_add(self.keys.setdefault(name, Tally()), counts)
 
-    def report(self, deployment: Deployment) -> dict[str, Any]:
+    def report(self, deployment: Deployment, access: Access | None = None) -> dict[str, Any]:
+        """`/stats` as `access` may see it: None (auth off) or an admin key: every model and
+        key; any other key: the models it may use, and its own name's usage only."""
         shared = deployment.metrics.shared
         if shared is None:
-            return self._report(deployment, deployment.metrics)
+            return self._report(deployment, deployment.metrics, access)
         total = UsageStats()  # every API process's answers (api_processes)
         total.started, total.clock_started = self.started, self.clock_started
         for counts in shared.snapshot():
             total.add(counts["usage"])
-        return total._report(deployment, deployment.metrics.totals())
+        return total._report(deployment, deployment.metrics.totals(), access)
 
-    def _report(self, deployment: Deployment, metrics: Metrics) -> dict[str, Any]:
+    def _report(self, deployment: Deployment, metrics: Metrics, access: Access | None) -> dict[str, Any]:
         now = time.monotonic()
         uptime = now - self.clock_started
-        models = {name: self._model(name, deployment, metrics.model(name), now, uptime) for name in deployment.models}
+        shown = [name for name in deployment.models if access is None or access.sees(name)]
+        models = {name: self._model(name, deployment, metrics.model(name), now, uptime) for name in shown}
+        seen = [stats for name, stats in self.models.items() if access is None or access.sees(name)]
+        if access is None or access.admin:
+            keys = {name: tally.report() for name, tally in sorted(self.keys.items())}
+        else:  # its own usage only: other keys' names are other tenants
+            keys = {access.name: (self.keys.get(access.name) or Tally()).report()}
         overall = Tally()
-        for stats in self.models.values():
+        for stats in seen:
             for status, n in stats.statuses.items():
                 overall.statuses[status] = overall.statuses.get(status, 0) + n
             overall.prompt_tokens += stats.prompt_tokens
             overall.completion_tokens += stats.completion_tokens
-        recent = sum(m.tokens.last_minute(now) for m in self.models.values())
+        recent = sum(m.tokens.last_minute(now) for m in seen)
         return {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "uptime_s": round(uptime, 3),
             "overall": {**overall.report(), **_rates(overall, recent, uptime)},
             "models": models,
-            "keys": {name: tally.report() for name, tally in sorted(self.keys.items())},
+            "keys": keys,
         }
 
     def _model(

@@ -10,10 +10,10 @@ from servectl.deployment_spec import DeploymentSpec
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Answer
 from servectl.runners import build_handler, missing_extra
-from servectl.runtime.batch import BatchRunner
-from servectl.runtime.messages import Request
 from servectl.spec import Spec, SpecIssue
 from servectl.spec_loading import issue_at
+from servectl.worker.batch import BatchRunner
+from servectl.worker.messages import Request
 
 
 def _model_file_problem(spec: Spec) -> str | None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from servectl.deployment import Deployment, DevicePlanner, ReloadError
 from servectl.deployment_spec import load_deployment
+from servectl.processes.deployment import Deployment, DevicePlanner, ReloadError
 from servectl.server.auth import APIKeyAuth
 from servectl.server.by_model import ByModel
 from servectl.server.endpoint import ModelEndpoint

@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from servectl.handler import Handler, HandlerError, load_handler_object
 from servectl.outcome import Failure, Reply
-from servectl.runtime.batch import BatchRunner
-from servectl.runtime.messages import Request
+from servectl.worker.batch import BatchRunner
+from servectl.worker.messages import Request
 
 
 @pytest.fixture(autouse=True)
@@ -211,7 +211,7 @@ def test_a_number_beyond_a_float_in_a_request_is_a_400_naming_where() -> None:
 
 
 def test_out_of_range_finds_the_first_infinity_in_parsed_json() -> None:
-    from servectl.runtime.codec import out_of_range, parse
+    from servectl.worker.codec import out_of_range, parse
 
     inf = float("inf")
     assert out_of_range(parse(b'{"x": 2.0, "t": "1e999", "l": [[1, 2], [3, 4.5]], "n": null}')) is None

@@ -139,6 +139,7 @@ def multi(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[De
     deployment.rewrite(deployment.weights("v1.json", version="v1"))
     server = Server(folder / "multi.yaml", env={"TOOLBOX_SETUP_SLEEP": "1"}, log_dir=folder)
     deployment.server = server
+    server.headers = AUTH  # /metrics needs a key while keys exist
     try:
         server.wait_ready(90)
         yield deployment
@@ -278,7 +279,7 @@ def test_readiness_info_and_metrics_per_model(multi: Deployment) -> None:
     assert one.status_code == 200 and [m["name"] for m in one.json()["models"]] == ["echo-b"]
     assert httpx.get(url + "/ready", params={"model": "nope"}).status_code == 404
 
-    info = httpx.get(url + "/info").json()
+    info = httpx.get(url + "/info", headers=AUTH).json()
     assert info["ready"] is True and isinstance(info["version"], str)
     assert [m["name"] for m in info["models"]] == NAMES
     paths = {m["name"]: m["api"]["path"] for m in info["models"]}
@@ -314,7 +315,7 @@ def test_readiness_info_and_metrics_per_model(multi: Deployment) -> None:
     for name in NAMES:
         assert server.metric("servectl_workers_ready", model=name) == 1, name
     assert server.metric("servectl_batch_size_count", model="calc") >= 2
-    text = httpx.get(url + "/metrics").text
+    text = httpx.get(url + "/metrics", headers=AUTH).text
     samples = [line for line in text.splitlines() if line.startswith("servectl_")]
     assert samples and all('model="' in line for line in samples), [s for s in samples if 'model="' not in s]
     for name in NAMES:
@@ -479,7 +480,7 @@ def test_reload_under_steady_load_fails_no_request(multi: Deployment) -> None:
     new = multi.predict("roll")
     assert new["version"] == "v2" and new["pid"] != old["pid"], "new workers serve after the reload"
     assert {n: multi.restarts(n, "reload") - reloads[n] for n in NAMES} == {n: int(n == "roll") for n in NAMES}
-    info = {m["name"]: m for m in httpx.get(url + "/info").json()["models"]}
+    info = {m["name"]: m for m in httpx.get(url + "/info", headers=AUTH).json()["models"]}
     assert info["roll"]["reloads"] >= 1 and info["roll"]["batching"]["max_batch_size"] == 8
     assert info["calc"]["reloads"] == 0
 
@@ -526,7 +527,7 @@ def test_reload_whose_setup_fails_keeps_the_old_workers(multi: Deployment) -> No
         assert multi.predict("roll")["pid"] == old["pid"]
     finally:
         multi.rewrite("v4.json")
-    info = {m["name"]: m for m in httpx.get(url + "/info").json()["models"]}
+    info = {m["name"]: m for m in httpx.get(url + "/info", headers=AUTH).json()["models"]}
     assert info["roll"]["ready"] and info["roll"]["workers"]["ready"] == 1
     assert "reload of model roll failed" in multi.server.log()
 

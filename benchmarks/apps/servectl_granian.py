@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from servectl.deployment import Deployment
 from servectl.deployment_spec import load_deployment
+from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.edge import build_edge
 

@@ -3,23 +3,11 @@ a deployment's OpenAPI document, read from a spec in-process or from a running s
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
+from servectl.clientgen.copied import copied_runtime
 from servectl.clientgen.source import ClientGenError, Source, from_spec, from_url
 
 LANGS = ("python", "typescript", "curl")
 __all__ = ["LANGS", "ClientGenError", "Source", "copied_runtime", "from_spec", "from_url", "generate"]
-_MARKER = "client runtime: copied into generated clients from here"
-_PLACEHOLDER_URL = '"http://127.0.0.1:8000"'
-
-
-def copied_runtime(filename: str, default_url: str) -> str:
-    """A hand-written client runtime (`pyruntime.py`, `tsruntime.ts`) from its marker line on,
-    with the deployment's address in place of the placeholder default URL."""
-    text = (Path(__file__).parent / filename).read_text()
-    start = text.index("\n", text.index(_MARKER)) + 1
-    return text[start:].replace(_PLACEHOLDER_URL, json.dumps(default_url), 1)
 
 
 def generate(source: Source, lang: str, default_url: str) -> str:

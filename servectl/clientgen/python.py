@@ -9,7 +9,7 @@ import warnings
 from importlib.metadata import version
 from typing import Any
 
-from servectl.clientgen import copied_runtime
+from servectl.clientgen.copied import copied_runtime
 from servectl.clientgen.operations import (
     Group,
     Operation,

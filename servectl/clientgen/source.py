@@ -26,7 +26,7 @@ class Source:
 def from_spec(spec: Spec | DeploymentSpec, shown_as: str) -> Source:
     """Build the app as `serve` would, without workers: each handler is imported to read its
     types, but nothing is set up, so no model is loaded."""
-    from servectl.deployment import Deployment
+    from servectl.processes.deployment import Deployment
     from servectl.protocols import build_adapters, describe
     from servectl.runners import build_handler
     from servectl.server.app import build_app

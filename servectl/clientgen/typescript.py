@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from servectl.clientgen import copied_runtime
+from servectl.clientgen.copied import copied_runtime
 from servectl.clientgen.operations import Group, Operation, deployment_title, group_operations
 from servectl.clientgen.source import ClientGenError, Source
 

@@ -2,7 +2,7 @@
 production Ray cluster (KubeRay's RayService embeds it as `serveConfigV2`).
 
 Each model is an application whose replicas run the same worker code as `servectl serve`
-(`servectl.runtime.ray.app:build`); Ray's HTTP proxy sends `POST {api.path}` to its
+(`servectl.processes.ray_replica:build`); Ray's HTTP proxy sends `POST {api.path}` to its
 replicas' `__call__`, one request per call. For servectl's routes, auth, limits and
 batching in front (one Ray call per batch), run `servectl serve SPEC runtime.kind=ray
 runtime.address=auto` on the cluster instead: it deploys the same applications.

@@ -18,6 +18,7 @@ from servectl.protocols.base import ApiProtocol, ModelRoute
 from servectl.spec import Spec
 
 __all__ = [
+    "ADAPTERS",
     "PROTOCOLS",
     "ApiProtocol",
     "ModelRoute",
@@ -88,8 +89,23 @@ def describe(handler: Handler, adapters: dict[str, Handler]) -> HandlerInfo:
     return msgspec.structs.replace(handler.info(), routes=routes, metadata=metadata)
 
 
+class ProtocolAdapters:
+    """The protocols' adapters as a worker is handed them (`worker.adapters.Adapters`)."""
+
+    def build(self, spec: Spec, handler: Handler) -> dict[str, Handler]:
+        return build_adapters(spec, handler)
+
+    def describe(self, handler: Handler, adapters: dict[str, Handler]) -> HandlerInfo:
+        return describe(handler, adapters)
+
+
+ADAPTERS = ProtocolAdapters()
+
+
 def open_paths(specs: Sequence[Spec]) -> frozenset[str]:
-    """Paths of the models' protocols that are never behind an API key (their probes)."""
+    """Paths of the models' protocols that are never behind an API key: their server-wide
+    probes (a model's own readiness, such as V2's `/v2/models/{name}/ready`, says which
+    models a server has: it needs a key that opens that model)."""
     return frozenset().union(*(protocol.open_paths for protocol in of_all(specs)))
 
 

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from servectl.deployment import Deployment
     from servectl.handler import Handler
     from servectl.outcome import Failure
+    from servectl.processes.deployment import Deployment
     from servectl.spec import Spec
 
 

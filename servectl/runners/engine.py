@@ -34,6 +34,20 @@ class Engine(Protocol):
     def step(self) -> None: ...
 
 
+class Job(Protocol):
+    """One request's generation, as its protocol sees it."""
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def progress(self) -> Any:
+        """After a step: this request's entry (a chunk, Chunks, Final, END) or None; raises
+        the error of a sequence that failed."""
+
+    def close(self) -> None:
+        """Stop: its sequences leave the engine."""
+
+
 class Detokenizer:
     """Incremental detokenization: each token decodes a short window, never the whole row.
     A fast tokenizer's own `DecodeStream` (Rust) does it in one call per token; otherwise the

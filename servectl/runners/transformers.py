@@ -8,17 +8,14 @@ engine (`runners.engine`): requests join and leave the running batch between ste
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from servectl.runners.engine import TokenEngine
+from servectl.runners.engine import Job, TokenEngine
 from servectl.runners.sequence import Prompt, Sequence
 from servectl.sdk import Final, InvalidInput, Many, Sampling
 from servectl.spec import Spec
-
-if TYPE_CHECKING:
-    from servectl.runtime.generation import Job
 
 Item = tuple[str, dict[str, Any]]  # one text and its request's parameters
 

@@ -22,7 +22,7 @@ import msgspec
 
 from servectl.handler import HandlerInfo
 from servectl.outcome import Failure
-from servectl.runtime.devices import WorkerSlot
+from servectl.worker.devices import WorkerSlot
 
 
 class WorkerUp(msgspec.Struct, frozen=True, array_like=True, tag=True):

@@ -9,9 +9,9 @@ from typing import Any, Protocol
 
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.scheduler import Scheduler
 from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
 
 Planner = Callable[[Spec], tuple[list[WorkerSlot], str]]  # a model's worker slots, and how they were chosen
 

@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable
 
 from servectl.outcome import Failure
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import WorkerRun
-from servectl.runtime.messages import Batch, Cancel, Chunk, FromWorker, Request, Results, Tokens
 from servectl.runtime.scheduler import Pending, Scheduler
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import Batch, Cancel, Chunk, FromWorker, Request, Results, Tokens
 
 
 class WorkerHandle:

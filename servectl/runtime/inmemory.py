@@ -23,13 +23,14 @@ from collections.abc import Callable
 from types import TracebackType
 
 from servectl.metrics import ModelMetrics
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.launch import WorkerEvents
-from servectl.runtime.messages import ToWorker, decode_from_worker, encode
 from servectl.runtime.scheduler import Scheduler
 from servectl.runtime.supervisor import Supervisor
-from servectl.runtime.worker import serve
 from servectl.spec import Spec
+from servectl.worker.adapters import Adapters, NoAdapters
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import ToWorker, decode_from_worker, encode
+from servectl.worker.process import serve
 
 log = logging.getLogger("servectl.worker")
 
@@ -74,7 +75,9 @@ class ThreadWorker:
         spec: Spec,
         slot: WorkerSlot,
         events: WorkerEvents,
+        protocols: Adapters,
     ) -> None:
+        self.protocols = protocols
         self._loop = asyncio.get_running_loop()
         self._on_message, self._on_lost, self._on_exit = events
         self._inbound: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
@@ -129,7 +132,7 @@ class ThreadWorker:
     def _main(self, spec: Spec, slot: WorkerSlot) -> None:
         code = 0
         try:
-            serve(self.conn, spec, slot)
+            serve(self.conn, spec, slot, self.protocols)
         except SystemExit as exc:  # a handler that "exits the process"
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -163,7 +166,8 @@ class ThreadWorker:
 class ThreadLauncher:
     """Starts each worker as a thread of this process (see the module's note)."""
 
-    def __init__(self) -> None:
+    def __init__(self, protocols: Adapters | None = None) -> None:
+        self.protocols: Adapters = protocols or NoAdapters()  # `protocols.ADAPTERS` for more than predict
         self.started: list[ThreadWorker] = []
 
     def launch(
@@ -172,7 +176,7 @@ class ThreadLauncher:
         slot: WorkerSlot,
         events: WorkerEvents,
     ) -> ThreadWorker:
-        worker = ThreadWorker(spec, slot, events)
+        worker = ThreadWorker(spec, slot, events, self.protocols)
         self.started.append(worker)
         worker.thread.start()
         return worker
@@ -184,11 +188,11 @@ class InProcess:
     `async with InProcess(spec) as rt:` starts the workers and waits until they are ready;
     `rt.scheduler.submit(...)` then answers as the server's would."""
 
-    def __init__(self, spec: Spec, workers: int = 1) -> None:
+    def __init__(self, spec: Spec, workers: int = 1, protocols: Adapters | None = None) -> None:
         self.spec = spec
         self.metrics = ModelMetrics()
         self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, self.metrics)
-        self.launcher = ThreadLauncher()
+        self.launcher = ThreadLauncher(protocols)
         self.fatal: list[str] = []
         slots = [WorkerSlot(i, "cpu") for i in range(workers)]
         self.supervisor = Supervisor(spec, slots, self.scheduler, self.metrics, self.fatal.append, self.launcher)

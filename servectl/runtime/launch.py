@@ -25,11 +25,12 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import NamedTuple, Protocol
 
-from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.messages import FromWorker, ToWorker
-from servectl.runtime.transport import WorkerChannel, widen
-from servectl.runtime.worker import worker_main
 from servectl.spec import Spec
+from servectl.worker.adapters import Adapters
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import FromWorker, ToWorker
+from servectl.worker.process import worker_main
+from servectl.worker.transport import WorkerChannel, widen
 
 log = logging.getLogger("servectl.supervisor")
 
@@ -169,7 +170,8 @@ class ProcessLauncher:
     """Spawns one process per worker (the `spawn` start method: no state inherited).
     `socket_dir`: where each worker listens for the other API processes (api_processes > 1)."""
 
-    def __init__(self, socket_dir: str | None = None) -> None:
+    def __init__(self, protocols: Adapters, socket_dir: str | None = None) -> None:
+        self._protocols = protocols  # what each worker wraps its handler in (`protocols.ADAPTERS`)
         self._ctx = mp.get_context("spawn")
         self._tasks: set[asyncio.Task[None]] = set()
         self._socket_dir = socket_dir
@@ -191,7 +193,7 @@ class ProcessLauncher:
             address = os.path.join(self._socket_dir, f"w{next(self._launched)}.sock")
         process = self._ctx.Process(
             target=worker_main,
-            args=(child, spec, slot, os.getpid(), address),
+            args=(child, spec, slot, os.getpid(), self._protocols, address),
             name=f"servectl-worker-{slot.index}",
             daemon=True,
         )

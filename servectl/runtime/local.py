@@ -11,13 +11,14 @@ from typing import Any
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
 from servectl.runtime.base import ModelRuntime, Planner
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.gpu_usage import GpuUsage
 from servectl.runtime.launch import WorkerLauncher
+from servectl.runtime.rollout import ReloadFailed
 from servectl.runtime.scheduler import Scheduler
-from servectl.runtime.supervisor import ReloadFailed, Supervisor
+from servectl.runtime.supervisor import Supervisor
 from servectl.runtime.usage import usage
 from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
 
 log = logging.getLogger("servectl")
 
@@ -32,7 +33,7 @@ class LocalModel:
         device_note: str,
         metrics: ModelMetrics,
         on_fatal: Callable[[str], None],
-        launcher: WorkerLauncher | None = None,
+        launcher: WorkerLauncher,
         log_prefix: str = "",
     ) -> None:
         self.spec = spec

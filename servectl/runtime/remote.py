@@ -34,14 +34,14 @@ from servectl.runtime.api_link import (
     decode_to_peer,
 )
 from servectl.runtime.base import Planner
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
 from servectl.runtime.launch import ChannelRun
 from servectl.runtime.local import model_info
-from servectl.runtime.messages import FromWorker
 from servectl.runtime.scheduler import Scheduler
-from servectl.runtime.transport import FramedChannel, WorkerChannel, widen
 from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import FromWorker
+from servectl.worker.transport import FramedChannel, WorkerChannel, widen
 
 log = logging.getLogger("servectl")
 

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from servectl.metrics import ModelMetrics
 from servectl.outcome import ENDED, GONE, STREAMING, Answer, Ended, Failure, Gone, Outcome
-from servectl.runtime.messages import ORIGIN_SHIFT, Result, Stages
 from servectl.spec import BatchingSpec
+from servectl.worker.messages import ORIGIN_SHIFT, Result, Stages
 
 STREAM_BUFFER_BYTES = 16 * 2**20  # streamed bytes held for one slow client before its generation is stopped
 CUT_AFTER_S = 1.0  # a stream's client past its deadline (or the drain's) has this long to take the error event

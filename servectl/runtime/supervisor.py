@@ -29,17 +29,18 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.handle import WorkerHandle, answer_lost, deliver
-from servectl.runtime.launch import ProcessLauncher, WorkerEvents, WorkerLauncher
-from servectl.runtime.messages import FromWorker, Ready, Results, SetupFailed, Stop
+from servectl.runtime.launch import WorkerEvents, WorkerLauncher
+from servectl.runtime.restarts import RestartPolicy
+from servectl.runtime.rollout import ReloadFailed, RollingReload
 from servectl.runtime.scheduler import Scheduler
 from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import FromWorker, Ready, Results, SetupFailed, Stop
 
 log = logging.getLogger("servectl.supervisor")
 
@@ -54,11 +55,7 @@ class _Prefixed(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"{self.extra['prefix'] if self.extra else ''}{msg}", kwargs
 
 
-class ReloadFailed(Exception):
-    """A reload could not roll every worker; the message says what serves now."""
-
-
-class Supervisor:
+class Supervisor(RollingReload, RestartPolicy):
     """Owns the worker processes of one model and keeps the scheduler's view current."""
 
     def __init__(
@@ -68,12 +65,12 @@ class Supervisor:
         scheduler: Scheduler,
         metrics: ModelMetrics,
         on_fatal: Callable[[str], None],
-        launcher: WorkerLauncher | None = None,
+        launcher: WorkerLauncher,
         log_prefix: str = "",
     ) -> None:
         self.spec = spec
         self.log = _Prefixed(log, {"prefix": log_prefix}) if log_prefix else log
-        self.launcher = launcher or ProcessLauncher()
+        self.launcher = launcher
         self.slots = list(slots)
         self.slot_specs = {s.index: spec for s in slots}  # the version each slot runs (a reload mixes them)
         self._indices = itertools.count(max((s.index for s in slots), default=-1) + 1)
@@ -107,11 +104,6 @@ class Supervisor:
     def ready_count(self) -> int:
         """Ready workers of the current slots (not a reload's new worker before it is counted in)."""
         return sum(1 for slot in self.slots if (w := self.workers.get(slot.index)) is not None and w.ready)
-
-    @property
-    def all_given_up(self) -> bool:
-        """Every slot has given up: the process can no longer serve (liveness fails)."""
-        return len(self.given_up) == len(self.slots)
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -176,100 +168,6 @@ class Supervisor:
     def kill_all(self) -> None:
         """Last resort on a forced exit: end every worker process (and its children) now."""
         for worker in [*self.workers.values(), *self.retiring]:
-            worker.kill()
-
-    # --- reload -------------------------------------------------------------------
-
-    async def reload(self, spec: Spec, slots: list[WorkerSlot]) -> None:
-        """Roll the workers to `spec` on `slots` (planned from its devices), one at a time;
-        ReloadFailed says what went wrong and what serves now."""
-        if self.reloading:
-            raise ReloadFailed("a reload of this model is already running")
-        if self.stopping:
-            raise ReloadFailed("the server is stopping")
-        self.reloading = True
-        try:
-            old = list(self.slots)
-            fresh = [replace(slot, index=next(self._indices)) for slot in slots]
-            for rolled, slot in enumerate(fresh):
-                try:
-                    await self._start_on_probation(slot, spec)
-                except ReloadFailed as exc:
-                    if rolled == 0:
-                        raise ReloadFailed(f"{exc}; the old workers keep serving, nothing changed") from None
-                    raise ReloadFailed(
-                        f"{exc}; {rolled} of {len(fresh)} workers run the new version, {len(old)} the old one"
-                    ) from None
-                if rolled == 0:
-                    self.spec = spec
-                if old:
-                    self._retire(old.pop(0))
-            for slot in old:  # the new version has fewer workers
-                self._retire(slot)
-        finally:
-            self.reloading = False
-
-    async def _start_on_probation(self, slot: WorkerSlot, spec: Spec) -> None:
-        """Start a worker of the new version; return once it is ready (it then takes batches),
-        raise ReloadFailed if its setup fails (it is ended)."""
-        assert self._loop is not None
-        waiting = self._probation[slot.index] = self._loop.create_future()
-        self.slot_specs[slot.index] = spec
-        self.restarts[slot.index] = []
-        self._spawn(slot)
-        try:
-            await waiting
-        except ReloadFailed:
-            self.slot_specs.pop(slot.index, None)
-            self.restarts.pop(slot.index, None)
-            self.problems.pop(slot.index, None)
-            worker = self.workers.pop(slot.index, None)
-            if worker is not None:
-                worker.kill()
-            raise
-        finally:
-            self._probation.pop(slot.index, None)
-        self.slots.append(slot)
-
-    def _end_probation(self, index: int, error: str | None) -> bool:
-        """A new worker of a reload is ready, or failed (`error`); False for other workers."""
-        waiting = self._probation.get(index)
-        if waiting is None:
-            return False
-        if not waiting.done():
-            if error is None:
-                waiting.set_result(None)
-            else:
-                waiting.set_exception(ReloadFailed(f"a worker of the new version failed: {error}"))
-        return True
-
-    def _retire(self, slot: WorkerSlot) -> None:
-        """An old slot's worker takes no more batches, finishes what it holds, then stops."""
-        self.slots.remove(slot)
-        for held in (self.slot_specs, self.restarts, self.problems):
-            held.pop(slot.index, None)
-        self.given_up.discard(slot.index)
-        self.half_open.discard(slot.index)
-        timer = self._setup_timers.pop(slot.index, None)
-        if timer:
-            timer.cancel()
-        self.metrics.restart("reload")
-        worker = self.workers.pop(slot.index, None)
-        if worker is None or worker.gone:
-            return
-        worker.retiring = True
-        self.retiring.add(worker)
-        self.scheduler.retire_worker(worker)
-        if self.on_worker is not None:
-            self.on_worker(worker, False)
-        if not worker.inflight:
-            self._stop_retired(worker)
-
-    def _stop_retired(self, worker: WorkerHandle) -> None:
-        worker.stop_watchdog()
-        if worker.run is not None and worker.run.attached:
-            worker.run.send(Stop())
-        else:
             worker.kill()
 
     # --- events -------------------------------------------------------------------
@@ -393,50 +291,6 @@ class Supervisor:
             self.problems.setdefault(worker.index, f"worker exited with code {code}")
             self.log.error("worker %d (pid %s) exited with code %s", worker.index, worker.pid, code)
         self._schedule_restart(worker.slot, "hung" if worker.hung else "crashed")
-
-    def _schedule_restart(self, slot: WorkerSlot, reason: str) -> None:
-        assert self._loop is not None
-        now = time.monotonic()
-        policy = self.slot_specs[slot.index].supervisor
-        window = policy.restart_window_s
-        recent = [t for t in self.restarts[slot.index] if now - t < window]
-        if slot.index in self.half_open or len(recent) >= policy.max_restarts:
-            self._give_up(slot, len(recent))
-            return
-        recent.append(now)
-        self.restarts[slot.index] = recent
-        self.restart_count += 1
-        self.metrics.restart(reason)
-        delay = min(0.1 * 2 ** (len(recent) - 1), 5.0)
-        self._loop.call_later(delay, self._spawn, slot)
-
-    def _give_up(self, slot: WorkerSlot, restarts: int) -> None:
-        """Stop restarting a slot for restart_window_s, then try it once more (half-open)."""
-        assert self._loop is not None
-        window = self.slot_specs[slot.index].supervisor.restart_window_s
-        cause = self.problems.get(slot.index, "unknown")
-        if slot.index in self.half_open:
-            reason = f"worker {slot.index} gave up again: it failed on its retry after giving up: {cause}"
-        else:
-            reason = f"worker {slot.index} gave up after {restarts} restarts in {window:g}s: {cause}"
-        self.problems[slot.index] = f"{reason}; next try in {window:g}s"
-        self.log.error("%s; next try in %gs", reason, window)
-        self.half_open.discard(slot.index)
-        self.given_up.add(slot.index)
-        if self.all_given_up:
-            self.scheduler.refuse("no inference worker is available: " + reason)
-        self._loop.call_later(window, self._retry, slot)
-
-    def _retry(self, slot: WorkerSlot) -> None:
-        if self.stopping or slot not in self.slots:
-            return
-        self.given_up.discard(slot.index)
-        self.half_open.add(slot.index)
-        self.restarts[slot.index] = []
-        self.restart_count += 1
-        self.metrics.restart("retry")
-        self.log.info("worker %d: trying again after giving up", slot.index)
-        self._spawn(slot)
 
 
 def _join_all(workers: list[WorkerHandle], deadline: float) -> None:

@@ -16,9 +16,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from servectl import __version__, protocols
-from servectl.deployment import Deployment, ReloadError
 from servectl.outcome import Failure
+from servectl.processes.deployment import Deployment, ReloadError
 from servectl.protocols.predict.errors import failure_body
+from servectl.server.auth import access_of
 from servectl.server.openapi import complete_schema
 from servectl.server.probes import Health, Readiness, Reloaded, probe_answer, readiness
 from servectl.server.router import REQUEST_ID
@@ -88,22 +89,32 @@ def build_app(deployment: Deployment) -> FastAPI:
             body["problems"] = [*body.get("problems", []), *deployment.hub.problems]
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/info", summary="What is deployed, and how", operation_id="info")
-    async def info() -> dict[str, Any]:
-        return deployment.info()
+    @app.get("/info", summary="What is deployed, and how (the models the key may use)", operation_id="info")
+    async def info(request: Request) -> dict[str, Any]:
+        answer = deployment.info()
+        access = access_of(request.scope)
+        if access is not None and access.models is not None:  # a model's own key: its models only
+            answer["models"] = [m for m in answer["models"] if access.sees(m["name"])]
+        return answer
 
     @app.get(
         "/stats",
         summary="Usage: requests, tokens, latency, batches, workers and cache per model and overall; "
-        "requests and tokens per API key name",
+        "requests and tokens per API key name (a key sees its own, an admin key every key's)",
         operation_id="stats",
     )
-    async def stats() -> dict[str, Any]:
-        return deployment.usage.report(deployment)
+    async def stats(request: Request) -> dict[str, Any]:
+        return deployment.usage.report(deployment, access_of(request.scope))
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response, operation_id="metrics")
     async def metrics(request: Request) -> Response:
-        body, content_type = deployment.metrics.render(request.headers.get("accept", ""))
+        access = access_of(request.scope)
+        if access is None or access.admin:
+            body, content_type = deployment.metrics.render(request.headers.get("accept", ""))
+        else:  # the models the key may use; of the samples by key name (key_name_metrics), its own
+            body, content_type = deployment.metrics.render(
+                request.headers.get("accept", ""), access.models, access.name
+            )
         return Response(body, media_type=content_type)
 
     @app.post(

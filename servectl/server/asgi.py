@@ -6,10 +6,10 @@ import itertools
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from servectl.server.encoding import Inflater
+from servectl.server.encoding import BodyTooLarge as BodyTooLarge  # (raised by read_body)
+from servectl.server.encoding import Inflater
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -76,10 +76,6 @@ def adding_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
         await send(message)
 
     return send_with
-
-
-class BodyTooLarge(Exception):
-    """The request body passed `limits.max_body_mb`."""
 
 
 async def read_body(receive: Receive, limit: int, inflater: Inflater | None = None) -> bytes | None:

@@ -1,20 +1,53 @@
 """API keys: read once at start, compared in constant time, never logged.
 
-`auth.api_keys` open every protected path; a model entry's own `auth.api_keys` open its
-routes only; `auth.admin_keys` open `/admin/...` only (and nothing else does)."""
+While any key exists anywhere in the spec (`auth.api_keys`, `auth.keys`, a model entry's own
+`auth.api_keys`, `auth.admin_keys`), every path but the probes needs one. `auth.api_keys`
+and `auth.keys` open every model and the shared paths; a model entry's own keys open its
+routes and the shared paths scoped to its models (an `Access`); `auth.admin_keys` open
+`/admin/...` (nothing else does) and the shared paths unscoped (`/stats` with every key's
+usage), never a model route. A model with no key of its own and no shared keys stays open."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from servectl.spec import AuthSpec
+from servectl.spec import AuthSpec, Spec
+
+if TYPE_CHECKING:
+    from servectl.processes.deployment import Deployment
 
 ALWAYS_OPEN = frozenset({"/health", "/ready"})  # probes (protocols add theirs)
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPS = frozenset({"/metrics", "/info", "/stats"})
+METRICS = frozenset({"/metrics", "/info"})  # what `protect_metrics: false` opens (/stats shows usage by key: never)
 ADMIN_PREFIX = "/admin/"
 ANONYMOUS = "anonymous"  # the key name of requests made without a key
+ACCESS = "servectl.access"  # the scope key of the caller's `Access` on the paths FastAPI answers
+
+
+class Access:
+    """Who called a shared path (not a model route), as far as what it may see goes: its
+    key's name, the models that key may use (None: every one), and whether it is an admin
+    key (which sees every key's usage; any other key sees its own only)."""
+
+    __slots__ = ("admin", "models", "name")
+
+    def __init__(self, name: str, models: frozenset[str] | None = None, admin: bool = False) -> None:
+        self.name = name
+        self.models = models
+        self.admin = admin
+
+    def sees(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+
+def access_of(scope: Mapping[str, Any]) -> Access | None:
+    """The caller's `Access` on a path FastAPI answers; None: it may see everything (auth is
+    off, or the path was opened with `protect_metrics`/`protect_docs: false`)."""
+    found = scope.get(ACCESS)
+    return found if isinstance(found, Access) else None
 
 
 class KeySet:
@@ -49,33 +82,80 @@ def presented_key(headers: dict[bytes, bytes]) -> bytes | None:
 class APIKeyAuth:
     """Decides which paths need a key and whether a request carries a valid one."""
 
-    def __init__(self, spec: AuthSpec, probes: frozenset[str] = frozenset()) -> None:
+    def __init__(self, spec: AuthSpec, probes: frozenset[str] = frozenset(), models: Iterable[Spec] = ()) -> None:
         self.named = {k.encode(): named.name for k, named in spec.named_keys().items()}
         self.api_keys = list(spec.named_keys())
         self.keys = KeySet(self.api_keys)
-        self.enabled = bool(self.keys)
         self.admin = KeySet(spec.admin_keys) if spec.admin_keys else None  # None: admin routes off
+        self.admin_names = {k.encode(): f"admin_keys.{i}" for i, k in enumerate(spec.admin_keys or [])}
         open_paths = set(ALWAYS_OPEN | probes)
-        if not spec.protect_docs:
+        if spec.protect_docs is False:  # null (the default): protected while keys exist
             open_paths |= DOCS
-        if not spec.protect_metrics:
-            open_paths |= OPS
+        if spec.protect_metrics is False:
+            open_paths |= METRICS
         self.open_paths = frozenset(open_paths)
+        self.deployment: Deployment | None = None
+        self._version = 0
+        self.use_models(models)
+
+    def follow(self, deployment: Deployment) -> None:
+        """Take its models' own keys now, and again after each reload."""
+        self.deployment = deployment
+        self._version = deployment.version
+        self.use_models(m.spec for m in deployment.models.values())
+
+    def _current(self) -> None:
+        if self.deployment is not None and self._version != self.deployment.version:
+            self.follow(self.deployment)
+
+    def use_models(self, models: Iterable[Spec]) -> None:
+        """Take the models' own keys (`models[i].auth.api_keys`; again after a reload): each is
+        named `MODEL.api_keys.N` after the first entry listing it, and opens the models listing
+        it (and those open to anyone: no shared keys, none of their own)."""
+        own: dict[bytes, tuple[str, set[str]]] = {}
+        models = list(models)
+        for spec in models:
+            for i, key in enumerate(spec.own_api_keys or []):
+                own.setdefault(key.encode(), (f"{spec.name}.api_keys.{i}", set()))[1].add(spec.name)
+        unkeyed = frozenset() if self.api_keys else frozenset(s.name for s in models if not s.own_api_keys)
+        self.own = {key: (name, frozenset(used) | unkeyed) for key, (name, used) in own.items()}
+        self.own_keys = KeySet(key.decode() for key in self.own)
+        self.enabled = bool(self.keys or self.admin or self.own_keys)  # any key anywhere
 
     def required(self, path: str) -> bool:
-        """Every path needs a key when keys are set, but for the documented open ones."""
+        """Every path needs a key while any key exists, but for the documented open ones."""
+        self._current()
         return self.enabled and path not in self.open_paths
 
     def accepts(self, headers: dict[bytes, bytes]) -> bool:
-        """True for `Authorization: Bearer KEY` or `X-API-Key: KEY` with a known key."""
+        """True for `Authorization: Bearer KEY` or `X-API-Key: KEY` with a known shared key."""
         return presented_key(headers) in self.keys
+
+    def access(self, given: bytes | None) -> Access | None:
+        """Who the key `given` is on a shared path; None: no key, or not a known one."""
+        if given is None:
+            return None
+        if self.admin is not None and given in self.admin:
+            return Access(self.admin_names.get(given, "admin"), None, admin=True)
+        if given in self.keys:
+            return Access(self.named.get(given, "api_keys"))
+        self._current()
+        if given in self.own_keys:
+            name, models = self.own[given]
+            return Access(name, models)
+        return None
 
     def name_of(self, given: bytes | None) -> str:
         """The name of an (already accepted) key: `auth.keys`' name, `api_keys.N`,
-        `model-key` for a model's own key, or `anonymous` for none."""
+        `MODEL.api_keys.N` for a model's own key, or `anonymous` for none."""
         if given is None:
             return ANONYMOUS
-        return self.named.get(given, "model-key")
+        named = self.named.get(given)
+        if named is not None:
+            return named
+        self._current()
+        own = self.own.get(given)
+        return own[0] if own is not None else "model-key"
 
     def for_model(self, own: list[str] | None) -> KeySet | None:
         """The keys a model's routes accept: the shared ones and its own; None: open."""

@@ -21,7 +21,7 @@ from servectl.server.encoding import UnreadableBody, inflater_for
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:
-    from servectl.deployment import Deployment
+    from servectl.processes.deployment import Deployment
     from servectl.server.edge import Request
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]

@@ -8,7 +8,7 @@ route it targets, the status it got). A check looks at the record before the rou
 refuse the request with an answer; an observer sees the record after the answer. Pieces are
 plain callables, not nested ASGI apps: the hot path pays one coroutine for the edge, not one
 per piece. Header limits and the connection cap live a layer below, in the HTTP protocol
-(`protocol.py`); the lifespan (workers up, workers down) is `Lifespan`.
+(`http/`); the lifespan (workers up, workers down) is `Lifespan`.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from servectl import protocols
-from servectl.deployment import Deployment
 from servectl.logs import AccessLog, access_log
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
+from servectl.processes.deployment import Deployment
 from servectl.server.asgi import Receive, Scope, Send, request_id_from, send_bytes
-from servectl.server.auth import ADMIN_PREFIX, ANONYMOUS, APIKeyAuth, presented_key
+from servectl.server.auth import ACCESS, ADMIN_PREFIX, ANONYMOUS, Access, APIKeyAuth, presented_key
 from servectl.server.router import Endpoint, Router
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from servectl.runtime.scheduler import Pending
     from servectl.server.guards import Guards
     from servectl.server.tracing import TraceRequests
-    from servectl.spec import Spec
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
 _OCTETS = b"application/octet-stream"
@@ -76,16 +75,31 @@ Observer = Callable[[Scope, Request], None]
 class RequireKey:
     """401 for a request without a valid key, on every path that needs one: a model route
     takes the shared keys and the model's own, `/admin/...` only admin keys (403 while
-    `auth.admin_keys` is unset), any other path the shared keys."""
+    `auth.admin_keys` is unset), any other path any key, scoped to what the key may see: a
+    model's own GET paths (V2 metadata, statistics) need a key that opens that model, a
+    protocol's shared paths (`/v1/models`, `/v2`) one that opens a model served with it.
+    The caller's `Access` goes into the scope for the routes FastAPI answers (/stats, /info,
+    /metrics, /v1/models show what it may see)."""
 
-    def __init__(self, auth: APIKeyAuth, specs: Sequence[Spec]) -> None:
+    def __init__(self, auth: APIKeyAuth, deployment: Deployment) -> None:
         self.auth = auth
         self.shape = protocols.get("predict")
-        self.specs = specs
+        self.specs = deployment.spec.models
+        self.model_paths = {
+            path: spec.name
+            for spec in self.specs
+            for protocol in protocols.of(spec)
+            for path in protocol.model_paths(spec)
+        }
+        self.by_prefix = {
+            protocol.path_prefix: frozenset(s.name for s in self.specs if protocol in protocols.of(s))
+            for protocol in protocols.of_all(self.specs)
+            if protocol.path_prefix
+        }
 
     def __call__(self, scope: Scope, request: Request) -> Refusal | None:
         endpoint = request.endpoint
-        if endpoint is not None:
+        if endpoint is not None:  # (the hot path: a model route)
             keys = endpoint.keys
             if keys is None:
                 return None
@@ -93,13 +107,34 @@ class RequireKey:
             if given in keys:
                 request.key_name = self.auth.name_of(given)
                 return None
-        elif scope["path"].startswith(ADMIN_PREFIX):
+            return self._refuse(endpoint.protocol)
+        path = scope["path"]
+        if path.startswith(ADMIN_PREFIX):
             return self._admin(request)
-        elif not self.auth.required(scope["path"]) or self.auth.accepts(request.headers):
+        if not self.auth.required(path):
             return None
+        access = self.auth.access(presented_key(request.headers))
+        if access is not None and self._sees(path, access):
+            scope[ACCESS] = access
+            return None
+        return self._refuse(protocols.shape_for(path, self.specs))
+
+    @staticmethod
+    def _refuse(shape: ApiProtocol) -> Refusal:
         msg = "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
-        shape = endpoint.protocol if endpoint is not None else protocols.shape_for(scope["path"], self.specs)
         return Refusal(Failure(401, "unauthorized", msg), shape, _UNAUTHORIZED)
+
+    def _sees(self, path: str, access: Access) -> bool:
+        """Whether a key that opens `access.models` may call `path` (not a model route)."""
+        if access.models is None:
+            return True
+        model = self.model_paths.get(path)
+        if model is not None:
+            return model in access.models
+        for prefix, models in self.by_prefix.items():
+            if path.startswith(prefix) or path == prefix.rstrip("/"):
+                return not models.isdisjoint(access.models)
+        return True
 
     def _admin(self, request: Request) -> Refusal | None:
         """Admin keys only; while there are none, 403 to whoever may use the API (anyone
@@ -107,7 +142,7 @@ class RequireKey:
         given = presented_key(request.headers)
         if self.auth.admin is not None and given in self.auth.admin:
             return None
-        if self.auth.admin is None and (not self.auth.enabled or given in self.auth.keys):
+        if self.auth.admin is None and (not self.auth.required(ADMIN_PREFIX) or self.auth.access(given) is not None):
             msg = "admin routes are off: set auth.admin_keys to use them"
             return Refusal(Failure(403, "forbidden", msg), self.shape)
         msg = "missing or wrong admin key: send 'Authorization: Bearer KEY' with one of auth.admin_keys"
@@ -154,6 +189,21 @@ class RecordMetrics:
         path = scope["path"]
         label = path if request.endpoint is not None or path in self.fixed else "<other>"
         self.metrics.observe_request(request.model, label, request.status, request.elapsed)
+
+
+class RecordKeyMetrics:
+    """Counts each model's answers and tokens by the name of the key they came with
+    (`auth.key_name_metrics` only: key names are tenants, kept out of metrics unless asked)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def __call__(self, scope: Scope, request: Request) -> None:
+        if request.endpoint is None or not request.model:
+            return
+        pending = request.pending
+        prompt, completion = (pending.prompt_tokens, pending.completion_tokens) if pending is not None else (0, 0)
+        self.metrics.observe_key(request.model, request.key_name, request.status, prompt, completion)
 
 
 class WriteAccessLog:
@@ -254,11 +304,14 @@ def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
     """The ASGI app uvicorn runs."""
     spec = deployment.spec
     auth = APIKeyAuth(spec.auth, protocols.open_paths(spec.models))
-    checks: list[Check] = [RequireKey(auth, spec.models), require_json]
+    auth.follow(deployment)  # its models' own keys, after a reload too
+    checks: list[Check] = [RequireKey(auth, deployment), require_json]
     observers: list[Observer] = [
         RecordMetrics(deployment.metrics, protocols.fixed_paths(spec.models)),
         deployment.usage,  # /stats
     ]
+    if spec.auth.key_name_metrics:  # key names (tenants) as labels: only when the spec asks
+        observers.append(RecordKeyMetrics(deployment.metrics))
     logged = spec.server.access_log and access_log.isEnabledFor(logging.INFO)
     log = AccessLog(spec.server.log_format) if logged else None
     if log is not None:

@@ -14,7 +14,6 @@ import asyncio
 import zlib
 
 from servectl.outcome import Failure
-from servectl.server.asgi import BodyTooLarge
 
 _GZIP = 16 + zlib.MAX_WBITS  # gzip's header and trailer around deflate data
 _ZLIB = zlib.MAX_WBITS  # what HTTP's "deflate" is (RFC 9110): zlib's header and trailer
@@ -25,6 +24,10 @@ ANSWER_LEVEL = 1  # zlib's fastest: JSON still shrinks about as much as at 6, at
 _ANSWER_WINDOW = 12  # a 4 KiB window: a fraction of the default's set-up cost, about the same size
 IN_A_THREAD = 1 << 20  # answers this large are compressed off the event loop (zlib lets go of the GIL)
 VARY = (b"vary", b"accept-encoding")
+
+
+class BodyTooLarge(Exception):
+    """The request body passed `limits.max_body_mb` (decompressed, when it came compressed)."""
 
 
 class UnreadableBody(Exception):

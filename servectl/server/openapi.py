@@ -18,7 +18,7 @@ from servectl.server.auth import ADMIN_PREFIX, APIKeyAuth
 from servectl.spec import Spec
 
 if TYPE_CHECKING:
-    from servectl.deployment import Deployment
+    from servectl.processes.deployment import Deployment
 
 _ERRORS = {
     "400": "Malformed JSON, or a body that does not inflate for its Content-Encoding",

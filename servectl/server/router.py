@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from servectl import protocols
-from servectl.deployment import Deployment
 from servectl.outcome import Failure
+from servectl.processes.deployment import Deployment
 from servectl.protocols import ModelRoute
 from servectl.runtime.base import ModelRuntime
 from servectl.server.asgi import Message, Receive, Scope, Send, send_bytes

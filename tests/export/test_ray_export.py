@@ -43,6 +43,6 @@ def test_the_command_writes_it_and_never_a_key(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["export", "ray", str(path), "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "very-secret-key" not in text and "servectl.runtime.ray.app:build" in text
+    assert "very-secret-key" not in text and "servectl.processes.ray_replica:build" in text
     assert yaml.safe_load(text)["applications"][0]["name"] == "toolbox"
     assert "not checked by Ray's proxy" in result.output

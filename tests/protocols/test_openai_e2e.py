@@ -23,6 +23,7 @@ def gpt2(early_servers: EarlyServers):  # type: ignore[no-untyped-def]
     """One tiny GPT-2 server for this module's tests (in file order: token counts add up)."""
     server = early_servers.take("gpt2-openai")  # conftest.gpt2_openai_spec, started with the session
     try:
+        server.headers = {"Authorization": "Bearer sk-test"}  # /metrics needs the key too
         yield server, openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
     finally:
         server.stop()

@@ -14,9 +14,9 @@ from servectl.handler import Handler  # noqa: E402
 from servectl.outcome import Failure, Reply  # noqa: E402
 from servectl.protocols.v2.adapter import V2Adapter  # noqa: E402
 from servectl.runners.tensors import TensorRequest, TensorSpec, decode_tensors  # noqa: E402
-from servectl.runtime.batch import BatchRunner  # noqa: E402
-from servectl.runtime.messages import Request  # noqa: E402
 from servectl.sdk import InvalidInput  # noqa: E402
+from servectl.worker.batch import BatchRunner  # noqa: E402
+from servectl.worker.messages import Request  # noqa: E402
 
 
 class Doubler:

@@ -313,3 +313,51 @@ def test_spec_declared_tensors_name_and_shape_a_torchscript_model(serve, models:
         json={"inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]},
     )
     assert wrong.status_code == 422 and "[-1, 4]" in wrong.json()["error"], wrong.text
+
+
+def test_tritonclient_validation_ids_trailing_slash_and_statistics_of_every_model(shared_serve, models: Path) -> None:
+    """An input given twice, or with a negative dimension, is a 400 naming it; no request id:
+    no `id` in the answer (never `null`); numbers beyond FP32 or a 64-bit float are a 400
+    naming the input; `GET /v2/` answers as `/v2` (no redirect); the statistics of every
+    model (`get_inference_statistics()` with no name) are Triton's, as a model's are."""
+    triton = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    server = shared_serve(v2_spec(models / "tiny_net.onnx", "tiny"))
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
+    rows = np.ones((2, 4), dtype=np.float32)
+
+    def given() -> triton.InferInput:
+        tensor = triton.InferInput("x", [2, 4], "FP32")
+        tensor.set_data_from_numpy(rows, binary_data=False)
+        return tensor
+
+    assert "id" not in client.infer("tiny", [given()]).get_response()
+    assert client.infer("tiny", [given()], request_id="r-1").get_response()["id"] == "r-1"
+
+    with pytest.raises(InferenceServerException) as twice:
+        client.infer("tiny", [given(), given()])
+    assert twice.value.status() == "400" and "input 'x' is given more than once" in twice.value.message()
+    negative = given()
+    negative.set_shape([-1, 4])
+    with pytest.raises(InferenceServerException) as dims:
+        client.infer("tiny", [negative])
+    assert dims.value.status() == "400" and "input 'x' has shape [-1, 4]" in dims.value.message()
+
+    url = server.url + "/v2/models/tiny/infer"
+    tensor = {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 1e39]}
+    for body in (
+        json.dumps({"inputs": [tensor]}).encode(),
+        json.dumps({"inputs": [tensor]}).replace("1e+39", "1e999").encode(),
+    ):
+        sent = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert sent.status_code == 400, sent.text
+        assert "input 'x': a value is out of range for FP32" in sent.json()["error"]
+
+    slash = httpx.get(server.url + "/v2/")
+    assert slash.status_code == 200 and slash.json() == httpx.get(server.url + "/v2").json()
+
+    every = client.get_inference_statistics()["model_stats"]
+    assert [s["name"] for s in every] == ["tiny"] and every[0]["version"] == "1"
+    assert every[0]["inference_stats"]["success"]["count"] >= 2 and every[0]["inference_stats"]["fail"]["count"] >= 4
+    assert every == client.get_inference_statistics("tiny")["model_stats"]

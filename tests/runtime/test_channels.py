@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from servectl.outcome import Reply
-from servectl.runtime.channels import WorkerChannels
-from servectl.runtime.inbox import Inbox, Outbox
-from servectl.runtime.messages import (
+from servectl.worker.channels import WorkerChannels
+from servectl.worker.inbox import Inbox, Outbox
+from servectl.worker.messages import (
     ORIGIN_SHIFT,
     Batch,
     PipeClosed,

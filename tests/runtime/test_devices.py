@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from servectl.runtime.devices import DeviceError, WorkerSlot, plan_slots
 from servectl.spec import DevicesSpec
+from servectl.worker.devices import DeviceError, WorkerSlot, plan_slots
 
 
 def test_cpu_gets_workers_per_device() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from servectl.runtime.devices import count_gpus
+from servectl.worker.devices import count_gpus
 
 GPUS, WHY = count_gpus()
 pytestmark = pytest.mark.skipif(GPUS == 0, reason=f"no CUDA GPU here ({WHY})")

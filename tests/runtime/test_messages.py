@@ -10,9 +10,9 @@ import pytest
 
 from servectl.handler import HandlerInfo
 from servectl.outcome import ENDED, GONE, Failure, Reply
-from servectl.runtime.inbox import Inbox, Outbox
 from servectl.runtime.inmemory import ThreadConn
-from servectl.runtime.messages import (
+from servectl.worker.inbox import Inbox, Outbox
+from servectl.worker.messages import (
     Batch,
     Cancel,
     Chunk,
@@ -30,7 +30,7 @@ from servectl.runtime.messages import (
     decode_to_worker,
     encode,
 )
-from servectl.runtime.transport import WorkerChannel, encode_frame
+from servectl.worker.transport import WorkerChannel, encode_frame
 
 INFO = HandlerInfo(
     name="h",

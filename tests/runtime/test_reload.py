@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from servectl.outcome import Reply
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.inmemory import InProcess
-from servectl.runtime.supervisor import ReloadFailed
+from servectl.runtime.rollout import ReloadFailed
 from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
 
 VERSIONED = str(Path(__file__).resolve().parent / "handlers" / "versioned.py")
 

@@ -8,9 +8,9 @@ import pytest
 
 from servectl.metrics import ModelMetrics
 from servectl.outcome import ENDED, STREAMING, Failure, Reply
-from servectl.runtime.messages import Result
 from servectl.runtime.scheduler import STREAM_BUFFER_BYTES, NoWorkers, Pending, QueueFull, Scheduler, batch_delay
 from servectl.spec import BatchingSpec
+from servectl.worker.messages import Result
 
 SPEC = BatchingSpec(max_batch_size=4, max_wait_ms=10)
 

@@ -26,7 +26,7 @@ def clients_of_each(server: Server, tries: int = 200) -> dict[int, httpx.Client]
     """A keep-alive connection to each API process (the kernel picks one per connection)."""
     found: dict[int, httpx.Client] = {}
     for _ in range(tries):
-        client = httpx.Client(base_url=server.url, timeout=30)
+        client = httpx.Client(base_url=server.url, timeout=30, headers=server.headers)
         index = client.get("/info").json()["api_process"]["index"]
         if index in found:
             client.close()
@@ -106,6 +106,7 @@ def test_a_hang_seen_by_the_other_process_has_the_owner_replace_the_worker(serve
 
 def test_a_reload_asked_of_the_other_process_rolls_the_workers_for_both(serve) -> None:
     server = serve(spec(auth={"admin_keys": [ADMIN]}))
+    server.headers = {"Authorization": f"Bearer {ADMIN}"}  # /info needs a key while keys exist (the model is open)
     clients = clients_of_each(server)
     old = clients[0].post("/predict", json={"x": 1}).json()["pid"]
     r = clients[1].post("/admin/models/toolbox/reload", headers={"Authorization": f"Bearer {ADMIN}"})

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import yaml
 
-from servectl.deployment import Deployment
 from servectl.deployment_spec import load_deployment
+from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.asgi import BodyTooLarge, read_body
 from servectl.server.edge import build_edge

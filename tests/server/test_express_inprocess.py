@@ -16,16 +16,16 @@ import uvicorn
 import yaml
 from uvicorn.server import ServerState
 
-from servectl.deployment import Deployment
 from servectl.deployment_spec import load_deployment
 from servectl.outcome import Failure, Outcome, Reply
-from servectl.runtime.messages import Result
+from servectl.processes.deployment import Deployment
 from servectl.runtime.scheduler import Pending
 from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
 from servectl.server.http import connection_class
 from servectl.server.limits import ConnectionLimits
+from servectl.worker.messages import Result
 
 TOOLBOX = Path(__file__).resolve().parents[1] / "handlers" / "toolbox.py"
 

@@ -43,7 +43,8 @@ def test_rate_limits_per_key_openai_headers_and_stats(serve) -> None:
                 {"key": "k-small", "name": "small", "requests_per_minute": 2},
                 {"key": "k-big", "name": "big", "requests_per_minute": 600},
                 {"key": "k-tok", "name": "tok", "tokens_per_minute": 6},
-            ]
+            ],
+            "admin_keys": ["k-admin"],  # sees every key's usage on /stats (a key sees its own)
         },
         "limits": {"rate": {"requests_per_minute": 120}},
         "server": {"access_log": False},
@@ -77,7 +78,9 @@ def test_rate_limits_per_key_openai_headers_and_stats(serve) -> None:
     assert "tokens per minute" in spent.value.message
     assert spent.value.response.headers["x-ratelimit-remaining-tokens"] == "0"
 
-    stats = httpx.get(server.url + "/stats", headers={"Authorization": "Bearer k-big"}).json()
+    own = httpx.get(server.url + "/stats", headers={"Authorization": "Bearer k-big"}).json()
+    assert list(own["keys"]) == ["big"] and own["keys"]["big"]["by_status"] == {"200": 4}  # no other key's name
+    stats = httpx.get(server.url + "/stats", headers={"Authorization": "Bearer k-admin"}).json()
     keys = stats["keys"]
     assert keys["small"]["by_status"] == {"200": 2, "429": 1}
     assert keys["big"]["requests"] == 4 and keys["big"]["by_status"] == {"200": 4}
@@ -90,10 +93,10 @@ def test_rate_limits_per_key_openai_headers_and_stats(serve) -> None:
     assert (model["prompt_tokens"], model["completion_tokens"]) == (8 + 12 + 6, 8 + 12 + 6)
     assert model["latency_ms"]["p50"] > 0 and model["latency_ms"]["p99"] >= model["latency_ms"]["p50"]
     assert model["tokens_per_s"]["last_minute"] > 0 and stats["overall"]["requests"] == 9
-    assert httpx.get(server.url + "/stats").status_code == 200  # open like /info unless protect_metrics
+    assert httpx.get(server.url + "/stats").status_code == 401  # keys exist: no key sees usage
 
     shown = subprocess.run(
-        [sys.executable, "-m", "servectl", "stats", server.url, "--api-key", "k-big"],
+        [sys.executable, "-m", "servectl", "stats", server.url, "--api-key", "k-admin"],
         capture_output=True,
         text=True,
         timeout=60,

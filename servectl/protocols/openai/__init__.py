@@ -16,8 +16,8 @@ from servectl.spec import Spec
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from servectl.deployment import Deployment
     from servectl.handler import Handler
+    from servectl.processes.deployment import Deployment
 
 _ROUTES = {
     "chat": ("/v1/chat/completions", "chat_completions", "OpenAI chat completion"),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 
 import orjson
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
-from servectl.deployment import Deployment
+from servectl.processes.deployment import Deployment
+from servectl.server.auth import access_of
 
 
 class ModelCard(BaseModel):
@@ -32,8 +33,9 @@ def add_openai_routes(app: FastAPI, deployment: Deployment) -> None:
     }
 
     @app.get("/v1/models", summary="OpenAI: the served models", tags=["openai"], operation_id="models")
-    async def models() -> ModelList:
-        return ModelList(object="list", data=list(cards.values()))
+    async def models(request: Request) -> ModelList:
+        access = access_of(request.scope)  # a model's own key: the models it may use
+        return ModelList(object="list", data=[c for name, c in cards.items() if access is None or access.sees(name)])
 
     @app.get(
         "/v1/models/{model}",
@@ -43,11 +45,13 @@ def add_openai_routes(app: FastAPI, deployment: Deployment) -> None:
         response_model=ModelCard,
         responses={404: {"description": "No such model"}},
     )
-    async def retrieve(model: str) -> Response:
-        card = cards.get(model)
+    async def retrieve(model: str, request: Request) -> Response:
+        access = access_of(request.scope)
+        seen = [name for name in cards if access is None or access.sees(name)]
+        card = cards.get(model) if model in seen else None
         if card is None:
             error = {
-                "message": f"The model `{model}` does not exist; served: {', '.join(cards)}",
+                "message": f"The model `{model}` does not exist; served: {', '.join(seen)}",
                 "type": "invalid_request_error",
                 "param": "model",
                 "code": "model_not_found",

@@ -17,10 +17,11 @@ from servectl.spec import Spec
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from servectl.deployment import Deployment
     from servectl.handler import Handler
+    from servectl.processes.deployment import Deployment
 
-VERSION = "1"  # the one version of a model servectl serves (a reload replaces it in place)
+from servectl.protocols.v2.version import VERSION
+
 SCHEMA: dict[str, Any] = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
 
@@ -29,7 +30,7 @@ class V2Protocol(ApiProtocol):
     error_schema_name = "V2Error"
     error_schema: ClassVar[dict[str, Any]] = SCHEMA
     open_paths = frozenset({"/v2/health/live", "/v2/health/ready"})
-    fixed_paths = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
+    fixed_paths = frozenset({"/v2", "/v2/", "/v2/health/live", "/v2/health/ready", "/v2/models/stats"})
     path_prefix = "/v2/"
     framing_header = b"inference-header-content-length"
 

@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from servectl.runners.tensors import Row, TensorRunner, TensorSpec, check_shape
-from servectl.runtime.codec import Framed, parse
 from servectl.sdk import InvalidInput, Many
+from servectl.worker.codec import Framed, parse
 
 V2_DTYPES: dict[str, Any] = {
     "BOOL": np.bool_,

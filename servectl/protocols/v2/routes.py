@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from servectl import __version__
-from servectl.deployment import Deployment
 from servectl.metrics import FastHistogram
-from servectl.protocols.v2 import VERSION
+from servectl.processes.deployment import Deployment
+from servectl.protocols.v2.version import VERSION
+from servectl.server.auth import access_of
 from servectl.server.probes import probe_answer
 
 
@@ -135,6 +136,9 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
     async def server_metadata() -> ServerMetadata:
         return ServerMetadata(name="servectl", version=__version__, extensions=["binary_tensor_data"])
 
+    # the same, with a trailing slash (clients that join `/v2/` and a path): answered, not redirected
+    app.get("/v2/", include_in_schema=False)(server_metadata)
+
     @app.get("/v2/health/live", summary="V2 liveness", tags=["v2"], operation_id="server_live")
     async def live() -> Live:
         return Live(live=True)
@@ -148,6 +152,18 @@ def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
     )
     async def ready() -> JSONResponse:
         return JSONResponse({"ready": deployment.ready}, status_code=200 if deployment.ready else 503)
+
+    @app.get(
+        "/v2/models/stats",
+        summary="Triton's inference statistics of every model",
+        tags=["v2"],
+        operation_id="statistics",
+        response_model=Statistics,
+    )
+    async def all_statistics(request: Request) -> JSONResponse:  # before /v2/models/{name}: no model is "stats"
+        access = access_of(request.scope)  # a model's own key: the models it may use
+        seen = [name for name in served if access is None or access.sees(name)]
+        return JSONResponse({"model_stats": [statistics(deployment, name) for name in seen]})
 
     @app.get(
         "/v2/models/{name}",

@@ -8,8 +8,7 @@ from typing import Any
 
 from servectl.spec import Spec
 
-REPLICA_IMPORT = "servectl.runtime.ray.replica:Replica"
-BUILD_IMPORT = "servectl.runtime.ray.app:build"
+BUILD_IMPORT = "servectl.processes.ray_replica:build"  # `serve deploy` builds a model's application with it
 MAX_ONGOING = 2  # batches per replica: one running, one waiting (servectl batches before Ray)
 
 
@@ -73,22 +72,10 @@ def replica_args(spec: Spec) -> dict[str, Any]:
     return {"spec_data": data, "source": spec.source, "base_dir": str(spec.base_dir)}
 
 
-def application(spec: Spec, plan: RayPlan) -> Any:
-    """The model's Serve application, ready for `serve.run`."""
+def application(spec: Spec, plan: RayPlan, replica: type) -> Any:
+    """The model's Serve application, ready for `serve.run`; `replica`: the class of its
+    replicas (`processes.ray_replica.Replica`, handed down: it runs the worker side)."""
     from ray import serve
 
-    from servectl.runtime.ray.replica import Replica
-
-    deployment: Any = serve.deployment(Replica)  # a class gives a Deployment (typed as a decorator)
+    deployment: Any = serve.deployment(replica)  # a class gives a Deployment (typed as a decorator)
     return deployment.options(**deployment_options(spec, plan)).bind(**replica_args(spec))
-
-
-def build(args: dict[str, Any]) -> Any:
-    """Application builder for `serve deploy`: `args` are `replica_args` (its deployment's
-    options come from the config file)."""
-    from ray import serve
-
-    from servectl.runtime.ray.replica import Replica
-
-    deployment: Any = serve.deployment(Replica)  # named as the config's deployment: the model's name
-    return deployment.options(name=args["spec_data"]["name"]).bind(**args)

@@ -20,13 +20,13 @@ from servectl.handler import HandlerInfo
 from servectl.metrics import ModelMetrics
 from servectl.outcome import Failure
 from servectl.runtime.base import Planner
-from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.messages import Batch, Chunk, Ready, Request, Results, Tokens, decode_from_worker, encode
 from servectl.runtime.ray import cluster
 from servectl.runtime.ray.app import RayPlan, application
+from servectl.runtime.rollout import ReloadFailed
 from servectl.runtime.scheduler import Pending, Scheduler
-from servectl.runtime.supervisor import ReloadFailed
 from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import Batch, Chunk, Ready, Request, Results, Tokens, decode_from_worker, encode
 
 log = logging.getLogger("servectl")
 
@@ -91,8 +91,9 @@ class RayPort:
 class RayModel:
     """A model's runtime on Ray Serve (`servectl.runtime.base.ModelRuntime`)."""
 
-    def __init__(self, spec: Spec, metrics: ModelMetrics, on_fatal: Callable[[str], None]) -> None:
+    def __init__(self, spec: Spec, metrics: ModelMetrics, on_fatal: Callable[[str], None], replica: type) -> None:
         self.spec = spec
+        self.replica = replica  # the class of its replicas (`processes.ray_replica.Replica`)
         self.name = spec.name
         self.metrics = metrics
         self.on_fatal = on_fatal
@@ -201,7 +202,7 @@ class RayModel:
     async def _deploy(self, spec: Spec, first: bool) -> None:
         loop = asyncio.get_running_loop()
         try:
-            handle, plan, ready = await loop.run_in_executor(None, _deploy_blocking, spec)
+            handle, plan, ready = await loop.run_in_executor(None, _deploy_blocking, spec, self.replica)
         except Exception as exc:
             message = f"Ray Serve could not deploy model {spec.name}: {type(exc).__name__}: {exc}"
             if not first:
@@ -223,14 +224,14 @@ class RayModel:
         self.scheduler.dispatch()
 
 
-def _deploy_blocking(spec: Spec) -> tuple[Any, RayPlan, Ready]:
+def _deploy_blocking(spec: Spec, replica: type) -> tuple[Any, RayPlan, Ready]:
     """Connect, deploy (or redeploy) and ask a replica what it serves; blocking."""
     from ray import serve
 
     cluster.connect(spec.runtime)
     plan = RayPlan(spec, cluster.gpus())
     with cluster.deploying:
-        handle = serve.run(application(spec, plan), name=spec.name, route_prefix=None)
+        handle = serve.run(application(spec, plan, replica), name=spec.name, route_prefix=None)
     ready = decode_from_worker(handle.info.remote().result())
     assert isinstance(ready, Ready)
     return handle, plan, ready

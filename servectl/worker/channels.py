@@ -17,8 +17,8 @@ import socket
 from collections import deque
 from multiprocessing.connection import Connection
 
-from servectl.runtime.messages import read_frame
-from servectl.runtime.transport import widen
+from servectl.worker.messages import read_frame
+from servectl.worker.transport import widen
 
 
 class WorkerChannels:

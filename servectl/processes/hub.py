@@ -19,12 +19,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from servectl.metrics_share import retire
+from servectl.processes.deployment import Deployment, ReloadError
 from servectl.runtime.api_link import (
     Answer,
     Ask,
@@ -38,10 +39,7 @@ from servectl.runtime.api_link import (
 )
 from servectl.runtime.handle import WorkerHandle
 from servectl.runtime.local import LocalModel
-from servectl.runtime.transport import FramedChannel
-
-if TYPE_CHECKING:
-    from servectl.deployment import Deployment
+from servectl.worker.transport import FramedChannel
 
 log = logging.getLogger("servectl")
 
@@ -72,8 +70,10 @@ class PeerHub:
         sockets: Sequence[list[socket.socket]],
         reload_from: tuple[Sequence[Path], Sequence[str]] | None,
         share_dir: str,
+        api_process_main: Callable[..., None],
     ) -> None:
         self.deployment = deployment
+        self.api_process_main = api_process_main  # each other API process's entry (`api_process`)
         self.share_dir = share_dir  # the workers' sockets and each API process's metrics
         self.peers = [Peer(i, list(group)) for i, group in enumerate(sockets, start=1)]
         self.reload_from = reload_from
@@ -106,14 +106,12 @@ class PeerHub:
         return [m for m in self.deployment.models.values() if isinstance(m, LocalModel)]
 
     def _start(self, peer: Peer) -> None:
-        from servectl.api_process import api_process_main
-
         assert self._loop is not None
         parent, child = self._ctx.Pipe(duplex=True)
         slots = {m.name: (m.slots, m.device_note) for m in self._local_models()}
         peer.origin = 1 + (next(self._origins) - 1) % MAX_ORIGIN
         peer.process = self._ctx.Process(
-            target=api_process_main,
+            target=self.api_process_main,
             args=(
                 self.deployment.spec,
                 self.reload_from,
@@ -241,8 +239,6 @@ class PeerHub:
                 self._spawn_task(self._reload(peer, ask, model))
 
     async def _reload(self, peer: Peer, ask: int, model: str) -> None:
-        from servectl.deployment import ReloadError
-
         try:
             reply = Answer(ask, await self.deployment.reload(model), None)
         except ReloadError as exc:

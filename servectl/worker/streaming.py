@@ -15,10 +15,10 @@ from typing import Any
 
 from servectl.handler import HandlerError
 from servectl.outcome import ENDED, GONE, Reply
-from servectl.runtime.batch import BatchRunner, Decoded
-from servectl.runtime.inbox import Inbox, Outbox
-from servectl.runtime.messages import Chunk, Request, Result, Results, Tokens
 from servectl.sdk import END, Chunks, Final, Many
+from servectl.worker.batch import BatchRunner, Decoded
+from servectl.worker.inbox import Inbox, Outbox
+from servectl.worker.messages import Chunk, Request, Result, Results, Tokens
 
 
 class StreamRunner:

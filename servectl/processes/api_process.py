@@ -14,16 +14,16 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from servectl.deployment import Deployment
 from servectl.deployment_spec import DeploymentSpec
 from servectl.logs import configure
 from servectl.metrics_share import SharedCounts
-from servectl.runtime.devices import WorkerSlot
+from servectl.processes.deployment import Deployment
+from servectl.processes.server import build_server
 from servectl.runtime.remote import OwnerLink
-from servectl.runtime.worker import tie_to_parent
-from servectl.serve import build_server
 from servectl.server.listen import raise_fd_limit
 from servectl.server.streams import CutStreamsAreExpected
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.process import tie_to_parent
 
 log = logging.getLogger("servectl")
 

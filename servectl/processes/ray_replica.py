@@ -23,10 +23,12 @@ from typing import Any
 
 from servectl.logs import configure
 from servectl.outcome import Failure, Reply
+from servectl.protocols import ADAPTERS
 from servectl.protocols.predict.errors import failure_body
-from servectl.runtime.devices import WorkerSlot
 from servectl.runtime.inmemory import ThreadConn
-from servectl.runtime.messages import (
+from servectl.spec import Spec
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.messages import (
     Batch,
     Cancel,
     Chunk,
@@ -40,8 +42,7 @@ from servectl.runtime.messages import (
     decode_to_worker,
     encode,
 )
-from servectl.runtime.worker import serve
-from servectl.spec import Spec
+from servectl.worker.process import serve
 
 log = logging.getLogger("servectl.worker")
 
@@ -69,7 +70,9 @@ class Replica:
         self._keys: dict[int, asyncio.Queue[tuple[bytes, bool]]] = {}  # by request key
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count()
-        self._thread = threading.Thread(target=serve, args=(self._conn, spec, slot), daemon=True, name="servectl")
+        self._thread = threading.Thread(
+            target=serve, args=(self._conn, spec, slot, ADAPTERS), daemon=True, name="servectl"
+        )
         self._thread.start()
         first = self._first.get()
         message = decode_from_worker(first)
@@ -167,3 +170,12 @@ def _gpu_ids() -> list[int]:
     import ray
 
     return [int(g) for g in ray.get_gpu_ids()]
+
+
+def build(args: dict[str, Any]) -> Any:
+    """Application builder for `serve deploy` (`runtime.ray.app.BUILD_IMPORT`): `args` are
+    `replica_args` (its deployment's options come from the config file)."""
+    from ray import serve
+
+    deployment: Any = serve.deployment(Replica)  # named as the config's deployment: the model's name
+    return deployment.options(name=args["spec_data"]["name"]).bind(**args)

@@ -13,8 +13,8 @@ from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
-from servectl.runtime.channels import WorkerChannels
-from servectl.runtime.messages import (
+from servectl.worker.channels import WorkerChannels
+from servectl.worker.messages import (
     Batch,
     Cancel,
     Chunk,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar, cast
 
-from servectl.runtime.messages import FromWorker, decode_from_worker, encode
+from servectl.worker.messages import FromWorker, decode_from_worker, encode
 
 M = TypeVar("M")
 

@@ -24,16 +24,16 @@ import msgspec
 
 from servectl.handler import Handler
 from servectl.logs import configure
-from servectl.protocols import build_adapters, describe
 from servectl.runners import build_handler
-from servectl.runtime.batch import BatchRunner, StageClock, failed, short
-from servectl.runtime.channels import WorkerChannels
-from servectl.runtime.devices import WorkerSlot
-from servectl.runtime.generation import GenerationLoop, generates
-from servectl.runtime.inbox import Inbox, Outbox
-from servectl.runtime.messages import Batch, Conn, PipeClosed, Ready, Request, Result, Results, SetupFailed, encode
-from servectl.runtime.streaming import StreamRunner
 from servectl.spec import Spec
+from servectl.worker.adapters import Adapters
+from servectl.worker.batch import BatchRunner, StageClock, failed, short
+from servectl.worker.channels import WorkerChannels
+from servectl.worker.devices import WorkerSlot
+from servectl.worker.generation import GenerationLoop, generates
+from servectl.worker.inbox import Inbox, Outbox
+from servectl.worker.messages import Batch, Conn, PipeClosed, Ready, Request, Result, Results, SetupFailed, encode
+from servectl.worker.streaming import StreamRunner
 
 log = logging.getLogger("servectl.worker")
 _PR_SET_PDEATHSIG = 1
@@ -116,18 +116,19 @@ def run_by_route(routes: dict[str, Route], batch: Batch) -> list[Result]:
     return results
 
 
-def serve(conn: Conn, spec: Spec, slot: WorkerSlot) -> None:
+def serve(conn: Conn, spec: Spec, slot: WorkerSlot, protocols: Adapters) -> None:
     """A worker's life once its process (or test thread) is set up: build the handler, run
-    setup, report Ready (or SetupFailed), then answer batches until Stop or the channel closes."""
+    setup, wrap it in its protocols' adapters, report Ready (or SetupFailed), then answer
+    batches until Stop or the channel closes."""
     outbox, inbox = Outbox(conn), Inbox(conn)
     generation = GenerationLoop(outbox)
     clock = StageClock()
     try:
         handler = build_handler(spec)
         handler.setup(slot.device, spec)
-        adapters = build_adapters(spec, handler)
+        adapters = protocols.build(spec, handler)
         routes = build_routes(spec, handler, adapters, outbox, inbox, generation, clock)
-        info = describe(handler, adapters)
+        info = protocols.describe(handler, adapters)
         continuous = spec.batching.continuous and any(map(generates, [handler, *adapters.values()]))
         ready = encode(Ready(msgspec.structs.replace(info, continuous=continuous)))
     except BaseException as exc:
@@ -170,11 +171,13 @@ def _answer_batches(
             generation.step()
 
 
-def worker_main(conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int, address: str | None = None) -> None:
+def worker_main(
+    conn: Connection, spec: Spec, slot: WorkerSlot, parent_pid: int, protocols: Adapters, address: str | None = None
+) -> None:
     """Entry point of a spawned worker process; `address`: the Unix socket other API
     processes reach it on (server.api_processes > 1)."""
     tie_to_parent(parent_pid)
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)
-    serve(conn if address is None else WorkerChannels(conn, address), spec, slot)
+    serve(conn if address is None else WorkerChannels(conn, address), spec, slot, protocols)

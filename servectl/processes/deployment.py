@@ -8,22 +8,21 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from servectl import __version__
+from servectl import __version__, protocols
 from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
 from servectl.runtime.base import ModelRuntime, Planner
-from servectl.runtime.devices import WorkerSlot, count_gpus, plan_slots
-from servectl.runtime.hub import PeerHub
-from servectl.runtime.launch import WorkerLauncher
+from servectl.runtime.launch import ProcessLauncher, WorkerLauncher
 from servectl.runtime.local import LocalModel
 from servectl.runtime.remote import OwnerLink
+from servectl.runtime.rollout import ReloadFailed
 from servectl.runtime.scheduler import CUT_AFTER_S
-from servectl.runtime.supervisor import ReloadFailed
 from servectl.spec import Spec, SpecError
 from servectl.stats import UsageStats
+from servectl.worker.devices import WorkerSlot, count_gpus, plan_slots
 
 log = logging.getLogger("servectl")
 
@@ -51,6 +50,25 @@ class ReloadError(Exception):
         self.failure = failure
 
 
+class Peers(Protocol):
+    """The other API processes of this server, as the one owning the workers runs them
+    (`hub.PeerHub`, built and handed in by `serve`)."""
+
+    @property
+    def all_serving(self) -> bool: ...
+
+    @property
+    def problems(self) -> list[str]: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self, timeout: float) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def kill_all(self) -> None: ...
+
+
 class Deployment:
     """The models of one server by name, their metrics, and the fatal error that stops it."""
 
@@ -64,8 +82,9 @@ class Deployment:
     ) -> None:
         self.spec = spec
         self.owner = owner  # set in an API process that does not own the workers (api_processes)
-        self.hub: PeerHub | None = None  # set in the one that does, when there are others
+        self.hub: Peers | None = None  # set in the one that does, when there are others (`hub.PeerHub`)
         self.plan = plan = plan or DevicePlanner()
+        launcher = launcher or ProcessLauncher(protocols.ADAPTERS)
         self.metrics = Metrics(max(m.limits.timeout_s for m in spec.models))
         self.usage = UsageStats()  # /stats
         self.models: dict[str, ModelRuntime] = {}
@@ -75,9 +94,10 @@ class Deployment:
                 self.models[model_spec.name] = owner.model(model_spec, metrics)
                 continue
             if spec.runtime.kind == "ray":
-                from servectl.runtime.ray.model import RayModel  # the `ray` extra: never imported locally
+                from servectl.processes.ray_replica import Replica  # the `ray` extra: never imported locally
+                from servectl.runtime.ray.model import RayModel
 
-                self.models[model_spec.name] = RayModel(model_spec, metrics, self._fatal)
+                self.models[model_spec.name] = RayModel(model_spec, metrics, self._fatal, Replica)
                 continue
             slots, note = plan(model_spec)
             prefix = f"{model_spec.name}: " if len(spec.models) > 1 else ""  # which model a log line is of

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Failure, Reply
-from servectl.runtime.codec import Framed, out_of_range, parse, serialize
-from servectl.runtime.inbox import Outbox
-from servectl.runtime.messages import Request, Result, Stages, Tokens
 from servectl.sdk import Final, InvalidInput, Many
+from servectl.worker.codec import Framed, out_of_range, parse, serialize
+from servectl.worker.inbox import Outbox
+from servectl.worker.messages import Request, Result, Stages, Tokens
 
 log = logging.getLogger("servectl.worker")
 

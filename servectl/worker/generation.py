@@ -15,30 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 from servectl.handler import Handler
 from servectl.outcome import ENDED, GONE
-from servectl.runners.engine import Engine
-from servectl.runtime.batch import BatchRunner
-from servectl.runtime.inbox import Outbox
-from servectl.runtime.messages import Request, Result, Results
-from servectl.runtime.streaming import send_entry
+from servectl.runners.engine import Job
 from servectl.sdk import InvalidInput
-
-
-class Job(Protocol):
-    """One request's generation, as its protocol sees it."""
-
-    @property
-    def engine(self) -> Engine: ...
-
-    def progress(self) -> Any:
-        """After a step: this request's entry (a chunk, Chunks, Final, END) or None; raises
-        the error of a sequence that failed."""
-
-    def close(self) -> None:
-        """Stop: its sequences leave the engine."""
+from servectl.worker.batch import BatchRunner
+from servectl.worker.inbox import Outbox
+from servectl.worker.messages import Request, Result, Results
+from servectl.worker.streaming import send_entry
 
 
 def generates(handler: Handler) -> bool:

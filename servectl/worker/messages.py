@@ -31,7 +31,7 @@ import msgspec
 
 from servectl.handler import HandlerInfo
 from servectl.outcome import Answer
-from servectl.runtime.codec import to_json_value
+from servectl.worker.codec import to_json_value
 
 ORIGIN_SHIFT = 48  # a request key's (and batch id's) bits above this say which API process sent it
 

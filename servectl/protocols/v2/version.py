@@ -1,0 +1,3 @@
+"""The one version of a model servectl serves (a reload replaces it in place)."""
+
+VERSION = "1"
