@@ -42,7 +42,7 @@ def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
     from servectl.server.app import build_app
 
     try:
-        from servectl.spec_loading import load_spec  # type: ignore[import-not-found,unused-ignore]
+        from servectl.spec import load_spec  # type: ignore[import-not-found,unused-ignore]
     except ImportError:  # a checkout from before the schema and its loading were two modules
         from servectl.spec import load_spec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
@@ -57,7 +57,7 @@ def build(root: str, access_log: bool) -> tuple[Any, Any, bool]:
     }
     spec_path.write_text(yaml.safe_dump(spec))
     try:  # several models per server (issue 13): a deployment of models, each with its runtime
-        from servectl.deployment_spec import load_deployment  # type: ignore[import-not-found,unused-ignore]
+        from servectl.spec import load_deployment  # type: ignore[import-not-found,unused-ignore]
 
         deployment = Deployment(load_deployment([spec_path]), plan=lambda _spec: ([], "cpu"))
         scheduler = next(iter(deployment.models.values())).scheduler

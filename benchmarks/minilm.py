@@ -28,7 +28,7 @@ TEXT = "servectl turns one YAML file into a production inference server with dyn
 
 def raw(seconds: float) -> dict[int, float]:
     from servectl.runners.transformers import FeatureExtraction
-    from servectl.spec_loading import load_spec
+    from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
     runner = FeatureExtraction(spec)

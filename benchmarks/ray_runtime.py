@@ -38,7 +38,7 @@ import sys, time, yaml
 from pathlib import Path
 import ray
 from ray import serve
-from servectl.deployment_spec import load_deployment
+from servectl.spec import load_deployment
 from servectl.export.ray import serve_config
 from servectl.processes.ray_replica import Replica
 config = serve_config(load_deployment([sys.argv[1]]))

@@ -22,10 +22,10 @@ from typing import Any
 import uvloop
 import yaml
 
-from servectl.deployment_spec import load_deployment
 from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.edge import build_edge
+from servectl.spec import load_deployment
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from servectl import __version__
-from servectl.deployment_spec import DeploymentSpec, load_deployment
-from servectl.spec import DEFAULT_SPEC, Spec, SpecError
+from servectl.spec import DEFAULT_SPEC, DeploymentSpec, Spec, SpecError, load_deployment
 
 if TYPE_CHECKING:
     from servectl.handler import Handler

@@ -59,7 +59,7 @@ def find_server() -> int | None:
 def server_url(pid: int) -> str:
     """`http://HOST:PORT` of the server `pid` runs, resolved from its spec files, overrides and environment."""
     from servectl.cli import _split_args
-    from servectl.deployment_spec import load_deployment
+    from servectl.spec import load_deployment
 
     args = serve_arguments(_argv(pid))
     if args is None:

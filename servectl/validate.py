@@ -6,12 +6,10 @@ import importlib.util
 
 import orjson
 
-from servectl.deployment_spec import DeploymentSpec
 from servectl.handler import Handler, HandlerError
 from servectl.outcome import Answer
 from servectl.runners import build_handler, missing_extra
-from servectl.spec import Spec, SpecIssue
-from servectl.spec_loading import issue_at
+from servectl.spec import DeploymentSpec, Spec, SpecIssue, issue_at
 from servectl.worker.batch import BatchRunner
 from servectl.worker.messages import Request
 

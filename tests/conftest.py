@@ -321,7 +321,7 @@ def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 # `servectl validate`'s checks of each spec given
 VALIDATE_ALL = """
 import sys
-from servectl.spec_loading import load_spec
+from servectl.spec import load_spec
 from servectl.validate import check_spec
 for path in sys.argv[1:]:
     issues, _ = check_spec(load_spec(path, ["devices.accelerator=cpu"]))
@@ -416,7 +416,7 @@ def gpt2_openai_spec(models: Path) -> dict:
 
 def minilm_openai_spec(models: Path) -> dict:
     """configs/embeddings.yaml's MiniLM behind the OpenAI routes."""
-    from servectl.spec_loading import load_spec
+    from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
     return {

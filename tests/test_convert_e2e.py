@@ -219,7 +219,7 @@ def test_several_models_need_model_and_only_torch_models_convert(tmp_path: Path)
 def test_written_spec_keeps_key_interpolations_not_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from servectl.convert.common import Export
     from servectl.convert.spec_out import write_onnx_spec
-    from servectl.spec_loading import load_spec
+    from servectl.spec import load_spec
 
     monkeypatch.setenv("CONVERT_TEST_KEYS", "sk-very-secret")
     source = write_spec(

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from servectl.deployment_spec import load_deployment
 from servectl.processes.deployment import Deployment, DevicePlanner, ReloadError
 from servectl.server.auth import APIKeyAuth
 from servectl.server.by_model import ByModel
 from servectl.server.endpoint import ModelEndpoint
 from servectl.server.router import RouteClash, build_endpoints
+from servectl.spec import load_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = """

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from servectl.spec import DEFAULT_SPEC, SpecError
-from servectl.spec_loading import load_spec
+from servectl.spec import DEFAULT_SPEC, SpecError, load_spec
 
 
 def write(tmp_path: Path, text: str) -> Path:

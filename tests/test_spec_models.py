@@ -10,9 +10,16 @@ import pytest
 from typer.testing import CliRunner
 
 from servectl.cli import app
-from servectl.deployment_spec import DeploymentSpec, SharedSpec, load_deployment
-from servectl.spec import SHARED_SECTIONS, SpecError, SpecIssue
-from servectl.spec_loading import issue_at, load_spec
+from servectl.spec import (
+    SHARED_SECTIONS,
+    DeploymentSpec,
+    SharedSpec,
+    SpecError,
+    SpecIssue,
+    issue_at,
+    load_deployment,
+    load_spec,
+)
 from servectl.validate import check_deployment
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from servectl.deployment_spec import load_deployment
 from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.edge import build_edge
+from servectl.spec import load_deployment
 
 
 def app() -> Any:

@@ -14,8 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from servectl.bench import report as show
 from servectl.bench.runner import BenchError, BenchOptions, bench, served
-from servectl.deployment_spec import DeploymentSpec
-from servectl.spec import Spec
+from servectl.spec import DeploymentSpec, Spec
 
 __all__ = ["BenchOptions", "run_bench"]
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 
-from servectl.deployment_spec import DeploymentSpec
-from servectl.spec import Spec
+from servectl.spec import DeploymentSpec, Spec
 
 
 class ClientGenError(Exception):

@@ -9,8 +9,7 @@ from typing import Any
 import yaml
 
 from servectl.convert.common import ConvertError, Export
-from servectl.spec import Spec, SpecError
-from servectl.spec_loading import read_spec_file
+from servectl.spec import Spec, SpecError, read_spec_file
 
 _KEYS = ("api_keys", "admin_keys")
 
@@ -19,7 +18,7 @@ def write_onnx_spec(spec: Spec, onnx_path: Path, target: Path, export: Export, i
     """Write the spec that serves `onnx_path` as `spec` served its model: its name, devices,
     batching, limits, api and shared sections as set (resolved), model paths relative to the
     new file. Returns notes on what could not carry over."""
-    from servectl.deployment_spec import load_deployment
+    from servectl.spec import load_deployment
 
     notes: list[str] = []
     target.parent.mkdir(parents=True, exist_ok=True)

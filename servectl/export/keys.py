@@ -15,8 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from servectl.spec_issues import Path_, SpecError, SpecIssue
-from servectl.spec_loading import SpecFile
+from servectl.spec import Path_, SpecError, SpecFile, SpecIssue
 
 KEY_FIELDS = ("api_keys", "admin_keys")
 SUGGESTED = {"api_keys": "SERVECTL_API_KEYS", "admin_keys": "SERVECTL_ADMIN_KEYS", "key": "SERVECTL_TEAM_KEY"}

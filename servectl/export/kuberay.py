@@ -14,12 +14,12 @@ from typing import Any, cast
 
 import yaml
 
-from servectl.deployment_spec import DeploymentSpec
 from servectl.export import pod
 from servectl.export.keys import PLACEHOLDER
 from servectl.export.output import Document
 from servectl.export.plan import SPEC_DIR, ExportError, Plan
 from servectl.export.pod import Manifest, Resources
+from servectl.spec import DeploymentSpec
 
 DEFAULT_RAY_VERSION = "2.40.0"  # when Ray is not installed here; the image's Ray must match
 RAY_PORTS = (("gcs", 6379), ("dashboard", 8265), ("client", 10001))

@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.export.keys import KeyVariables, key_variables, placeholder_keys
-from servectl.spec import ScalingSpec, Spec
-from servectl.spec_loading import read_spec_file
+from servectl.spec import DeploymentSpec, ScalingSpec, Spec, load_deployment, read_spec_file
 
 SPEC_DIR = "/etc/servectl"  # where the pod mounts the ConfigMap
 NAME_LIMIT = 40  # room for suffixes (-keys, -spec) and the names KubeRay derives from it

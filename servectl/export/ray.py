@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from servectl.deployment_spec import DeploymentSpec
 from servectl.runtime.ray.app import BUILD_IMPORT, RayPlan, deployment_options, replica_args
+from servectl.spec import DeploymentSpec
 
 
 def serve_config(spec: DeploymentSpec, gpus: float | None = None, spec_dir: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from servectl.deployment_spec import DeploymentSpec
 from servectl.logs import configure
 from servectl.metrics_share import SharedCounts
 from servectl.processes.deployment import Deployment
@@ -22,6 +21,7 @@ from servectl.processes.server import build_server
 from servectl.runtime.remote import OwnerLink
 from servectl.server.listen import raise_fd_limit
 from servectl.server.streams import CutStreamsAreExpected
+from servectl.spec import DeploymentSpec
 from servectl.worker.devices import WorkerSlot
 from servectl.worker.process import tie_to_parent
 

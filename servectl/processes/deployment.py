@@ -8,20 +8,19 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from servectl import __version__, protocols
-from servectl.deployment_spec import DeploymentSpec, load_deployment
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
-from servectl.runtime.base import ModelRuntime, Planner
+from servectl.runtime.base import ModelRuntime, Peers, Planner, ReloadError
 from servectl.runtime.launch import ProcessLauncher, WorkerLauncher
 from servectl.runtime.local import LocalModel
 from servectl.runtime.remote import OwnerLink
 from servectl.runtime.rollout import ReloadFailed
 from servectl.runtime.scheduler import CUT_AFTER_S
-from servectl.spec import Spec, SpecError
-from servectl.stats import UsageStats
+from servectl.server.stats import UsageStats
+from servectl.spec import DeploymentSpec, Spec, SpecError, load_deployment
 from servectl.worker.devices import WorkerSlot, count_gpus, plan_slots
 
 log = logging.getLogger("servectl")
@@ -40,33 +39,6 @@ class DevicePlanner:
         if self._gpus is None:
             self._gpus = count_gpus()
         return plan_slots(spec.devices, *self._gpus)
-
-
-class ReloadError(Exception):
-    """A reload that did not happen (or not wholly): `failure` is the answer to give."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
-
-
-class Peers(Protocol):
-    """The other API processes of this server, as the one owning the workers runs them
-    (`hub.PeerHub`, built and handed in by `serve`)."""
-
-    @property
-    def all_serving(self) -> bool: ...
-
-    @property
-    def problems(self) -> list[str]: ...
-
-    def start(self) -> None: ...
-
-    async def stop(self, timeout: float) -> None: ...
-
-    def drain(self) -> None: ...
-
-    def kill_all(self) -> None: ...
 
 
 class Deployment:

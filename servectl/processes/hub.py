@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from servectl.metrics_share import retire
-from servectl.processes.deployment import Deployment, ReloadError
+from servectl.processes.deployment import Deployment
 from servectl.runtime.api_link import (
     Answer,
     Ask,
@@ -37,6 +37,7 @@ from servectl.runtime.api_link import (
     WorkerUp,
     decode_from_peer,
 )
+from servectl.runtime.base import ReloadError
 from servectl.runtime.handle import WorkerHandle
 from servectl.runtime.local import LocalModel
 from servectl.worker.transport import FramedChannel

@@ -16,7 +16,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from servectl import protocols
-from servectl.deployment_spec import DeploymentSpec
 from servectl.logs import configure
 from servectl.metrics_share import SharedCounts
 from servectl.processes.api_process import api_process_main
@@ -27,6 +26,7 @@ from servectl.runtime.launch import ProcessLauncher
 from servectl.server.listen import ListenError, bind_group, raise_fd_limit
 from servectl.server.router import RouteClash
 from servectl.server.streams import CutStreamsAreExpected
+from servectl.spec import DeploymentSpec
 
 log = logging.getLogger("servectl")
 

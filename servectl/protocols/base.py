@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from servectl.handler import Handler
     from servectl.outcome import Failure
-    from servectl.processes.deployment import Deployment
+    from servectl.runtime.base import ServedModels
     from servectl.spec import Spec
 
 
@@ -54,7 +54,7 @@ class ApiProtocol:
         """Objects with handler hooks that serve its routes over the built handler, by route name."""
         return {}
 
-    def add_routes(self, app: FastAPI, deployment: Deployment) -> None:
+    def add_routes(self, app: FastAPI, deployment: ServedModels) -> None:
         """Its routes served by FastAPI (metadata, listings: nothing on the hot path)."""
 
     def error_body(self, failure: Failure, request_id: str) -> bytes:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from servectl.handler import HandlerInfo
-from servectl.metrics import ModelMetrics
+from servectl.metrics import Metrics, ModelMetrics
+from servectl.outcome import Failure
 from servectl.runtime.scheduler import Scheduler
 from servectl.spec import Spec
 from servectl.worker.devices import WorkerSlot
@@ -66,3 +67,44 @@ class ModelRuntime(Protocol):
     def info(self) -> dict[str, Any]:
         """Its part of `GET /info`."""
         ...
+
+
+class ServedModels(Protocol):
+    """What the protocols' routes read of a deployment: its models by name, their metrics,
+    and whether all are ready. (The deployment itself assembles them, a layer above.)"""
+
+    @property
+    def models(self) -> dict[str, ModelRuntime]: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+
+class Peers(Protocol):
+    """The other API processes of a server, as the one owning the workers runs them
+    (`processes.hub.PeerHub`)."""
+
+    @property
+    def all_serving(self) -> bool: ...
+
+    @property
+    def problems(self) -> list[str]: ...
+
+    def start(self) -> None: ...
+
+    async def stop(self, timeout: float) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def kill_all(self) -> None: ...
+
+
+class ReloadError(Exception):
+    """A reload that did not happen (or not wholly): `failure` is the answer to give."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure

@@ -17,15 +17,16 @@ from starlette.exceptions import HTTPException
 
 from servectl import __version__, protocols
 from servectl.outcome import Failure
-from servectl.processes.deployment import Deployment, ReloadError
 from servectl.protocols.predict.errors import failure_body
+from servectl.runtime.base import ReloadError
 from servectl.server.auth import access_of
 from servectl.server.openapi import complete_schema
 from servectl.server.probes import Health, Readiness, Reloaded, probe_answer, readiness
 from servectl.server.router import REQUEST_ID
+from servectl.server.served import Served
 
 
-def build_app(deployment: Deployment) -> FastAPI:
+def build_app(deployment: Served) -> FastAPI:
     spec = deployment.spec
     names = ", ".join(deployment.models)
     title = f"servectl: {names}" if len(deployment.models) < 4 else f"servectl: {len(deployment.models)} models"

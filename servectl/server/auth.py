@@ -10,44 +10,30 @@ usage), never a model route. A model with no key of its own and no shared keys s
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Protocol
 
+from servectl.protocols.access import ACCESS as ACCESS
+from servectl.protocols.access import ANONYMOUS as ANONYMOUS
+from servectl.protocols.access import Access as Access
+from servectl.protocols.access import access_of as access_of
+from servectl.runtime.base import ModelRuntime
 from servectl.spec import AuthSpec, Spec
-
-if TYPE_CHECKING:
-    from servectl.processes.deployment import Deployment
 
 ALWAYS_OPEN = frozenset({"/health", "/ready"})  # probes (protocols add theirs)
 DOCS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPS = frozenset({"/metrics", "/info", "/stats"})
 METRICS = frozenset({"/metrics", "/info"})  # what `protect_metrics: false` opens (/stats shows usage by key: never)
 ADMIN_PREFIX = "/admin/"
-ANONYMOUS = "anonymous"  # the key name of requests made without a key
-ACCESS = "servectl.access"  # the scope key of the caller's `Access` on the paths FastAPI answers
 
 
-class Access:
-    """Who called a shared path (not a model route), as far as what it may see goes: its
-    key's name, the models that key may use (None: every one), and whether it is an admin
-    key (which sees every key's usage; any other key sees its own only)."""
+class Reloaded(Protocol):
+    """What `APIKeyAuth.follow`s: the served models, and a count moved by each reload."""
 
-    __slots__ = ("admin", "models", "name")
+    version: int
 
-    def __init__(self, name: str, models: frozenset[str] | None = None, admin: bool = False) -> None:
-        self.name = name
-        self.models = models
-        self.admin = admin
-
-    def sees(self, model: str) -> bool:
-        return self.models is None or model in self.models
-
-
-def access_of(scope: Mapping[str, Any]) -> Access | None:
-    """The caller's `Access` on a path FastAPI answers; None: it may see everything (auth is
-    off, or the path was opened with `protect_metrics`/`protect_docs: false`)."""
-    found = scope.get(ACCESS)
-    return found if isinstance(found, Access) else None
+    @property
+    def models(self) -> dict[str, ModelRuntime]: ...
 
 
 class KeySet:
@@ -94,11 +80,11 @@ class APIKeyAuth:
         if spec.protect_metrics is False:
             open_paths |= METRICS
         self.open_paths = frozenset(open_paths)
-        self.deployment: Deployment | None = None
+        self.deployment: Reloaded | None = None
         self._version = 0
         self.use_models(models)
 
-    def follow(self, deployment: Deployment) -> None:
+    def follow(self, deployment: Reloaded) -> None:
         """Take its models' own keys now, and again after each reload."""
         self.deployment = deployment
         self._version = deployment.version

@@ -21,8 +21,8 @@ from servectl.server.encoding import UnreadableBody, inflater_for
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:
-    from servectl.processes.deployment import Deployment
-    from servectl.server.edge import Request
+    from servectl.server.request import Request
+    from servectl.server.served import Served
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
 _CLOSE = [(b"connection", b"close")]
@@ -41,7 +41,7 @@ class ByModel:
     model_name = ""  # no model until the body names one (the metrics label is set then)
 
     def __init__(
-        self, route: ModelRoute, protocol: ApiProtocol, endpoints: dict[str, ModelEndpoint], deployment: Deployment
+        self, route: ModelRoute, protocol: ApiProtocol, endpoints: dict[str, ModelEndpoint], deployment: Served
     ) -> None:
         self.route = route
         self.protocol = protocol

@@ -15,61 +15,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from servectl import protocols
 from servectl.logs import AccessLog, access_log
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
-from servectl.processes.deployment import Deployment
-from servectl.server.asgi import Receive, Scope, Send, request_id_from, send_bytes
-from servectl.server.auth import ACCESS, ADMIN_PREFIX, ANONYMOUS, Access, APIKeyAuth, presented_key
-from servectl.server.router import Endpoint, Router
+from servectl.server.asgi import Receive, Scope, Send, send_bytes
+from servectl.server.auth import ACCESS, ADMIN_PREFIX, Access, APIKeyAuth, presented_key
+from servectl.server.request import Check, Observer, Refusal, Request
+from servectl.server.router import Router
+from servectl.server.served import Served
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from servectl.protocols import ApiProtocol
-    from servectl.runtime.scheduler import Pending
     from servectl.server.guards import Guards
     from servectl.server.tracing import TraceRequests
 
 _UNAUTHORIZED = [(b"www-authenticate", b'Bearer realm="servectl"')]
 _OCTETS = b"application/octet-stream"
 _FIXED = frozenset({"/health", "/ready", "/info", "/stats", "/metrics", "/docs", "/openapi.json", "/redoc"})
-
-
-class Request:
-    """One HTTP request as the edge pieces see it."""
-
-    __slots__ = ("elapsed", "endpoint", "headers", "id", "key_name", "model", "pending", "started", "status")
-
-    def __init__(self, scope: Scope, endpoint: Endpoint | None) -> None:
-        self.started = time.perf_counter()
-        self.headers: dict[bytes, bytes] = dict(scope["headers"])  # ASGI servers lower-case names
-        self.id = request_id_from(self.headers.get(b"x-request-id"))
-        self.endpoint = endpoint  # the model route it targets, if any
-        self.model = endpoint.model_name if endpoint is not None else ""  # the model answering (a label)
-        self.status = 500  # until an answer says otherwise
-        self.elapsed = 0.0  # seconds to the answer, set once it is sent
-        self.pending: Pending | None = None  # its work for a worker, once queued (traces read its times)
-        self.key_name = ANONYMOUS  # the name of the API key it came with (rate limits, /stats)
-
-
-class Refusal:
-    """A check's answer in place of the route's."""
-
-    __slots__ = ("extra", "failure", "protocol")
-
-    def __init__(self, failure: Failure, protocol: ApiProtocol, extra: list[tuple[bytes, bytes]] | None = None):
-        self.failure = failure
-        self.protocol = protocol  # whose error shape it is sent in
-        self.extra = extra
-
-
-Check = Callable[[Scope, Request], "Refusal | None"]
-Observer = Callable[[Scope, Request], None]
 
 
 class RequireKey:
@@ -81,7 +49,7 @@ class RequireKey:
     The caller's `Access` goes into the scope for the routes FastAPI answers (/stats, /info,
     /metrics, /v1/models show what it may see)."""
 
-    def __init__(self, auth: APIKeyAuth, deployment: Deployment) -> None:
+    def __init__(self, auth: APIKeyAuth, deployment: Served) -> None:
         self.auth = auth
         self.shape = protocols.get("predict")
         self.specs = deployment.spec.models
@@ -268,7 +236,7 @@ class Lifespan:
 
     def __init__(
         self,
-        deployment: Deployment,
+        deployment: Served,
         access_log: AccessLog | None,
         tracing: TraceRequests | None = None,
         guards: Guards | None = None,
@@ -300,7 +268,7 @@ class Lifespan:
                 return
 
 
-def build_edge(deployment: Deployment, app: FastAPI) -> RequestContext:
+def build_edge(deployment: Served, app: FastAPI) -> RequestContext:
     """The ASGI app uvicorn runs."""
     spec = deployment.spec
     auth = APIKeyAuth(spec.auth, protocols.open_paths(spec.models))

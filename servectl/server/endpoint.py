@@ -26,7 +26,7 @@ from servectl.server.streams import SSE, collect, pick_format, send_stream
 from servectl.spec import Spec
 
 if TYPE_CHECKING:
-    from servectl.server.edge import Request
+    from servectl.server.request import Request
 
 RETRY_AFTER = [(b"retry-after", b"1")]
 _HIT = [(b"x-cache", b"hit")]

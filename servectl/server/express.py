@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, cast
 
 from servectl.outcome import Failure, Reply
 from servectl.server.asgi import Receive, Send, answer_headers
-from servectl.server.edge import Request
 from servectl.server.encoding import answer_coding
 from servectl.server.endpoint import ModelEndpoint
 from servectl.server.http.cycle import Cycle
+from servectl.server.request import Request
 
 if TYPE_CHECKING:
     from servectl.server.edge import RequestContext

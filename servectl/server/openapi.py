@@ -18,7 +18,7 @@ from servectl.server.auth import ADMIN_PREFIX, APIKeyAuth
 from servectl.spec import Spec
 
 if TYPE_CHECKING:
-    from servectl.processes.deployment import Deployment
+    from servectl.server.served import Served
 
 _ERRORS = {
     "400": "Malformed JSON, or a body that does not inflate for its Content-Encoding",
@@ -118,7 +118,7 @@ def document_route(
         operation["x-servectl-stream"] = stream
 
 
-def complete_schema(schema: dict[str, Any], deployment: Deployment) -> bool:
+def complete_schema(schema: dict[str, Any], deployment: Served) -> bool:
     """Complete FastAPI's document with the model routes (served by the edge, not FastAPI),
     described from what each model's workers report, with each protocol's error shape;
     True once every model has reported. With several models, a model's own operations are
@@ -197,7 +197,7 @@ def _errors_everywhere(schema: dict[str, Any], specs: list[Spec]) -> None:
             responses["431"]["content"] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{door}"}}}
 
 
-def _secure(schema: dict[str, Any], deployment: Deployment) -> None:
+def _secure(schema: dict[str, Any], deployment: Served) -> None:
     """Mark the operations that need a key: a model route when its model takes keys (shared
     or its own), any other path but the probes while any key exists."""
     specs = [m.spec for m in deployment.models.values()]

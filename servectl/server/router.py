@@ -13,7 +13,6 @@ from fastapi import FastAPI
 
 from servectl import protocols
 from servectl.outcome import Failure
-from servectl.processes.deployment import Deployment
 from servectl.protocols import ModelRoute
 from servectl.runtime.base import ModelRuntime
 from servectl.server.asgi import Message, Receive, Scope, Send, send_bytes
@@ -21,9 +20,10 @@ from servectl.server.auth import APIKeyAuth
 from servectl.server.by_model import ByModel
 from servectl.server.endpoint import ModelEndpoint
 from servectl.server.guards import Guards
+from servectl.server.served import Served
 
 if TYPE_CHECKING:
-    from servectl.server.edge import Request
+    from servectl.server.request import Request
 
 _ALLOW_POST = [(b"allow", b"POST")]
 REQUEST_ID = "servectl.request_id"  # the scope key of the request id
@@ -34,7 +34,7 @@ class RouteClash(Exception):
     """Two models' routes on one path that cannot share it."""
 
 
-def build_endpoints(deployment: Deployment, auth: APIKeyAuth, guards: Guards | None = None) -> dict[str, Endpoint]:
+def build_endpoints(deployment: Served, auth: APIKeyAuth, guards: Guards | None = None) -> dict[str, Endpoint]:
     """Every model route's endpoint by path (each model's limits and cache from `guards`)."""
     guards = guards or Guards(deployment.metrics)
     by_path: dict[str, list[tuple[ModelRuntime, ModelRoute]]] = {}
@@ -57,7 +57,7 @@ def build_endpoints(deployment: Deployment, auth: APIKeyAuth, guards: Guards | N
 
 
 class Router:
-    def __init__(self, deployment: Deployment, app: FastAPI, auth: APIKeyAuth) -> None:
+    def __init__(self, deployment: Served, app: FastAPI, auth: APIKeyAuth) -> None:
         self.app = app
         self.guards = Guards(deployment.metrics)  # each model's rate limiter and cache
         self.endpoints = build_endpoints(deployment, auth, guards=self.guards)

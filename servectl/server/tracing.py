@@ -15,7 +15,7 @@ from servectl.spec import TracingSpec
 
 if TYPE_CHECKING:
     from servectl.server.asgi import Scope
-    from servectl.server.edge import Request
+    from servectl.server.request import Request
 
 
 STAGES = ("decode", "predict", "encode")  # the worker span's children, in Stages' order

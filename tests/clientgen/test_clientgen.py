@@ -14,7 +14,7 @@ from servectl.cli import app
 from servectl.clientgen import from_spec
 from servectl.clientgen.operations import read_operations
 from servectl.clientgen.pyruntime import StreamError, _Events, dump, retry_delay
-from servectl.spec_loading import load_spec
+from servectl.spec import load_spec
 
 from conftest import ROOT
 

@@ -18,8 +18,7 @@ import pytest
 
 from servectl.clientgen import Source, from_spec, generate
 from servectl.clientgen.operations import group_operations
-from servectl.deployment_spec import load_deployment
-from servectl.spec_loading import load_spec
+from servectl.spec import load_deployment, load_spec
 
 from conftest import ROOT, echo_llm_spec, write_spec
 

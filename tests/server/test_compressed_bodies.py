@@ -16,12 +16,12 @@ import orjson
 import pytest
 import yaml
 
-from servectl.deployment_spec import load_deployment
 from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
 from servectl.server.asgi import BodyTooLarge, read_body
 from servectl.server.edge import build_edge
 from servectl.server.encoding import Inflater, UnreadableBody, answer_coding, compress, inflater_for
+from servectl.spec import load_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY = orjson.dumps({"x": 3.0, "items": list(range(2000))})

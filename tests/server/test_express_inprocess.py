@@ -16,7 +16,6 @@ import uvicorn
 import yaml
 from uvicorn.server import ServerState
 
-from servectl.deployment_spec import load_deployment
 from servectl.outcome import Failure, Outcome, Reply
 from servectl.processes.deployment import Deployment
 from servectl.runtime.scheduler import Pending
@@ -25,6 +24,7 @@ from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
 from servectl.server.http import connection_class
 from servectl.server.limits import ConnectionLimits
+from servectl.spec import load_deployment
 from servectl.worker.messages import Result
 
 TOOLBOX = Path(__file__).resolve().parents[1] / "handlers" / "toolbox.py"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from servectl.handler import Handler
-    from servectl.processes.deployment import Deployment
+    from servectl.runtime.base import ServedModels
 
 _ROUTES = {
     "chat": ("/v1/chat/completions", "chat_completions", "OpenAI chat completion"),
@@ -103,7 +103,7 @@ class OpenAIProtocol(ApiProtocol):
             adapters["embeddings"] = Embeddings(model, spec.name)
         return adapters
 
-    def add_routes(self, app: FastAPI, deployment: Deployment) -> None:
+    def add_routes(self, app: FastAPI, deployment: ServedModels) -> None:
         from servectl.protocols.openai.routes import add_openai_routes
 
         add_openai_routes(app, deployment)

@@ -8,8 +8,8 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
-from servectl.processes.deployment import Deployment
-from servectl.server.auth import access_of
+from servectl.protocols.access import access_of
+from servectl.runtime.base import ServedModels
 
 
 class ModelCard(BaseModel):
@@ -24,7 +24,7 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-def add_openai_routes(app: FastAPI, deployment: Deployment) -> None:
+def add_openai_routes(app: FastAPI, deployment: ServedModels) -> None:
     started = int(time.time())
     cards = {
         name: ModelCard(id=name, object="model", created=started, owned_by="servectl")

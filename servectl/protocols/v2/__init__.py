@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from servectl.handler import Handler
-    from servectl.processes.deployment import Deployment
+    from servectl.runtime.base import ServedModels
 
 from servectl.protocols.v2.version import VERSION
 
@@ -58,7 +58,7 @@ class V2Protocol(ApiProtocol):
 
         return {"v2": V2Adapter(handler.runner or handler.obj, spec.name)}
 
-    def add_routes(self, app: FastAPI, deployment: Deployment) -> None:
+    def add_routes(self, app: FastAPI, deployment: ServedModels) -> None:
         from servectl.protocols.v2.routes import add_v2_routes
 
         add_v2_routes(app, deployment)

@@ -16,9 +16,9 @@ from pydantic import BaseModel
 
 from servectl import __version__
 from servectl.metrics import FastHistogram
-from servectl.processes.deployment import Deployment
+from servectl.protocols.access import access_of
 from servectl.protocols.v2.version import VERSION
-from servectl.server.auth import access_of
+from servectl.runtime.base import ServedModels
 from servectl.server.probes import probe_answer
 
 
@@ -95,7 +95,7 @@ def _duration(hist: FastHistogram) -> dict[str, int]:
     return {"count": sum(hist.counts), "ns": int(hist.sum * 1e9)}
 
 
-def statistics(deployment: Deployment, name: str) -> dict[str, Any]:
+def statistics(deployment: ServedModels, name: str) -> dict[str, Any]:
     """Triton's statistics of one model from servectl's metrics: answers on its V2 routes
     (success and fail, with their total time), queue wait and predict time per batch.
     `inference_count` counts requests that reached a worker (Triton counts each batch row;
@@ -129,7 +129,7 @@ def statistics(deployment: Deployment, name: str) -> dict[str, Any]:
     }
 
 
-def add_v2_routes(app: FastAPI, deployment: Deployment) -> None:
+def add_v2_routes(app: FastAPI, deployment: ServedModels) -> None:
     served = {name: m for name, m in deployment.models.items() if m.spec.api.kind == "v2"}
 
     @app.get("/v2", summary="V2 server metadata", tags=["v2"], operation_id="server_metadata")

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from servectl.metrics import Metrics, ModelMetrics
-    from servectl.processes.deployment import Deployment
+    from servectl.runtime.base import ServedModels
     from servectl.server.asgi import Scope
     from servectl.server.auth import Access
-    from servectl.server.edge import Request
+    from servectl.server.request import Request
 
 WINDOW = 10_000  # answers kept per model for latency percentiles
 SHARED_WINDOW = 1_000  # of which each of several API processes shares its latest (api_processes)
@@ -156,7 +156,7 @@ class UsageStats:
         for name, counts in dump["keys"].items():
             _tally_add(self.keys.setdefault(name, Tally()), counts)
 
-    def report(self, deployment: Deployment, access: Access | None = None) -> dict[str, Any]:
+    def report(self, deployment: ServedModels, access: Access | None = None) -> dict[str, Any]:
         """`/stats` as `access` may see it: None (auth off) or an admin key: every model and
         key; any other key: the models it may use, and its own name's usage only."""
         shared = deployment.metrics.shared
@@ -168,7 +168,7 @@ class UsageStats:
             total.add(counts["usage"])
         return total._report(deployment, deployment.metrics.totals(), access)
 
-    def _report(self, deployment: Deployment, metrics: Metrics, access: Access | None) -> dict[str, Any]:
+    def _report(self, deployment: ServedModels, metrics: Metrics, access: Access | None) -> dict[str, Any]:
         now = time.monotonic()
         uptime = now - self.clock_started
         shown = [name for name in deployment.models if access is None or access.sees(name)]
@@ -194,7 +194,7 @@ class UsageStats:
         }
 
     def _model(
-        self, name: str, deployment: Deployment, metrics: ModelMetrics, now: float, uptime: float
+        self, name: str, deployment: ServedModels, metrics: ModelMetrics, now: float, uptime: float
     ) -> dict[str, Any]:
         runtime = deployment.models[name]
         stats = self.models.get(name) or ModelStats()

@@ -24,19 +24,12 @@ from typing import Any
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from servectl.spec import (
-    API_PROCESSES_ON_RAY,
-    DEFAULT_SPEC,
-    NAME_PATTERN,
-    SHARED_SECTIONS,
-    AuthSpec,
-    ModelAuthSpec,
-    RuntimeSpec,
-    ServerSpec,
-    Spec,
-)
-from servectl.spec_issues import Locator, Path_, SpecError, SpecIssue, dotted
-from servectl.spec_loading import SpecFile, describe_errors, read_spec_file, resolve, validate_model
+from servectl.spec.base import DEFAULT_SPEC, NAME_PATTERN, SHARED_SECTIONS
+from servectl.spec.issues import Locator, Path_, SpecError, SpecIssue, dotted
+from servectl.spec.keys import AuthSpec, ModelAuthSpec
+from servectl.spec.loading import SpecFile, describe_errors, read_spec_file, resolve, validate_model
+from servectl.spec.schema import Spec
+from servectl.spec.server import API_PROCESSES_ON_RAY, RuntimeSpec, ServerSpec
 
 MODEL_KEYS = tuple(k for k in Spec.model_fields if k not in SHARED_SECTIONS)
 DEFAULT_NAME: str = Spec.model_fields["name"].default
@@ -365,3 +358,17 @@ def _check_unique(models: list[_Model], issues: list[SpecIssue]) -> None:
                 clashed.add(id(m))
                 message = f"{value!r} is already the {what} of {other.where(path)}: each model needs its own"
                 issues.append(m.file.locator.issue((*m.entry, *path), message))
+
+
+def load_spec(path: str | Path | None = None, overrides: list[str] | None = None) -> Spec:
+    """Load, interpolate, override and validate a one-model spec; raise SpecError listing every issue.
+
+    A file with `models:` (or overrides `models.0.…`) is loaded by `load_deployment`;
+    here it must hold one model.
+    """
+    overrides = list(overrides or [])
+    file = read_spec_file(Path(path) if path is not None else DEFAULT_SPEC)
+    if "models" in file.raw or any(o.lstrip("+~").startswith("models.") for o in overrides):
+        return load_deployment([file.path], overrides).only_model()
+    locator = file.locator(overrides)
+    return validate_model(resolve(file, locator, overrides), file, locator)

@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
 
-from servectl.spec import DEFAULT_SPEC, SHARED_SECTIONS, Spec
-from servectl.spec_issues import Locator, Path_, SpecError, SpecIssue, dotted, yaml_positions
+from servectl.spec.base import SHARED_SECTIONS
+from servectl.spec.issues import Locator, Path_, SpecError, SpecIssue, dotted, yaml_positions
+from servectl.spec.schema import Spec
 
 
 def _section_fields(path: Path_) -> list[str]:
@@ -130,22 +131,6 @@ def validate_model(data: dict[str, Any], file: SpecFile, locator: Locator, entry
     spec._base_dir = str(file.path.resolve().parent)
     spec._entry = dotted(entry)
     return spec
-
-
-def load_spec(path: str | Path | None = None, overrides: list[str] | None = None) -> Spec:
-    """Load, interpolate, override and validate a one-model spec; raise SpecError listing every issue.
-
-    A file with `models:` (or overrides `models.0.…`) is loaded by `deployment_spec.load_deployment`;
-    here it must hold one model.
-    """
-    overrides = list(overrides or [])
-    file = read_spec_file(Path(path) if path is not None else DEFAULT_SPEC)
-    if "models" in file.raw or any(o.lstrip("+~").startswith("models.") for o in overrides):
-        from servectl.deployment_spec import load_deployment
-
-        return load_deployment([file.path], overrides).only_model()
-    locator = file.locator(overrides)
-    return validate_model(resolve(file, locator, overrides), file, locator)
 
 
 def issue_at(spec: Spec, field: str, message: str) -> SpecIssue:
