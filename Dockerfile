@@ -49,6 +49,6 @@ COPY configs ./configs
 USER 10001:10001
 EXPOSE 8000
 # Probes the port the running server really uses: it resolves that process's spec, overrides and env.
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["python", "-m", "servectl.healthcheck"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["python", "-m", "servectl.cli.healthcheck"]
 ENTRYPOINT ["servectl", "serve"]
 CMD ["configs/quickstart.yaml", "server.host=0.0.0.0"]

@@ -322,7 +322,7 @@ def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 VALIDATE_ALL = """
 import sys
 from servectl.spec import load_spec
-from servectl.validate import check_spec
+from servectl.cli.checks import check_spec
 for path in sys.argv[1:]:
     issues, _ = check_spec(load_spec(path, ["devices.accelerator=cpu"]))
     print(path, issues or "ok")

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from servectl.cli import app
+from servectl.cli.checks import check_deployment
 from servectl.spec import (
     SHARED_SECTIONS,
     DeploymentSpec,
@@ -20,7 +21,6 @@ from servectl.spec import (
     load_deployment,
     load_spec,
 )
-from servectl.validate import check_deployment
 
 ROOT = Path(__file__).resolve().parent.parent
 

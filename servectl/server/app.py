@@ -18,10 +18,10 @@ from starlette.exceptions import HTTPException
 from servectl import __version__, protocols
 from servectl.outcome import Failure
 from servectl.protocols.predict.errors import failure_body
+from servectl.protocols.probes import Health, Readiness, Reloaded, probe_answer, readiness
 from servectl.runtime.base import ReloadError
 from servectl.server.auth import access_of
 from servectl.server.openapi import complete_schema
-from servectl.server.probes import Health, Readiness, Reloaded, probe_answer, readiness
 from servectl.server.router import REQUEST_ID
 from servectl.server.served import Served
 

@@ -10,7 +10,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from servectl.export.cli import export_app
+from servectl.cli.export import export_app
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.31.0"  # the Kubernetes the manifests are validated against

@@ -33,7 +33,7 @@ import pytest
 from export_helpers import ROOT
 
 from servectl.bench.runner import free_port
-from servectl.healthcheck import check, serve_arguments, server_url
+from servectl.cli.healthcheck import check, serve_arguments, server_url
 
 DOCKERFILE = ROOT / "Dockerfile"
 

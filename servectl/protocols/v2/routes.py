@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from servectl import __version__
 from servectl.metrics import FastHistogram
 from servectl.protocols.access import access_of
+from servectl.protocols.probes import probe_answer
 from servectl.protocols.v2.version import VERSION
 from servectl.runtime.base import ServedModels
-from servectl.server.probes import probe_answer
 
 
 class ServerMetadata(BaseModel):

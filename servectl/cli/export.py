@@ -1,4 +1,4 @@
-"""`servectl export ...`: the typer group; registered by servectl/cli.py as `export`.
+"""`servectl export ...`: the typer group; registered by `cli.main` as `export`.
 
 Parsing only: what is written comes from `plan.py` (the spec's figures) and `k8s.py` /
 `kuberay.py` (the objects). Arguments read as `servectl serve` reads them, so a command
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from servectl.cli.common import console, load_deployment_args, print_issues, split_args
 from servectl.export.k8s import DEFAULT_IMAGE, HpaMetric, K8sOptions
 from servectl.spec import SpecError
 
@@ -87,18 +88,16 @@ def k8s(
 ) -> None:
     """Write Kubernetes manifests serving SPEC: ConfigMap, Secret template, Deployment, Service, PDB, HPA
     (with runtime.kind ray: a KubeRay RayService). Keys come from the Secret, never the ConfigMap."""
-    # servectl.cli imports this module to register it: its helpers are imported when run
-    from servectl.cli import _print_issues, _split_args, console
     from servectl.export import k8s as manifests
     from servectl.export.plan import ExportError, plan_export
 
-    paths, settings = _split_args(spec, overrides)
+    paths, settings = split_args(spec, overrides)
     options = K8sOptions(image, replicas, max_replicas, cpu, memory, hpa_metric)
     try:
         plan = plan_export(paths, settings, name, gpus)
         written, stale = manifests.export(plan, options, out)
     except SpecError as exc:
-        _print_issues(exc.issues)
+        print_issues(exc.issues)
         raise typer.Exit(1) from None
     except ExportError as exc:
         console.print(f"[bold red]export k8s:[/] {escape(str(exc))}", highlight=False)
@@ -139,9 +138,7 @@ def ray(
     serve SPEC runtime.kind=ray runtime.address=auto` on the cluster instead."""
     import yaml
 
-    from servectl.cli import _load_deployment, console
-
-    loaded = _load_deployment(spec, overrides)
+    loaded = load_deployment_args(spec, overrides)
     try:
         from servectl.export.ray import serve_config
     except ModuleNotFoundError as exc:

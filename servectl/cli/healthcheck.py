@@ -1,4 +1,4 @@
-"""`python -m servectl.healthcheck`: the container HEALTHCHECK, probing the port the server really uses.
+"""`python -m servectl.cli.healthcheck`: the container HEALTHCHECK, probing the port the server really uses.
 
 The port is wherever the spec, its overrides and its environment put it, so the check
 reads the running `servectl serve`'s own command line, working directory and environment
@@ -58,7 +58,7 @@ def find_server() -> int | None:
 
 def server_url(pid: int) -> str:
     """`http://HOST:PORT` of the server `pid` runs, resolved from its spec files, overrides and environment."""
-    from servectl.cli import _split_args
+    from servectl.cli.common import split_args
     from servectl.spec import load_deployment
 
     args = serve_arguments(_argv(pid))
@@ -73,7 +73,7 @@ def server_url(pid: int) -> str:
     except OSError:
         pass  # another user's process: this process's own environment and directory
     spec = args[0] if args else None
-    paths, settings = _split_args(Path(spec) if spec else None, args[1:])
+    paths, settings = split_args(Path(spec) if spec else None, args[1:])
     server = load_deployment(paths, settings).server
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(server.host, server.host)
     return f"http://{f'[{host}]' if ':' in host else host}:{server.port}"
@@ -92,7 +92,7 @@ def check(url: str, timeout_s: float) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m servectl.healthcheck", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m servectl.cli.healthcheck", description=__doc__.splitlines()[0])
     parser.add_argument("--pid", type=int, help="the `servectl serve` process (default: PID 1 or its child)")
     parser.add_argument("--url", help="probe this base URL instead of resolving the server's spec")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds for /health to answer")
