@@ -80,8 +80,11 @@ class Server:
         self.wait_live(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
-                return
+            try:
+                if httpx.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TimeoutException:  # (api_processes: a connection the kernel gave a process still starting)
+                pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             time.sleep(0.05)
