@@ -59,6 +59,7 @@ class Deployment:
         launcher = launcher or ProcessLauncher(protocols.ADAPTERS)
         self.metrics = Metrics(max(m.limits.timeout_s for m in spec.models))
         self.usage = UsageStats()  # /stats
+        self.protocols = protocols.ProtocolSet(spec.models)  # resolved once: what every request asks of them
         self.models: dict[str, ModelRuntime] = {}
         for model_spec in spec.models:
             metrics = self.metrics.model(model_spec.name)

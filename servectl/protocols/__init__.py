@@ -22,6 +22,7 @@ __all__ = [
     "PROTOCOLS",
     "ApiProtocol",
     "ModelRoute",
+    "ProtocolSet",
     "build_adapters",
     "describe",
     "fixed_paths",
@@ -123,3 +124,30 @@ def fixed_paths(specs: Sequence[Spec]) -> frozenset[str]:
     """The protocols' own GET paths and each model's (named as such in metrics)."""
     shared = frozenset().union(*(protocol.fixed_paths for protocol in of_all(specs)))
     return shared.union(*(protocol.model_paths(spec) for spec in specs for protocol in of(spec)))
+
+
+class ProtocolSet:
+    """The protocols of one deployment's models, resolved once (its deployment builds it):
+    what the edge, the app and the OpenAPI document ask per request or per route, without
+    going back to the registry and the specs each time."""
+
+    def __init__(self, specs: Sequence[Spec]) -> None:
+        self.specs = tuple(specs)
+        self.all = of_all(specs)
+        self._by_model = {spec.name: of(spec) for spec in specs}
+        self.open_paths = open_paths(specs)
+        self.fixed_paths = fixed_paths(specs)
+        self.default = get("predict")  # servectl's own error shape
+        self._prefixed = [(p.path_prefix, p.path_prefix.rstrip("/"), p) for p in self.all if p.path_prefix]
+
+    def of(self, spec: Spec) -> list[ApiProtocol]:
+        """The protocols a model of the set is served with."""
+        found = self._by_model.get(spec.name)
+        return found if found is not None else of(spec)
+
+    def shape_for(self, path: str) -> ApiProtocol:
+        """Whose error shape an answer on `path` takes (see the module's `shape_for`)."""
+        for prefix, bare, protocol in self._prefixed:
+            if path.startswith(prefix) or path == bare:
+                return protocol
+        return self.default

@@ -15,7 +15,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from servectl import __version__, protocols
+from servectl import __version__
 from servectl.outcome import Failure
 from servectl.protocols.predict.errors import failure_body
 from servectl.protocols.probes import Health, Readiness, Reloaded, probe_answer, readiness
@@ -51,7 +51,7 @@ def build_app(deployment: Served) -> FastAPI:
         return _error(request, Failure(422, "validation_error", f"invalid request: {fields}", detail), {})
 
     def _error(request: Request, failure: Failure, headers: dict[str, str]) -> Response:
-        shape = protocols.shape_for(request.url.path, spec.models)
+        shape = deployment.protocols.shape_for(request.url.path)
         body = shape.error_body(failure, request.scope.get(REQUEST_ID, ""))
         return Response(body, status_code=failure.status, headers=headers, media_type="application/json")
 
@@ -135,7 +135,7 @@ def build_app(deployment: Served) -> FastAPI:
         app.openapi_schema = None  # what workers report may have changed
         return JSONResponse(answer)
 
-    for protocol in protocols.of_all(spec.models):
+    for protocol in deployment.protocols.all:
         protocol.add_routes(app, deployment)
 
     def openapi() -> dict[str, Any]:

@@ -18,7 +18,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from servectl import protocols
 from servectl.logs import AccessLog, access_log
 from servectl.metrics import Metrics
 from servectl.outcome import Failure
@@ -51,17 +50,18 @@ class RequireKey:
 
     def __init__(self, auth: APIKeyAuth, deployment: Served) -> None:
         self.auth = auth
-        self.shape = protocols.get("predict")
+        served = self.protocols = deployment.protocols
+        self.shape = served.default
         self.specs = deployment.spec.models
         self.model_paths = {
             path: spec.name
             for spec in self.specs
-            for protocol in protocols.of(spec)
+            for protocol in served.of(spec)
             for path in protocol.model_paths(spec)
         }
         self.by_prefix = {
-            protocol.path_prefix: frozenset(s.name for s in self.specs if protocol in protocols.of(s))
-            for protocol in protocols.of_all(self.specs)
+            protocol.path_prefix: frozenset(s.name for s in self.specs if protocol in served.of(s))
+            for protocol in served.all
             if protocol.path_prefix
         }
 
@@ -85,7 +85,7 @@ class RequireKey:
         if access is not None and self._sees(path, access):
             scope[ACCESS] = access
             return None
-        return self._refuse(protocols.shape_for(path, self.specs))
+        return self._refuse(self.protocols.shape_for(path))
 
     @staticmethod
     def _refuse(shape: ApiProtocol) -> Refusal:
@@ -271,11 +271,11 @@ class Lifespan:
 def build_edge(deployment: Served, app: FastAPI) -> RequestContext:
     """The ASGI app uvicorn runs."""
     spec = deployment.spec
-    auth = APIKeyAuth(spec.auth, protocols.open_paths(spec.models))
+    auth = APIKeyAuth(spec.auth, deployment.protocols.open_paths)
     auth.follow(deployment)  # its models' own keys, after a reload too
     checks: list[Check] = [RequireKey(auth, deployment), require_json]
     observers: list[Observer] = [
-        RecordMetrics(deployment.metrics, protocols.fixed_paths(spec.models)),
+        RecordMetrics(deployment.metrics, deployment.protocols.fixed_paths),
         deployment.usage,  # /stats
     ]
     if spec.auth.key_name_metrics:  # key names (tenants) as labels: only when the spec asks

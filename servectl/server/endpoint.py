@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from servectl.outcome import CLIENT_GONE, ENDED, GONE, Ended, Failure, Outcome, Reply, Streaming
+from servectl.outcome import CLIENT_GONE, ENDED, Ended, Failure, Outcome, Reply, Streaming
 from servectl.protocols import ApiProtocol, ModelRoute
 from servectl.runtime.base import ModelRuntime
 from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull
 from servectl.server.asgi import JSON, BodyTooLarge, Receive, Scope, Send, adding_headers, read_body, send_bytes
 from servectl.server.auth import APIKeyAuth, KeySet
+from servectl.server.deadlines import DeadlineWatch, FirstTicks
 from servectl.server.encoding import VARY, Inflater, UnreadableBody, answer_coding, compressed, inflater_for
 from servectl.server.guards import Guards
 from servectl.server.http import ABORT
@@ -33,46 +34,6 @@ _HIT = [(b"x-cache", b"hit")]
 _MISS = [(b"x-cache", b"miss")]
 _CLOSE = [(b"connection", b"close")]  # the rest of an unread body is not worth reading
 _OCTETS = b"application/octet-stream"
-WATCH_AFTER_S = 0.02
-_BODY_LATE = Failure(504, "timeout", "request body not received in time")  # marks the deadline's cancel
-
-
-class FirstTicks:
-    """When each request's first tick (`ModelEndpoint._tick`) is due, WATCH_AFTER_S after it
-    started, for all of an endpoint's requests in start order: one timer for the lot instead
-    of one per request (arming and cancelling a timer costs ~1.7 us, and most answers come
-    before their tick would). A request leaves as soon as it is answered: nothing answered
-    is kept alive until its tick."""
-
-    def __init__(self, tick: Callable[[Pending, Receive], None]) -> None:
-        self.tick = tick
-        self.due: dict[int, tuple[float, Pending, Receive]] = {}  # by key, in start order
-        self.timer: asyncio.TimerHandle | None = None
-
-    def add(self, pending: Pending, receive: Receive) -> None:
-        self.due[pending.key] = (time.perf_counter() + WATCH_AFTER_S, pending, receive)
-        if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._fire)
-
-    def settle(self, pending: Pending) -> None:
-        """The endpoint is done with the request: no tick, deadline or watch for it any more."""
-        self.due.pop(pending.key, None)
-        if pending.timer is not None:
-            pending.timer.cancel()
-        if pending.watcher is not None:
-            pending.watcher.cancel()
-
-    def _fire(self) -> None:
-        self.timer = None
-        now = time.perf_counter()
-        due = self.due
-        while due:
-            when, pending, receive = due[next(iter(due))]
-            if when > now:
-                self.timer = asyncio.get_running_loop().call_later(when - now, self._fire)
-                return
-            del due[pending.key]
-            self.tick(pending, receive)
 
 
 class ModelEndpoint:
@@ -80,7 +41,7 @@ class ModelEndpoint:
 
     The deadline (`limits.timeout_s`) counts from the request's start, so reading the body
     counts too: a body still arriving at the deadline gets its 504 and never reaches a
-    worker. One timer per request drives it all (see `_tick`).
+    worker. One timer per request drives it all (see `deadlines.DeadlineWatch.tick`).
     """
 
     def __init__(
@@ -93,13 +54,14 @@ class ModelEndpoint:
         self.route = route
         self.protocol = protocol  # formats its errors; OpenAI's streams are always SSE with [DONE]
         self.auth = auth
-        self.first_ticks = FirstTicks(self._tick)
+        self.watch = DeadlineWatch(self.scheduler)
+        self.first_ticks = FirstTicks(self.watch.tick)
         self._configure(model.spec)
 
     def _configure(self, spec: Spec) -> None:
         """Read the model's limits and keys (again after a reload)."""
         self.spec = spec
-        self.timeout_s = spec.limits.timeout_s
+        self.timeout_s = self.watch.timeout_s = spec.limits.timeout_s
         self.max_body = int(spec.limits.max_body_mb * 1024 * 1024)
         self.stream = spec.api.stream
         self.format = spec.api.stream_format
@@ -162,7 +124,7 @@ class ModelEndpoint:
                 pending.timer.cancel()
                 if time.perf_counter() >= pending.deadline:
                     return await self._late_body(send, rid)
-                self._tick(pending, receive)  # now: watch for the client leaving, and the deadline
+                self.watch.tick(pending, receive)  # now: watch for the client leaving, and the deadline
             return await self._answer(scope, receive, send, request, pending, body)
         finally:
             self.first_ticks.settle(pending)
@@ -336,55 +298,6 @@ class ModelEndpoint:
                 abort()
 
         return cut
-
-    def _tick(self, pending: Pending, receive: Receive) -> None:
-        """The request's one timer. While its body is read: the body's deadline. Once it
-        waits for a worker (WATCH_AFTER_S after its start, so quick answers never pay for
-        it): watch for the client leaving, and expire at the deadline. The deadline and
-        the watch stay armed while a stream is sent."""
-        loop = asyncio.get_running_loop()
-        remaining = pending.deadline - time.perf_counter()
-        if pending.reader is not None:  # still reading the body
-            if remaining > 0:
-                pending.timer = loop.call_later(remaining, self._tick, pending, receive)
-                return
-            pending.future.set_result(_BODY_LATE)  # marks the cancel below as the deadline's
-            pending.reader.cancel()
-            return
-        if pending.future.done() and pending.stream is None:
-            return
-        if remaining <= 0:
-            self._expire(pending)
-            return
-        pending.timer = loop.call_later(remaining, self._expire, pending)
-        if pending.watcher is None:
-            pending.watcher = loop.create_task(self._until_disconnect(pending, receive))
-
-    def _expire(self, pending: Pending) -> None:
-        msg = f"not answered within limits.timeout_s={self.timeout_s:g}s"
-        if pending.stream is not None:  # mid-stream: stop the generation, end with an error event
-            self.scheduler.cancel(pending)
-            pending.stream.put_nowait(Failure(504, "timeout", msg + " (was streaming)"))
-            return
-        if pending.future.done():
-            return
-        queued = self.scheduler.drop(pending, "timeout")
-        if not queued:  # running: stop a generation the worker may have started
-            self.scheduler.cancel(pending)
-        pending.future.set_result(Failure(504, "timeout", f"{msg} (was {'queued' if queued else 'running'})"))
-
-    async def _until_disconnect(self, pending: Pending, receive: Receive) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-        if pending.stream is not None:  # mid-stream: stop generating for this client
-            self.scheduler.cancel(pending)
-            pending.stream.put_nowait(GONE)
-        elif not pending.future.done():
-            if not self.scheduler.drop(pending, "disconnected"):
-                self.scheduler.cancel(pending)  # running: stop it, streamed or not
-            pending.future.set_result(GONE)
 
     async def _late_body(self, send: Send, rid: str) -> int:
         """504 for a body still arriving at the deadline; the connection closes (the rest of

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from servectl.protocols import ProtocolSet
 from servectl.runtime.base import Peers, ServedModels
 from servectl.server.stats import UsageStats
 from servectl.spec import DeploymentSpec
@@ -15,6 +16,7 @@ from servectl.spec import DeploymentSpec
 class Served(ServedModels, Protocol):
     spec: DeploymentSpec
     usage: UsageStats  # /stats
+    protocols: ProtocolSet  # its models' protocols, resolved once
     hub: Peers | None  # the other API processes (server.api_processes > 1), if any
     version: int  # one more after every reload: what workers report may have changed
 

@@ -8,6 +8,7 @@ other model names and versions (404).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -199,36 +200,6 @@ def add_v2_routes(app: FastAPI, deployment: ServedModels) -> None:
         return _not_found(name)
 
     @app.get(
-        "/v2/models/{name}/versions/{version}",
-        summary="V2 model metadata of a version (the served one)",
-        tags=["v2"],
-        operation_id="model_version_metadata",
-        response_model=ModelMetadata,
-        include_in_schema=False,  # Triton clients' aliases of the unversioned routes
-    )
-    async def version_metadata(name: str, version: str) -> JSONResponse:
-        if name in served and version != VERSION:
-            return _no_version(name, version)
-        return await model_metadata(name)
-
-    @app.get(
-        "/v2/models/{name}/versions/{version}/ready",
-        summary="V2 model readiness of a version (the served one)",
-        tags=["v2"],
-        operation_id="model_version_ready",
-        **probe_answer(ModelReady),
-        include_in_schema=False,  # Triton clients' aliases of the unversioned routes
-    )
-    async def version_ready(name: str, version: str) -> JSONResponse:
-        if name in served and version != VERSION:
-            return _no_version(name, version)
-        return await model_ready(name)
-
-    @app.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
-    async def version_infer(name: str, version: str) -> JSONResponse:  # the served version never reaches here
-        return _no_version(name, version) if name in served else _not_found(name)
-
-    @app.get(
         "/v2/models/{name}/stats",
         summary="Triton's inference statistics of a model",
         tags=["v2"],
@@ -240,15 +211,33 @@ def add_v2_routes(app: FastAPI, deployment: ServedModels) -> None:
             return _not_found(name)
         return JSONResponse({"model_stats": [statistics(deployment, name)]})
 
-    @app.get(
-        "/v2/models/{name}/versions/{version}/stats",
-        summary="Triton's inference statistics of a version (the served one)",
-        tags=["v2"],
-        operation_id="model_version_statistics",
-        response_model=Statistics,
-        include_in_schema=False,  # Triton clients' aliases of the unversioned routes
-    )
-    async def version_statistics(name: str, version: str) -> JSONResponse:
+    # Triton clients' aliases of the unversioned routes: the served version, or 400 naming it
+    aliases: list[tuple[str, str, Handler, dict[str, Any]]] = [
+        ("GET", "", model_metadata, {"response_model": ModelMetadata}),
+        ("GET", "/ready", model_ready, probe_answer(ModelReady)),
+        ("GET", "/stats", model_statistics, {"response_model": Statistics}),
+        ("POST", "/infer", infer, {}),  # (the served version's path never reaches here)
+    ]
+    for method, suffix, unversioned, options in aliases:
+        app.add_api_route(
+            f"/v2/models/{{name}}/versions/{{version}}{suffix}",
+            _versioned(unversioned, set(served)),
+            methods=[method],
+            operation_id=f"model_version_{unversioned.__name__}",
+            include_in_schema=False,
+            **options,
+        )
+
+
+Handler = Callable[[str], Awaitable[JSONResponse]]
+
+
+def _versioned(unversioned: Handler, served: set[str]) -> Callable[[str, str], Awaitable[JSONResponse]]:
+    """A version's alias of an unversioned route: the served version answers as it does."""
+
+    async def alias(name: str, version: str) -> JSONResponse:
         if name in served and version != VERSION:
             return _no_version(name, version)
-        return await model_statistics(name)
+        return await unversioned(name)
+
+    return alias

@@ -7,6 +7,11 @@ bytes and the time a request head may take (httptools joins a header's pieces un
 ends, so one 30 MB header cost 30 MB), the connections open at once (answered in JSON,
 not text), and it keeps HTTP/1.1's order: every pipelined request gets its own answer, in
 order, before any refusal of the bytes behind it.
+
+Past 400 lines on purpose: a connection is one state machine (the parser's callbacks,
+pipelining, the head's byte and time limits, refusals owed after answers all read and
+move the same state); split across modules, the order of its events could not be read
+in one place. Its clock (`clock`), answers (`cycle`) and back-pressure (`flow`) are apart.
 """
 
 from __future__ import annotations
