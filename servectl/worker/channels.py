@@ -21,7 +21,7 @@ from servectl.worker.messages import read_frame
 from servectl.worker.transport import widen
 
 
-class WorkerChannels:
+class ApiProcessChannels:
     """The supervisor's pipe (origin 0) and the connections other API processes open."""
 
     def __init__(self, pipe: Connection, address: str) -> None:

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
-from servectl.worker.channels import WorkerChannels
+from servectl.worker.channels import ApiProcessChannels
 from servectl.worker.messages import (
     Batch,
     Cancel,
@@ -37,7 +37,7 @@ class Inbox:
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
-        self._channels = conn if isinstance(conn, WorkerChannels) else None  # several API processes
+        self._channels = conn if isinstance(conn, ApiProcessChannels) else None  # several API processes
         self._batches: deque[Batch] = deque()
         self._cancelled: set[int] = set()
         self.stopped = False  # Stop has arrived: finish what is at hand, then exit
@@ -121,7 +121,7 @@ class Outbox:
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
-        self._channels = conn if isinstance(conn, WorkerChannels) else None
+        self._channels = conn if isinstance(conn, ApiProcessChannels) else None
 
     def send(self, msg: FromWorker) -> None:
         if self._channels is None:

@@ -28,7 +28,7 @@ from servectl.runners import build_handler
 from servectl.spec import Spec
 from servectl.worker.adapters import Adapters
 from servectl.worker.batch import BatchRunner, StageClock, failed, short
-from servectl.worker.channels import WorkerChannels
+from servectl.worker.channels import ApiProcessChannels
 from servectl.worker.devices import WorkerSlot
 from servectl.worker.generation import GenerationLoop, generates
 from servectl.worker.inbox import Inbox, Outbox
@@ -180,4 +180,4 @@ def worker_main(
     os.environ.update(slot.environment())
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     configure(spec.server.log_level, spec.server.log_format)
-    serve(conn if address is None else WorkerChannels(conn, address), spec, slot, protocols)
+    serve(conn if address is None else ApiProcessChannels(conn, address), spec, slot, protocols)

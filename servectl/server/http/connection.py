@@ -32,7 +32,7 @@ from servectl.server.asgi import request_id_from
 from servectl.server.http.clock import ConnectionClock
 from servectl.server.http.cycle import App, Cycle, status_line
 from servectl.server.http.flow import BODY_HIGH_WATER, Flow
-from servectl.server.limits import ConnectionLimits, refusals
+from servectl.server.http.limits import ConnectionLimits, refusals
 
 log = logging.getLogger("servectl")
 
