@@ -5,37 +5,14 @@ up again). While every slot has given up, the model refuses requests and livenes
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 
-from servectl.metrics import ModelMetrics
-from servectl.runtime.handle import WorkerHandle
-from servectl.runtime.scheduler import Scheduler
-from servectl.spec import Spec
+from servectl.runtime.supervised import Supervised
 from servectl.worker.devices import WorkerSlot
 
 
-class RestartPolicy:
+class RestartPolicy(Supervised):
     """The restart half of `supervisor.Supervisor`."""
-
-    # the supervisor's state this part reads and writes (`supervisor.Supervisor`)
-    slots: list[WorkerSlot]
-    slot_specs: dict[int, Spec]
-    workers: dict[int, WorkerHandle]
-    restarts: dict[int, list[float]]
-    problems: dict[int, str]
-    given_up: set[int]
-    half_open: set[int]
-    scheduler: Scheduler
-    metrics: ModelMetrics
-    stopping: bool
-    restart_count: int
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
-    _loop: asyncio.AbstractEventLoop | None
-
-    def _spawn(self, slot: WorkerSlot) -> None:
-        raise NotImplementedError
 
     @property
     def all_given_up(self) -> bool:

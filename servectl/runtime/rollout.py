@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from servectl.metrics import ModelMetrics
 from servectl.runtime.handle import WorkerHandle
-from servectl.runtime.scheduler import Scheduler
+from servectl.runtime.supervised import Supervised
 from servectl.spec import Spec
 from servectl.worker.devices import WorkerSlot
 from servectl.worker.messages import Stop
@@ -23,26 +21,8 @@ class ReloadFailed(Exception):
     """A reload could not roll every worker; the message says what serves now."""
 
 
-class RollingReload:
+class RollingReload(Supervised):
     """The reload half of `supervisor.Supervisor`."""
-
-    # the supervisor's state this part reads and writes (`supervisor.Supervisor`)
-    slots: list[WorkerSlot]
-    slot_specs: dict[int, Spec]
-    workers: dict[int, WorkerHandle]
-    restarts: dict[int, list[float]]
-    problems: dict[int, str]
-    given_up: set[int]
-    half_open: set[int]
-    scheduler: Scheduler
-    metrics: ModelMetrics
-    stopping: bool
-    restart_count: int
-    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
-    _loop: asyncio.AbstractEventLoop | None
-
-    def _spawn(self, slot: WorkerSlot) -> None:
-        raise NotImplementedError
 
     spec: Spec
     reloading: bool
