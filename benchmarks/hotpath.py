@@ -178,7 +178,7 @@ def connections(app: Any, express: bool) -> list[Any]:
     from uvicorn.server import ServerState
 
     from servectl.server.express import ExpressLane
-    from servectl.server.limits import ConnectionLimits
+    from servectl.server.http.limits import ConnectionLimits
 
     try:
         from servectl.server.http import connection_class

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 
 from servectl.cli import app
 
-from conftest import ROOT, Server, write_spec
+from support.paths import ROOT
+from support.servers import Server, write_spec
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")

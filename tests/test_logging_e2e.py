@@ -22,7 +22,9 @@ import pytest
 
 from servectl.bench.runner import free_port
 
-from conftest import ROOT, toolbox_spec, write_spec
+from support.paths import ROOT
+from support.servers import write_spec
+from support.specs import toolbox_spec
 
 KEY = "k-logging"
 AUTH = {"Authorization": f"Bearer {KEY}"}

@@ -31,7 +31,9 @@ import yaml
 openai = pytest.importorskip("openai")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import ROOT, TOOLBOX, Server, toolbox_spec, write_spec  # noqa: E402
+from support.paths import ROOT, TOOLBOX  # noqa: E402
+from support.servers import Server, write_spec  # noqa: E402
+from support.specs import toolbox_spec  # noqa: E402
 
 SHARED_KEY, CALC_KEY, ECHO_B_KEY, ADMIN_KEY = "sk-shared", "sk-calc-only", "sk-echo-b-only", "adm-secret"
 AUTH = {"Authorization": f"Bearer {SHARED_KEY}"}

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import httpx
 
-from conftest import ROOT, VALIDATE_ALL, ExampleServers, resolved, toolbox_spec
+from support.early import VALIDATE_ALL, ExampleServers
+from support.openapi import resolved
+from support.paths import ROOT
+from support.specs import toolbox_spec
 
 
 def test_quickstart_serves_predict_info_docs(shared_serve) -> None:
@@ -33,7 +36,7 @@ def test_quickstart_serves_predict_info_docs(shared_serve) -> None:
 
 
 def test_serve_without_spec_uses_builtin_default(tmp_path: Path) -> None:
-    from conftest import free_port
+    from support.servers import free_port
 
     port = free_port()
     log = tmp_path / "log"

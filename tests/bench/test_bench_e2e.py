@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, toolbox_spec, write_spec
+from support.paths import ROOT
+from support.servers import free_port, write_spec
+from support.specs import toolbox_spec
 
 
 def bench(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from servectl.clientgen.operations import read_operations
 from servectl.clientgen.pyruntime import StreamError, _Events, dump, retry_delay
 from servectl.spec import load_spec
 
-from conftest import ROOT
+from support.paths import ROOT
 
 
 def _answer(headers: dict[str, str]) -> httpx.Response:

@@ -20,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import ROOT, ExampleServers, Server, write_spec
+from support.early import ExampleServers
+from support.paths import ROOT
+from support.servers import Server, write_spec
 
 pytest.importorskip("datamodel_code_generator")
 

@@ -20,7 +20,9 @@ from servectl.clientgen import Source, from_spec, generate
 from servectl.clientgen.operations import group_operations
 from servectl.spec import load_deployment, load_spec
 
-from conftest import ROOT, echo_llm_spec, write_spec
+from support.paths import ROOT
+from support.servers import write_spec
+from support.specs import echo_llm_spec
 
 MULTI = ROOT / "configs" / "multi.yaml"
 TOP = {"health", "ready", "info", "metrics", "models", "retrieve_model", "server_ready", "model_metadata"}

@@ -20,7 +20,8 @@ from test_clientgen_e2e import (  # noqa: F401
     tsc,
 )
 
-from conftest import ROOT, Server
+from support.paths import ROOT
+from support.servers import Server
 
 
 def multi_spec() -> dict[str, Any]:

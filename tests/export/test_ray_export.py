@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from servectl.cli import app
 from servectl.spec import load_deployment
 
-from conftest import toolbox_spec, write_spec
+from support.servers import write_spec
+from support.specs import toolbox_spec
 
 schema = pytest.importorskip("ray.serve.schema", reason="ray[serve] is not installed (the `ray` extra)")
 

@@ -15,13 +15,16 @@ import pytest
 openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 
-from conftest import ROOT, EarlyServers, echo_llm_spec, minilm_reference  # noqa: E402
+from support.early import EarlyServers  # noqa: E402
+from support.models import minilm_reference  # noqa: E402
+from support.paths import ROOT  # noqa: E402
+from support.specs import echo_llm_spec  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def gpt2(early_servers: EarlyServers):  # type: ignore[no-untyped-def]
     """One tiny GPT-2 server for this module's tests (in file order: token counts add up)."""
-    server = early_servers.take("gpt2-openai")  # conftest.gpt2_openai_spec, started with the session
+    server = early_servers.take("gpt2-openai")  # support.specs.gpt2_openai_spec, started with the session
     try:
         server.headers = {"Authorization": "Bearer sk-test"}  # /metrics needs the key too
         yield server, openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test", max_retries=0)
@@ -123,7 +126,7 @@ def test_embeddings_equal_in_process_and_batched(early_servers: EarlyServers, re
     from servectl.spec import load_spec
 
     spec = load_spec(ROOT / "configs" / "embeddings.yaml", ["devices.accelerator=cpu"])
-    server = early_servers.take("minilm-openai")  # conftest.minilm_openai_spec: spec.model, api.kind openai
+    server = early_servers.take("minilm-openai")  # support.specs.minilm_openai_spec: spec.model, api.kind openai
     request.addfinalizer(server.stop)
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
     texts = ["servectl serves models", "a quick brown fox", "batching", "x"]

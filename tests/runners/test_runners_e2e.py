@@ -11,7 +11,10 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import ROOT, ExampleServers, minilm_reference, resolved
+from support.early import ExampleServers
+from support.models import minilm_reference
+from support.openapi import resolved
+from support.paths import ROOT
 
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")

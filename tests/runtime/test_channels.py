@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from servectl.outcome import Reply
-from servectl.worker.channels import WorkerChannels
+from servectl.worker.channels import ApiProcessChannels
 from servectl.worker.inbox import Inbox, Outbox
 from servectl.worker.messages import (
     ORIGIN_SHIFT,
@@ -39,7 +39,7 @@ def connect(address: Path) -> Connection:
 @pytest.fixture
 def worker(tmp_path: Path):  # type: ignore[no-untyped-def]
     owner, pipe = mp.Pipe(duplex=True)
-    channels = WorkerChannels(pipe, str(tmp_path / "w.sock"))
+    channels = ApiProcessChannels(pipe, str(tmp_path / "w.sock"))
     yield owner, channels, tmp_path / "w.sock"
     channels.close()
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Server, streamer_spec, toolbox_spec
+from support.servers import Server
+from support.specs import streamer_spec, toolbox_spec
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import NamespacedRun, Server, echo_llm_spec, streamer_spec, toolbox_spec, write_spec
+from support.early import NamespacedRun
+from support.servers import Server, write_spec
+from support.specs import echo_llm_spec, streamer_spec, toolbox_spec
 
 pytest.importorskip("ray.serve", reason="ray[serve] is not installed (the `ray` extra)")
 INSIDE = os.environ.get("SERVECTL_RAY_NETNS") == "1"

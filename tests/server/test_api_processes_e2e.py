@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, streamer_spec, toolbox_spec
+from support.servers import Server
+from support.specs import streamer_spec, toolbox_spec
 
 ADMIN = "admin-key-for-tests"
 

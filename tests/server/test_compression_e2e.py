@@ -15,7 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import connect, echo_llm_spec, read_response, toolbox_spec
+from support.servers import connect, read_response
+from support.specs import echo_llm_spec, toolbox_spec
 
 SPEC = toolbox_spec(limits={"max_body_mb": 1}, server={"access_log": False})  # gzip_min_bytes: its default, 64 KiB
 BIG_ECHO = list(range(30_000))  # an answer of ~180 KB

@@ -22,7 +22,9 @@ import pytest
 
 from servectl.bench.runner import free_port
 
-from conftest import ROOT, connect, echo_llm_spec, read_response, toolbox_spec, write_spec
+from support.paths import ROOT
+from support.servers import connect, read_response, write_spec
+from support.specs import echo_llm_spec, toolbox_spec
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 

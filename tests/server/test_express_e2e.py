@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from conftest import connect, read_response, streamer_spec, toolbox_spec
+from support.servers import connect, read_response
+from support.specs import streamer_spec, toolbox_spec
 
 CASES: list[tuple[str, bytes, bytes, int]] = [
     # (what, content-type, body, status)

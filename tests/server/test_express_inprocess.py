@@ -23,7 +23,7 @@ from servectl.server.app import build_app
 from servectl.server.edge import RequestContext, build_edge
 from servectl.server.express import ExpressLane
 from servectl.server.http import connection_class
-from servectl.server.limits import ConnectionLimits
+from servectl.server.http.limits import ConnectionLimits
 from servectl.spec import load_deployment
 from servectl.worker.messages import Result
 

@@ -14,7 +14,9 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import StockUvicorn, read_response, toolbox_spec
+from support.servers import read_response
+from support.specs import toolbox_spec
+from support.stock import StockUvicorn
 
 
 def post(head: bytes, body: bytes) -> bytes:

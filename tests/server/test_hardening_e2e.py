@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import toolbox_spec
+from support.specs import toolbox_spec
 
 
 async def post_many(url: str, bodies: list[dict], timeout: float = 30) -> list[httpx.Response]:

@@ -15,7 +15,9 @@ import time
 import httpx
 import pytest
 
-from conftest import StockUvicorn, read_response, toolbox_spec
+from support.servers import read_response
+from support.specs import toolbox_spec
+from support.stock import StockUvicorn
 
 VALID = b'POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 7\r\n\r\n{"x":3}'
 H2C_CHUNKED = (

@@ -19,7 +19,8 @@ import pytest
 
 from servectl.bench.runner import free_port
 
-from conftest import ROOT, toolbox_spec
+from support.paths import ROOT
+from support.specs import toolbox_spec
 
 ECHO_LLM = str(ROOT / "handlers" / "echo_llm.py")
 

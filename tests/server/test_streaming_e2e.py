@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import streamer_spec
+from support.specs import streamer_spec
 
 spec = streamer_spec
 

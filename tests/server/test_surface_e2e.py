@@ -10,7 +10,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import toolbox_spec
+from support.specs import toolbox_spec
 
 OPEN = {"/health", "/ready"}
 DOCS = {"/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, toolbox_spec
+from support.paths import ROOT
+from support.specs import toolbox_spec
 
 KEY_A, KEY_B, ADMIN = "sk-tenant-a", "sk-tenant-b", "sk-admin"
 ROW = [0.5, -1.0, 2.0, 0.25]

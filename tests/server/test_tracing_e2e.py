@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import toolbox_spec
+from support.specs import toolbox_spec
 
 
 @pytest.fixture
