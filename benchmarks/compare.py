@@ -6,6 +6,7 @@ with the same Lua script. Runs alternate between apps, the table shows medians a
 app's ratio to the others; `--plot` draws rps and p99 against concurrency.
 
     python benchmarks/compare.py --duration 5 --runs 3 --concurrency 1,8,32,64 --json out.json --plot out.png
+    python benchmarks/compare.py --baseline /tmp/old-main ...   # before/after: another checkout's servectl too
 """
 
 from __future__ import annotations
@@ -38,14 +39,16 @@ class App:
     name: str
     command: list[str]
     api_key: str = ""
+    pythonpath: str | None = None  # another checkout's code (`--baseline`)
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
 
     def start(self) -> None:
         self.port = free_port()
         cmd = [part.replace("{port}", str(self.port)) for part in self.command]
+        env = {**os.environ, "PYTHONPATH": self.pythonpath} if self.pythonpath else None
         self.process = subprocess.Popen(
-            cmd, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            cmd, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -74,7 +77,7 @@ class App:
                 self.process.wait(5)
 
 
-def apps(selected: list[str]) -> list[App]:
+def apps(selected: list[str], baseline: Path | None = None) -> list[App]:
     py = sys.executable
     uvicorn = [py, "-m", "uvicorn", "--host", "127.0.0.1", "--port", "{port}", "--log-level", "warning"]
     serve = [py, "-m", "servectl", "serve"]
@@ -97,7 +100,11 @@ def apps(selected: list[str]) -> list[App]:
         App("asgi-inline", [*uvicorn, "--no-access-log", "asgi_inline:app"]),
         App("asgi-granian", [*granian, "asgi_inline:app"]),
     ]
-    return [a for a in every if a.name in selected]
+    if baseline is not None:  # the same servectl apps on another checkout, alternating with these
+        every += [
+            App(f"{a.name}@base", a.command, a.api_key, str(baseline)) for a in every if a.name.startswith("servectl")
+        ]
+    return [a for a in every if a.name in selected or (baseline and a.name.removesuffix("@base") in selected)]
 
 
 def run_wrk(app: App, concurrency: int, duration: float) -> dict[str, float]:
@@ -125,11 +132,14 @@ def main() -> None:
     parser.add_argument("--apps", default="servectl,litserve,fastapi-inline,asgi-inline")
     parser.add_argument("--json", type=Path, help="write every run's figures here")
     parser.add_argument("--plot", type=Path, help="draw rps and p99 against concurrency into this PNG")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout (a git worktree): its servectl apps run too, as NAME@base"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     levels = [int(c) for c in args.concurrency.split(",")]
-    chosen = apps(args.apps.split(","))
+    chosen = apps(args.apps.split(","), args.baseline)
     runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     # one app at a time (an idle LitServe still spins its CPU), apps alternating per round
     for _ in range(args.runs):
