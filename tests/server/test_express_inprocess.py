@@ -27,39 +27,9 @@ from servectl.server.http.limits import ConnectionLimits
 from servectl.spec import load_deployment
 from servectl.worker.messages import Result
 
+from support.fakeloop import Transport
+
 TOOLBOX = Path(__file__).resolve().parents[1] / "handlers" / "toolbox.py"
-
-
-class Transport:
-    """A connection's transport that keeps what is written."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def writelines(self, data: Any) -> None:
-        self.written += b"".join(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 class Worker:
