@@ -112,8 +112,10 @@ def _uses_early(item: pytest.Item) -> bool:
     return any(name in getattr(item, "fixturenames", ()) for name in _EARLY_FIXTURES)
 
 
-# what makes a test end-to-end: a real server, a model built on disk, a subprocess of servectl
-_E2E_FIXTURES = frozenset({"serve", "shared_serve", "example_servers", "early_servers", "ray_run", "stock_uvicorn"})
+# what makes a test end-to-end: a real server or process, or a model built on disk (`models`)
+_E2E_FIXTURES = frozenset(
+    {"serve", "shared_serve", "example_servers", "early_servers", "ray_run", "stock_uvicorn", "models"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
