@@ -8,8 +8,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from servectl.server.encoding import BodyTooLarge as BodyTooLarge  # (raised by read_body)
-from servectl.server.encoding import Inflater
+from servectl.server.encoding import BodyTooLarge, Inflater
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

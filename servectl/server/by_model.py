@@ -15,9 +15,9 @@ import msgspec
 
 from servectl.outcome import CLIENT_GONE, Failure
 from servectl.protocols import ApiProtocol, ModelRoute
-from servectl.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, send_bytes
+from servectl.server.asgi import Receive, Scope, Send, read_body, send_bytes
 from servectl.server.auth import KeySet, presented_key
-from servectl.server.encoding import UnreadableBody, inflater_for
+from servectl.server.encoding import BodyTooLarge, UnreadableBody, inflater_for
 from servectl.server.endpoint import ModelEndpoint
 
 if TYPE_CHECKING:

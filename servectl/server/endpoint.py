@@ -17,10 +17,18 @@ from servectl.outcome import CLIENT_GONE, ENDED, Ended, Failure, Outcome, Reply,
 from servectl.protocols import ApiProtocol, ModelRoute
 from servectl.runtime.base import ModelRuntime
 from servectl.runtime.scheduler import NoWorkers, Pending, QueueFull
-from servectl.server.asgi import JSON, BodyTooLarge, Receive, Scope, Send, adding_headers, read_body, send_bytes
+from servectl.server.asgi import JSON, Receive, Scope, Send, adding_headers, read_body, send_bytes
 from servectl.server.auth import APIKeyAuth, KeySet
 from servectl.server.deadlines import DeadlineWatch, FirstTicks
-from servectl.server.encoding import VARY, Inflater, UnreadableBody, answer_coding, compressed, inflater_for
+from servectl.server.encoding import (
+    VARY,
+    BodyTooLarge,
+    Inflater,
+    UnreadableBody,
+    answer_coding,
+    compressed,
+    inflater_for,
+)
 from servectl.server.guards import Guards
 from servectl.server.http import ABORT
 from servectl.server.streams import SSE, collect, pick_format, send_stream

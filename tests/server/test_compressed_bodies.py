@@ -18,9 +18,9 @@ import yaml
 
 from servectl.processes.deployment import Deployment
 from servectl.server.app import build_app
-from servectl.server.asgi import BodyTooLarge, read_body
+from servectl.server.asgi import read_body
 from servectl.server.edge import build_edge
-from servectl.server.encoding import Inflater, UnreadableBody, answer_coding, compress, inflater_for
+from servectl.server.encoding import BodyTooLarge, Inflater, UnreadableBody, answer_coding, compress, inflater_for
 from servectl.spec import load_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
