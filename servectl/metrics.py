@@ -13,7 +13,7 @@ import copy
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -39,6 +39,33 @@ DROP_REASONS = ("timeout", "disconnected", "slow_reader", "shutting_down")
 NO_MODEL = ""  # the label of answers no model gave (probes, docs, unknown paths)
 
 Gauge = Callable[[], dict[str, float]]  # {label value, or "" for none: value}
+
+
+class GaugeInfo(NamedTuple):
+    """A metric read from live state at scrape time: its help, whether it has a `worker`
+    label, and whether it only grows (exported as a counter)."""
+
+    doc: str
+    per_worker: bool = False
+    counter: bool = False
+
+
+GAUGES = {  # every gauge a runtime may register: one table, so the reference lists them all
+    "servectl_queue_depth": GaugeInfo("Requests waiting for a worker"),
+    "servectl_worker_inflight": GaugeInfo("Requests held by each worker", per_worker=True),
+    "servectl_workers_ready": GaugeInfo("Workers that finished setup"),
+    "servectl_worker_cpu_seconds": GaugeInfo(
+        "CPU time (user and system) of each worker process", per_worker=True, counter=True
+    ),
+    "servectl_worker_resident_bytes": GaugeInfo("Resident memory of each worker process", per_worker=True),
+    "servectl_worker_gpu_memory_bytes": GaugeInfo(
+        "GPU memory each worker process holds (workers on CUDA, with the gpu extra)", per_worker=True
+    ),
+    "servectl_worker_gpu_utilization_ratio": GaugeInfo(
+        "Utilisation of each worker's GPU (the GPU's, shared by the workers on it; with the gpu extra)",
+        per_worker=True,
+    ),
+}
 
 
 class FastHistogram:
@@ -93,9 +120,10 @@ class ModelMetrics:
     def drop(self, reason: str, count: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + count
 
-    def gauge(self, name: str, doc: str, read: Gauge, per_worker: bool = False, counter: bool = False) -> None:
-        """A gauge read at scrape time: `read` returns {worker label (or "" for none): value}."""
-        self.gauges[name] = (doc, read, per_worker, counter)
+    def gauge(self, name: str, read: Gauge) -> None:
+        """A gauge of `GAUGES` read at scrape time: `read` returns {worker label (or "" for none): value}."""
+        info = GAUGES[name]
+        self.gauges[name] = (info.doc, read, info.per_worker, info.counter)
 
     def dump(self) -> dict[str, Any]:
         """Its counts, as plain data (several API processes add theirs up)."""

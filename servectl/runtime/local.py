@@ -43,30 +43,15 @@ class LocalModel:
         self.scheduler = Scheduler(spec.batching, spec.limits.max_queue, metrics)
         self.supervisor = Supervisor(spec, slots, self.scheduler, metrics, on_fatal, launcher, log_prefix)
         self.reloads = 0
-        metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
-        metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
-        metrics.gauge("servectl_workers_ready", "Workers that finished setup", self._ready)
-        metrics.gauge(
-            "servectl_worker_cpu_seconds",
-            "CPU time (user and system) of each worker process",
-            lambda: self._usage(0),
-            per_worker=True,
-            counter=True,
-        )
-        metrics.gauge(
-            "servectl_worker_resident_bytes", "Resident memory of each worker process", lambda: self._usage(1), True
-        )
+        metrics.gauge("servectl_queue_depth", self._queue_depth)
+        metrics.gauge("servectl_worker_inflight", self._inflight)
+        metrics.gauge("servectl_workers_ready", self._ready)
+        metrics.gauge("servectl_worker_cpu_seconds", lambda: self._usage(0))
+        metrics.gauge("servectl_worker_resident_bytes", lambda: self._usage(1))
         self.gpu = GpuUsage.open() if any(s.accelerator == "cuda" for s in slots) else None
         if self.gpu is not None:
-            metrics.gauge(
-                "servectl_worker_gpu_memory_bytes", "GPU memory each worker process holds", self._gpu_memory, True
-            )
-            metrics.gauge(
-                "servectl_worker_gpu_utilization_ratio",
-                "Utilisation of each worker's GPU (the GPU's, shared by the workers on it)",
-                self._gpu_utilization,
-                True,
-            )
+            metrics.gauge("servectl_worker_gpu_memory_bytes", self._gpu_memory)
+            metrics.gauge("servectl_worker_gpu_utilization_ratio", self._gpu_utilization)
 
     @property
     def slots(self) -> list[WorkerSlot]:

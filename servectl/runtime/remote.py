@@ -106,8 +106,8 @@ class RemoteModel:
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.on_ready: Callable[[], None] | None = None  # every worker connected
-        metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", self._queue_depth)
-        metrics.gauge("servectl_worker_inflight", "Requests held by each worker", self._inflight, per_worker=True)
+        metrics.gauge("servectl_queue_depth", self._queue_depth)
+        metrics.gauge("servectl_worker_inflight", self._inflight)
 
     # --- what the server asks -----------------------------------------------------
 

@@ -41,8 +41,8 @@ def test_a_scrape_adds_up_every_process_counts(tmp_path: Path) -> None:
         model = metrics.model("m")
         model.batch_size.observe(n)
         model.drop("timeout")
-        model.gauge("servectl_queue_depth", "queued", lambda n=n: {"": float(n)})
-    first.model("m").gauge("servectl_workers_ready", "ready", lambda: {"": 2.0})  # the owner's alone
+        model.gauge("servectl_queue_depth", lambda n=n: {"": float(n)})
+    first.model("m").gauge("servectl_workers_ready", lambda: {"": 2.0})  # the owner's alone
     first.shared = SharedCounts(str(tmp_path), 0, lambda: {"metrics": first.dump(), "usage": {}})
     (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": other.dump(), "usage": {}}))
     text = first.render()[0].decode()
@@ -61,7 +61,7 @@ def test_the_counts_of_a_dead_process_stay_counted_without_its_gauges(tmp_path: 
     first.shared = SharedCounts(str(tmp_path), 0, lambda: {"metrics": first.dump(), "usage": {}})
     for _ in range(4):
         dead.observe_request("m", "/predict", 200, 0.002)
-    dead.model("m").gauge("servectl_queue_depth", "queued", lambda: {"": 7.0})
+    dead.model("m").gauge("servectl_queue_depth", lambda: {"": 7.0})
     (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": dead.dump(), "usage": {}}))
     retire(str(tmp_path), 1, 1)  # API process 1 died; another starts counting from 0
     (tmp_path / "metrics-1.msgpack").write_bytes(msgspec.msgpack.encode({"metrics": Metrics().dump(), "usage": {}}))

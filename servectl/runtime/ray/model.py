@@ -107,14 +107,9 @@ class RayModel:
         self._ready = False
         self._problems: list[str] = []
         self._stopping = False
-        metrics.gauge("servectl_queue_depth", "Requests waiting for a worker", lambda: {"": len(self.scheduler.queue)})
-        metrics.gauge(
-            "servectl_worker_inflight",
-            "Requests held by each worker",
-            lambda: {str(p.index): len(p.inflight) for p in self.ports},
-            per_worker=True,
-        )
-        metrics.gauge("servectl_workers_ready", "Workers that finished setup", lambda: {"": self.ready_count})
+        metrics.gauge("servectl_queue_depth", lambda: {"": len(self.scheduler.queue)})
+        metrics.gauge("servectl_worker_inflight", lambda: {str(p.index): len(p.inflight) for p in self.ports})
+        metrics.gauge("servectl_workers_ready", lambda: {"": self.ready_count})
 
     # --- ModelRuntime -------------------------------------------------------------
 
