@@ -3,7 +3,7 @@ command line (exit 1 listing every problem), durations."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from servectl.spec import DEFAULT_SPEC, DeploymentSpec, SpecError, load_deployment
+from servectl.spec import DEFAULT_SPEC, DeploymentSpec, SpecError, SpecIssue, load_deployment
 
 if TYPE_CHECKING:
     pass
@@ -41,15 +41,20 @@ def split_args(spec_path: Path | None, overrides: list[str] | None) -> tuple[lis
     return paths or [DEFAULT_SPEC], settings
 
 
-def load_deployment_args(spec_path: Path | None, overrides: list[str] | None) -> DeploymentSpec:
-    """The spec files and overrides of the command line, loaded; exit 1 listing the problems."""
+def load_deployment_args(
+    spec_path: Path | None,
+    overrides: list[str] | None,
+    also: Callable[[list[Path]], list[SpecIssue]] | None = None,
+) -> DeploymentSpec:
+    """The spec files and overrides of the command line, loaded; exit 1 listing the problems
+    (with those `also` finds in the files, when they do not load: `validate`'s handlers)."""
     paths, settings = split_args(spec_path, overrides)
     if paths == [DEFAULT_SPEC]:
         console.print(f"[yellow]No spec given: serving the built-in default[/] ({DEFAULT_SPEC})")
     try:
         return load_deployment(paths, settings)
     except SpecError as exc:
-        print_issues(exc.issues)
+        print_issues([*exc.issues, *(also(paths) if also else [])])
         raise typer.Exit(1) from None
 
 

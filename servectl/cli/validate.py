@@ -23,12 +23,19 @@ def validate(
     print_spec: Annotated[
         bool, typer.Option("--print", help="Print the resolved spec (interpolated, overridden).")
     ] = False,
-    smoke: Annotated[bool, typer.Option("--smoke", help="Run setup and the handler's example request.")] = False,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke",
+            help="Also run setup (on the CPU) and answer each route's example request as a worker would "
+            "(streams and OpenAI routes included); exit 1 unless every one succeeds.",
+        ),
+    ] = False,
 ) -> None:
     """Check SPEC without serving: YAML, schema, handler import and hooks, model path (every model)."""
     import servectl.cli.checks as checks
 
-    deployment = load_deployment_args(spec, overrides)
+    deployment = load_deployment_args(spec, overrides, also=checks.handler_issues)
     issues, handlers = checks.check_deployment(deployment)
     if issues:
         print_issues(issues)
@@ -39,28 +46,55 @@ def validate(
         typer.echo(yaml.safe_dump(resolved, sort_keys=False), nl=False)
     for loaded, handler in zip(deployment.models, handlers, strict=True):
         if smoke and handler is not None:
-            _smoke(loaded, handler)
-        hooks = list(handler.hooks) if handler else []
+            _smoke(loaded)
         name = handler.name if handler else loaded.handler
         parts = (loaded.source, loaded.entry, f"({loaded.name})") if several else (loaded.source,)
         where = " ".join(p for p in parts if p)
-        console.print(f"[green]ok[/] {escape(where)}: {name}, hooks {hooks}")
+        console.print(f"[green]ok[/] {escape(where)}: {escape(str(name))} ({describe(handler)})", highlight=False)
 
 
-def _smoke(loaded: Spec, handler: Handler) -> None:
-    """`validate --smoke`: the handler's example request through the worker's code path; exit 1 unless 200."""
-    import servectl.cli.checks as checks
-    from servectl.outcome import Failure, Reply
+def describe(handler: Handler | None) -> str:
+    """What a handler does, in words: its hooks, the OpenAI contract it implements, streaming."""
+    if handler is None:
+        return "no handler"
+    parts = ["hooks " + ", ".join(handler.hooks)] if handler.hooks else []
+    contract = [name for name in ("complete", "embed") if callable(getattr(handler.obj, name, None))]
+    if contract:
+        parts.append("OpenAI contract: " + ", ".join(contract))
+    if handler.streams:
+        parts.append("streams")
+    return "; ".join(parts) or "no hooks"
+
+
+def _smoke(loaded: Spec) -> None:
+    """`validate --smoke`: each route's example through a worker's own loop; exit 1 unless each answers."""
+    from servectl.cli.smoke import smoke
+    from servectl.outcome import Failure
     from servectl.protocols.predict.errors import failure_body
 
     try:
-        answer = checks.smoke(loaded, handler)
+        answers = smoke(loaded)
     except Exception as exc:
-        console.print(f"[bold red]smoke test failed:[/] {exc}")
+        console.print(f"[bold red]smoke test failed:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
-    if not isinstance(answer, Reply):
-        status = answer.status if isinstance(answer, Failure) else 500
-        body = failure_body(answer, "smoke") if isinstance(answer, Failure) else repr(answer).encode()
-        console.print(f"[bold red]smoke test answered {status}:[/] {body.decode()}", highlight=False)
+    failed = False
+    for answer in answers:
+        outcome = answer.outcome
+        chunks = f", {len(answer.chunks)} chunk(s)" if answer.chunks else ""
+        if answer.ok:
+            body = answer.chunks[0] if answer.chunks else getattr(outcome, "body", b"")
+            first = "first " if answer.chunks else ""
+            shown = _short(orjson.loads(body[: getattr(outcome, "json_length", None) or len(body)]))
+            console.print(f"smoke test {answer.route}: 200{chunks}, {first}{escape(shown)}", highlight=False)
+            continue
+        failed = True
+        status = outcome.status if isinstance(outcome, Failure) else 500
+        text = failure_body(outcome, "smoke").decode() if isinstance(outcome, Failure) else repr(outcome)
+        console.print(f"[bold red]smoke test {answer.route} answered {status}{chunks}:[/] {escape(text)}")
+    if failed:
         raise typer.Exit(1)
-    console.print(f"smoke test: 200 {orjson.loads(answer.body)}", highlight=False)
+
+
+def _short(value: object, limit: int = 300) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= limit else text[:limit] + "..."
