@@ -53,7 +53,17 @@ class SharedSpec(BaseModel):
 class DeploymentSpec(SharedSpec):
     """Every model one server serves, and the sections they share (which each `Spec` carries)."""
 
-    models: list[Spec] = Field(min_length=1)
+    models: list[Spec] = Field(
+        min_length=1,
+        description="Several models in one server: a list (at least one) of model entries, each holding what a "
+        "single-model spec says about its model (`name`, `model`, `handler`, `devices`, `batching`, "
+        "`limits`, `api`, `supervisor`, `cache`, `scaling`, with the same defaults, but api.path: "
+        "`/models/{name}/predict` while there are several models). Names and paths must be unique. "
+        "`server`, `auth` and `runtime` stay at the top level, shared by every model; an entry may add "
+        "`auth: {api_keys: [...]}`, keys for its routes only. A model's key beside `models:`, or `server`, "
+        "`runtime` or another `auth` key inside an entry, is an error. Each model gets its own queue, "
+        "batcher, deadline, body limit and workers.",
+    )
 
     @model_validator(mode="after")
     def _one_server(self) -> DeploymentSpec:

@@ -15,8 +15,15 @@ from servectl.spec.base import Section
 
 
 class OnnxOptions(Section):
-    intra_op_threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads; null: its default.")
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    """`model.onnx:`: onnxruntime's session options for `backend: onnx` (threads per worker, how far
+    the graph is optimised)."""
+
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="onnxruntime intra-op threads per worker; null: onnxruntime's default."
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime's graph optimisation level: `disable`, `basic`, `extended` or `all`."
+    )
 
 
 TASKS = ("feature-extraction", "text-classification", "text-generation")
@@ -26,12 +33,20 @@ class TensorDecl(Section):
     """One tensor of a model, as the spec declares it: where the model file cannot say it
     (TorchScript, a factory), V2 metadata, shape checks and `convert` read it from here."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(
+        min_length=1,
+        description="The tensor's name (not empty; distinct within model.inputs or model.outputs): what V2 "
+        "requests, answers and metadata call it.",
+    )
     shape: list[int] | None = Field(
-        None, description="Dimensions with the batch axis first; -1 for a dynamic axis; null: unknown."
+        None,
+        description="Dimensions with the batch axis first, each a size >= 1 or -1 for a dynamic axis (not empty); "
+        "null: unknown.",
     )
     dtype: Literal["float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"] | None = Field(
-        None, description="null: the model's dtype (inputs), float32 (outputs)."
+        None,
+        description="`float32`, `float16`, `float64`, `int64`, `int32`, `int16`, `int8`, `uint8` or `bool`; null: "
+        "model.dtype (inputs), `float32` (outputs).",
     )
 
     @field_validator("shape")
@@ -50,38 +65,82 @@ def _tensor_decls(v: Any) -> Any:
 
 
 class ModelSpec(Section):
+    """`model:`: what is served: with `backend: python` the handler's own model; else a built-in
+    runner's backend, model path, task and tensors, served with no handler code."""
+
     backend: Literal["python", "pytorch", "onnx", "transformers"] = Field(
-        "python", description="`python`: the handler does the work; else a built-in runner."
+        "python",
+        description="`python`: your handler does the work. `pytorch`, `onnx`, `transformers`: a built-in runner "
+        "serves model.path with no handler code (see the guide).",
     )
-    path: str | None = Field(None, description="Model file or folder, relative to the spec file.")
+    path: str | None = Field(
+        None,
+        description="Model file or folder, relative to the spec file (`${pkg:NAME,sub,dir}` resolves a folder "
+        "inside an installed package). `validate` checks that it exists and has the right format. Needed by "
+        "`onnx` (an .onnx file), `transformers` (a local folder) and `pytorch` (TorchScript or .pt2) unless "
+        "model.factory is given.",
+    )
     task: Literal["feature-extraction", "text-classification", "text-generation"] | None = Field(
-        None, description="What a transformers model does."
+        None,
+        description="transformers (and only there; required): what the model does: `feature-extraction`, "
+        "`text-classification` or `text-generation`.",
     )
-    factory: str | None = Field(None, description="pytorch: `module:function` returning an nn.Module.")
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    compile: bool = Field(False, description="pytorch: torch.compile the model (warns and skips where unsupported).")
+    factory: str | None = Field(
+        None,
+        description="pytorch: `module:function` returning an `nn.Module`; model.path is then its weights (`.pt` "
+        "state dict or `.safetensors`).",
+    )
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32",
+        description="pytorch / transformers: the weights' and inputs' dtype: `float32`, `float16` or `bfloat16`.",
+    )
+    compile: bool = Field(
+        False, description="pytorch: `torch.compile` the module (warns and runs eagerly where unsupported)."
+    )
     inputs: list[TensorDecl] | None = Field(
         None,
-        description="A tensor model's inputs in call order: names, or {name, shape, dtype} (shape with the batch "
-        "axis first, -1 dynamic).",
+        description="pytorch: the module's inputs in call order, as names or `{name, shape, dtype}` (shape with "
+        "the batch axis first, `-1` dynamic; dtype `float32`... `int64`, `bool`); default one input, `input`; "
+        "`.pt2` programs report their own. Shapes are checked (422 naming the expected shape), shown in V2 "
+        "metadata and used by `servectl convert`. Names must be distinct.",
     )
     outputs: list[TensorDecl] | None = Field(
         None,
-        description="pytorch: the outputs' names (in return order), shapes and dtypes; null: learned from "
-        "model.example.",
+        description="pytorch only: the outputs' names in return order, with shapes and dtypes, as model.inputs "
+        "(names distinct); null: learned by running model.example once at setup (a single output is `output`). "
+        "ONNX models name their own outputs.",
     )
-    pad: float | None = Field(None, description="Pad value for variable-length inputs; null: never pad.")
+    pad: float | None = Field(
+        None,
+        description="Tensor models: pad variable-length items to one batch with this value; null: never pad "
+        "(items of different shapes run as separate calls).",
+    )
     max_length: int | None = Field(
         None,
         ge=1,
-        description="transformers: the context in tokens (inputs are truncated to it, a generation's prompt plus "
-        "max_tokens must fit); null: the model's own limit.",
+        description="transformers: the context in tokens; null: the model's own (`max_position_embeddings`, "
+        "`n_positions`, ...). Inputs are truncated to it (padding is to the longest text in the batch); a "
+        "generation's prompt plus `max_tokens` must fit (else 400 `context_length_exceeded`; without "
+        "`max_tokens` the completion gets the room left).",
     )
-    normalize: bool = Field(True, description="feature-extraction: L2-normalise embeddings.")
-    top_k: int = Field(1, ge=1, description="text-classification: labels returned per input.")
-    max_new_tokens: int = Field(32, ge=1, le=4096, description="text-generation: default tokens to generate.")
+    normalize: bool = Field(
+        True, description="feature-extraction: L2-normalise embeddings (request parameter `normalize` overrides)."
+    )
+    top_k: int = Field(
+        1, ge=1, description="text-classification: labels returned per text (request parameter `top_k` overrides)."
+    )
+    max_new_tokens: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="text-generation: default tokens to generate (request parameter `max_new_tokens` overrides).",
+    )
     onnx: OnnxOptions = OnnxOptions()
-    example: Any = Field(None, description="A sample request: shown in /docs, used by `validate --smoke`.")
+    example: Any = Field(
+        None,
+        description="A sample request: shown in `/docs`, used by `validate --smoke` (and, for pytorch without "
+        "model.outputs, run once at setup to learn the outputs).",
+    )
 
     _decls = field_validator("inputs", "outputs", mode="before")(lambda v: _tensor_decls(v))
 

@@ -25,9 +25,21 @@ class Spec(Section):
     """One model as served: what a single-model spec file holds, or one entry of `models:`
     with the deployment's shared sections (`server`, `auth`)."""
 
-    name: str = Field("servectl", pattern=NAME_PATTERN)
+    name: str = Field(
+        "servectl",
+        pattern=NAME_PATTERN,
+        description="The model's (a single-model spec: the deployment's) name: letters, digits, `_.-`, starting "
+        "with a letter or digit, at most 64 characters; shown in `/info` and the docs title. With several models "
+        "each needs its own: it names the model in `/models/{name}/predict` (the default api.path), OpenAI's "
+        "`model` field, V2 routes, metrics' `model` label and overrides (`models.NAME.key=value`).",
+    )
     model: ModelSpec = ModelSpec()
-    handler: str | None = Field(None, description="`handlers/foo.py`, `handlers.foo` or `handlers.foo:Foo`.")
+    handler: str | None = Field(
+        None,
+        description="`handlers/foo.py`, `handlers.foo`, or `handlers.foo:Foo` (a class is instantiated with no "
+        "arguments). Looked up from the spec file's folder, then the working directory, then the spec folder's "
+        "parent. Required with model.backend `python`.",
+    )
     devices: DevicesSpec = DevicesSpec()
     batching: BatchingSpec = BatchingSpec()
     limits: LimitsSpec = LimitsSpec()
@@ -36,9 +48,16 @@ class Spec(Section):
     server: ServerSpec = ServerSpec()
     supervisor: SupervisorSpec = SupervisorSpec()
     runtime: RuntimeSpec = RuntimeSpec()
-    cache: CacheSpec = Field(CacheSpec(), description="Answers of identical requests reused; default: off.")
+    cache: CacheSpec = Field(
+        CacheSpec(),
+        description="The response cache: answers of identical requests (same model, route and JSON body) reused "
+        "without a worker, deterministic ones only; default: off.",
+    )
     scaling: ScalingSpec | None = Field(
-        None, description="Autoscaling (runtime.kind: ray, and Kubernetes); null: the replicas `devices` plans."
+        None,
+        description="Autoscaling of the model's replicas (runtime.kind: ray, where it is Ray's "
+        "`autoscaling_config`, and Kubernetes' HPA from `export k8s`); null: a fixed count of replicas, as "
+        "`devices` plans.",
     )
 
     @model_validator(mode="after")
