@@ -144,12 +144,19 @@ def encode_tensors(rows: list[Row]) -> TensorResponse:
 class TensorRunner:
     """Hooks for a tensor model; subclasses load it and implement `run_batch`."""
 
+    allowed_parameters: frozenset[str] = frozenset()  # none yet: a parameter sent is a mistake, a 422
+
     def __init__(self, inputs: list[TensorSpec], pad: float | None, example: Any = None) -> None:
         self.inputs = inputs
         self.pad = pad
         self.example = example
 
     def decode(self, request: TensorRequest) -> Many:
+        unknown = set(request.parameters) - self.allowed_parameters
+        if unknown:  # as the transformers runners answer
+            raise InvalidInput(
+                f"unknown parameters {sorted(unknown)}; allowed: {sorted(self.allowed_parameters)}", "parameters"
+            )
         return decode_tensors(request, self.inputs)
 
     def run_batch(self, feeds: Row) -> dict[str, np.ndarray]:
