@@ -182,13 +182,17 @@ class TextGeneration(TextRunner):
         """A sequence for the engine. A prompt that leaves no room in the context, or one plus
         the `max_tokens` the client `asked` for that does not fit, is a 400 (OpenAI's
         `context_length_exceeded`); a default `max_tokens` is cut to the room left. With
-        `truncate` (the predict route) a long prompt keeps its last tokens instead."""
+        `truncate` (the predict route) a long prompt keeps its last tokens instead, as it does
+        with `sampling.truncate_prompt_tokens`."""
         ids = list(prompt) if isinstance(prompt, list) else self.tokenizer(prompt)["input_ids"]
         vocab = self.model.get_input_embeddings().num_embeddings
         if any(not 0 <= i < vocab for i in ids):
             raise InvalidInput(f"token ids must be in [0, {vocab})", field, status=400)
         if not ids:  # an empty prompt starts from the beginning-of-text token
             ids = [self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.engine.pad]
+        keep = sampling.truncate_prompt_tokens  # vLLM's: the last k tokens; -1: those that fit
+        if keep is not None:
+            ids = ids[-(keep if keep > 0 else max(1, self.context - sampling.max_tokens)) :]
         if truncate:
             ids = ids[-(self.context - 1) :]
         wanted = len(ids) + sampling.max_tokens
@@ -206,9 +210,27 @@ class TextGeneration(TextRunner):
 
     def generation_job(self, decoded: Item | Many) -> Job:
         items = list(decoded) if isinstance(decoded, Many) else [decoded]
-        # the predict route: the prompt's end and the room left, never a context error
-        seqs = [self.sequence(text, self._sampling(p), False, "inputs", truncate=True) for text, p in items]
+        seqs = [self._predict_sequence(text, params) for text, params in items]
         return TextJob(self.engine, items, seqs, many=isinstance(decoded, Many))
+
+    def _predict_sequence(self, text: str, params: dict[str, Any]) -> Sequence:
+        """The predict route: a long prompt keeps its last tokens, leaving room for the
+        `max_new_tokens` asked (else the default gets the room left). Asking for more than the
+        context holds beside one prompt token is a 400 naming `parameters.max_new_tokens`."""
+        sampling = self._sampling(params)
+        if "max_new_tokens" not in params:
+            return self.sequence(text, sampling, False, "inputs", truncate=True)
+        asked = sampling.max_tokens
+        if asked >= self.context:
+            raise InvalidInput(
+                f"max_new_tokens is {asked}, but this model's maximum context length is {self.context} tokens, "
+                f"prompt included: ask for at most {self.context - 1}",
+                "parameters.max_new_tokens",
+                status=400,
+                code="context_length_exceeded",
+            )
+        ids = self.tokenizer(text)["input_ids"][-(self.context - asked) :]
+        return self.sequence(ids, sampling, True, "inputs")
 
     def _sampling(self, params: dict[str, Any]) -> Sampling:
         sample = bool(params.get("do_sample", float(params.get("temperature", 0)) > 0))
