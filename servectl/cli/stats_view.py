@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -45,8 +47,80 @@ def _statuses(by_status: dict[str, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(groups.items())) or "-"
 
 
+def _cache(m: dict[str, Any]) -> str:
+    ratio = m["cache"]["hit_ratio"]
+    return "-" if ratio is None else f"{100 * ratio:.0f}%"
+
+
+# a model's columns: header -> its value, from the model's entry of /stats
+COLUMNS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "requests": lambda m: f"{m['requests']:,}",
+    "statuses": lambda m: _statuses(m["by_status"]),
+    "tok/s 1m": lambda m: f"{m['tokens_per_s']['last_minute']:,.1f}",
+    "tok/s all": lambda m: f"{m['tokens_per_s']['since_start']:,.1f}",
+    "prompt tok": lambda m: f"{m['prompt_tokens']:,}",
+    "compl. tok": lambda m: f"{m['completion_tokens']:,}",
+    "mean ms": lambda m: _ms(m["latency_ms"]["mean"]),
+    "p50 ms": lambda m: _ms(m["latency_ms"]["p50"]),
+    "p99 ms": lambda m: _ms(m["latency_ms"]["p99"]),
+    "queue p50": lambda m: _ms(m["queue_ms"]["p50"]),
+    "batch": lambda m: f"{m['batches']['mean_size']:.1f}",
+    "workers": lambda m: f"{m['workers']['ready']}/{m['workers']['total']}",
+    "restarts": lambda m: str(m["workers"]["restarts"]),
+    "cache hit": _cache,
+    "limited": lambda m: str(m["rate_limited"]),
+}
+# the same columns a few at a time, for a terminal too narrow for them all (80 columns)
+GROUPS = {
+    "requests": ("requests", "statuses", "limited", "cache hit"),
+    "tokens": ("tok/s 1m", "tok/s all", "prompt tok", "compl. tok"),
+    "latency": ("mean ms", "p50 ms", "p99 ms", "queue p50", "batch"),
+    "workers": ("workers", "restarts"),
+}
+_LEFT = ("model", "key name", "statuses")
+
+
+def _table(title: str, headers: Sequence[str], rows: list[list[str]]) -> Table:
+    """Headers never cut (each column at least as wide as its header); names and statuses
+    fold onto more lines rather than lose characters."""
+    table = Table(title=title, title_justify="left", expand=False)
+    for header in headers:
+        left = header in _LEFT
+        table.add_column(
+            header,
+            justify="left" if left else "right",
+            min_width=len(header),
+            no_wrap=not left,
+            overflow="fold" if left else "ellipsis",
+        )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+class ModelTables:
+    """The models' numbers: one table when the terminal is wide enough for every column, else
+    one table per group of columns (each starting with the model's name)."""
+
+    def __init__(self, models: dict[str, dict[str, Any]]) -> None:
+        self.models = models
+
+    def table(self, title: str, headers: Sequence[str]) -> Table:
+        rows = [[name, *(COLUMNS[h](m) for h in headers)] for name, m in self.models.items()]
+        return _table(title, ["model", *headers], rows)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        wide = self.table("models", list(COLUMNS))
+        natural = Measurement.get(console, options.update(max_width=10_000), wide).maximum  # unclamped
+        if natural <= options.max_width:
+            yield wide
+            return
+        for title, headers in GROUPS.items():
+            yield self.table(f"models: {title}", headers)
+
+
 def render(stats: dict[str, Any], url: str) -> Group:
-    """The models table, then the keys table."""
+    """The models' tables, then the keys table."""
     uptime = stats["uptime_s"]
     overall = stats["overall"]
     title = Text.assemble(
@@ -54,58 +128,18 @@ def render(stats: dict[str, Any], url: str) -> Group:
         f"  up {uptime / 3600:.1f} h" if uptime >= 3600 else f"  up {uptime:.0f} s",
         f"  {overall['requests']:,} requests, {overall['tokens_per_s']['last_minute']:,.1f} tokens/s (last minute)",
     )
-    models = Table(title="models", title_justify="left", expand=False)
-    for column in (
-        "model",
-        "requests",
-        "statuses",
-        "tok/s 1m",
-        "tok/s all",
-        "prompt tok",
-        "compl. tok",
-        "mean ms",
-        "p50 ms",
-        "p99 ms",
-        "queue p50",
-        "batch",
-        "workers",
-        "restarts",
-        "cache hit",
-        "limited",
-    ):
-        models.add_column(column, justify="left" if column in ("model", "statuses") else "right")
-    for name, m in stats["models"].items():
-        ratio = m["cache"]["hit_ratio"]
-        models.add_row(
-            name,
-            f"{m['requests']:,}",
-            _statuses(m["by_status"]),
-            f"{m['tokens_per_s']['last_minute']:,.1f}",
-            f"{m['tokens_per_s']['since_start']:,.1f}",
-            f"{m['prompt_tokens']:,}",
-            f"{m['completion_tokens']:,}",
-            _ms(m["latency_ms"]["mean"]),
-            _ms(m["latency_ms"]["p50"]),
-            _ms(m["latency_ms"]["p99"]),
-            _ms(m["queue_ms"]["p50"]),
-            f"{m['batches']['mean_size']:.1f}",
-            f"{m['workers']['ready']}/{m['workers']['total']}",
-            str(m["workers"]["restarts"]),
-            "-" if ratio is None else f"{100 * ratio:.0f}%",
-            str(m["rate_limited"]),
-        )
-    keys = Table(title="API keys", title_justify="left", expand=False)
-    for column in ("key name", "requests", "statuses", "prompt tok", "compl. tok"):
-        keys.add_column(column, justify="left" if column in ("key name", "statuses") else "right")
-    for name, k in stats["keys"].items():
-        keys.add_row(
+    key_rows = [
+        [
             name,
             f"{k['requests']:,}",
             _statuses(k["by_status"]),
             f"{k['prompt_tokens']:,}",
             f"{k['completion_tokens']:,}",
-        )
-    return Group(title, models, keys)
+        ]
+        for name, k in stats["keys"].items()
+    ]
+    keys = _table("API keys", ("key name", "requests", "statuses", "prompt tok", "compl. tok"), key_rows)
+    return Group(title, ModelTables(stats["models"]), keys)
 
 
 def watch(url: str, api_key: str | None, every_s: float, rounds: int | None = None) -> None:
