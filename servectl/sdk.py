@@ -9,19 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = [
     "END",
     "Chunks",
+    "Constraint",
     "EmbedHandler",
     "Final",
     "InvalidInput",
     "Many",
     "OpenAIHandler",
     "PredictHandler",
+    "ResponseFormat",
     "Sampling",
     "StreamingHandler",
+    "Tool",
+    "ToolCall",
 ]
 
 
@@ -80,13 +84,63 @@ class Many(list[Any]):
     """
 
 
+@dataclass(slots=True)
+class Tool:
+    """A function the client offers the model (OpenAI's `tools[].function`, or a legacy
+    `functions[]` entry): `parameters` is its arguments' JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool = False
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A call of one of the offered tools. A `complete` hook may yield one (between or instead
+    of text pieces): the answer then carries it in `tool_calls` (id `call_...` given when
+    empty) and ends with finish_reason `tool_calls`. `arguments`: a JSON text or a dict."""
+
+    name: str
+    arguments: str | dict[str, Any] = "{}"
+    id: str = ""
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    """What the client asked the text to be: `type` `text`, `json_object`, `json_schema`
+    (`schema`, `name`, `strict`) or servectl's `regex` (`regex`)."""
+
+    type: str = "text"
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool = False
+    regex: str | None = None
+
+
+@dataclass(slots=True)
+class Constraint:
+    """What a row's output must match; the token engine masks every token that would leave
+    it. `kind`: `json` (`value` a JSON schema), `regex`, `choice` (a list of texts) or
+    `grammar` (Lark, or GBNF). `param`: the request field blamed when it does not compile;
+    `strict`: unsupported schema keywords are an error (else ignored)."""
+
+    kind: Literal["json", "regex", "choice", "grammar"]
+    value: Any
+    param: str = "response_format"
+    strict: bool = True
+
+
 @dataclass
 class Sampling:
     """One generation's settings, as an OpenAI request gave them (defaults filled in).
 
     `temperature` 0 is greedy. `top_k` 0 and penalties at their neutral values are off.
     `logprobs` None returns none; k >= 0 returns the chosen token's log-probability and
-    the k most likely alternatives at each step."""
+    the k most likely alternatives at each step.
+    Structured outputs and tools: the `response_format` and `tools` the client sent (with
+    `tool_choice`, `tool_name` when one function is named, `parallel_tool_calls`); the token
+    engine decodes under `constraint` (a custom `complete` may honour it, or not)."""
 
     max_tokens: int
     temperature: float = 0.0
@@ -99,6 +153,12 @@ class Sampling:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     logprobs: int | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: Literal["none", "auto", "required"] = "auto"
+    tool_name: str | None = None
+    parallel_tool_calls: bool = True
+    constraint: Constraint | None = None
 
 
 # --- the hook sets --------------------------------------------------------------------
@@ -129,9 +189,11 @@ class OpenAIHandler(Protocol):
     """`api.kind: openai` with your own generator: `complete` serves /v1/chat/completions and
     /v1/completions (each piece counts as one token for `max_tokens`; stop strings are
     applied for you); `render` makes a prompt of chat messages (default `role: text` lines,
-    then `assistant:`); `count_tokens` feeds `usage` (default: words)."""
+    then `assistant:`); `count_tokens` feeds `usage` (default: words). `sampling` carries
+    the request's `tools` and `response_format`; `complete` may yield `ToolCall`s (the
+    answer's `tool_calls`, finish_reason `tool_calls`)."""
 
-    def complete(self, prompt: str, sampling: Sampling) -> Iterable[str]: ...
+    def complete(self, prompt: str, sampling: Sampling) -> Iterable[str | ToolCall]: ...
     def render(self, messages: list[dict[str, str]]) -> str: ...
     def count_tokens(self, text: str) -> int: ...
 

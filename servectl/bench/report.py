@@ -21,6 +21,18 @@ FIGURES: list[tuple[str, tuple[str, ...], bool]] = [
     ("batch", ("server", "batch_size_mean"), True),
     ("efficiency", ("efficiency", "ratio"), True),
 ]
+# with --stream: time to the first chunk, and chunks received per second
+STREAM_FIGURES: list[tuple[str, tuple[str, ...], bool]] = [
+    ("1st chunk p50 ms", ("stream", "first_chunk_ms_p50"), False),
+    ("1st chunk p99 ms", ("stream", "first_chunk_ms_p99"), False),
+    ("chunks/s", ("stream", "chunks_per_s"), True),
+]
+
+
+def figures(report: dict[str, Any]) -> list[tuple[str, tuple[str, ...], bool]]:
+    """The figures a report has: the stream's too when a level streamed."""
+    streamed = any("stream" in level for level in report.get("levels", []))
+    return FIGURES + STREAM_FIGURES if streamed else FIGURES
 
 
 def _get(level: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -44,7 +56,8 @@ def table(report: dict[str, Any]) -> Table:
     """Every level as a row; "!" marks client CPU high enough that the figures are client-bound."""
     t = Table(title=f"servectl bench: {report['target']}", title_justify="left")
     t.add_column("c", justify="right", style="bold")
-    for label, _, _ in FIGURES:
+    shown = figures(report)
+    for label, _, _ in shown:
         t.add_column(label, justify="right")
     t.add_column("client cpu %", justify="right")
     t.add_column("server cpu %", justify="right")
@@ -52,7 +65,7 @@ def table(report: dict[str, Any]) -> Table:
         client = _fmt(level.get("client_cpu_percent")) + (" !" if level.get("client_bound") else "")
         t.add_row(
             str(level["concurrency"]),
-            *(_fmt(_get(level, path)) for _, path, _ in FIGURES),
+            *(_fmt(_get(level, path)) for _, path, _ in shown),
             client,
             _fmt(_get(level, ("server_process", "cpu_percent"))),
         )
@@ -68,7 +81,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if c not in before:
             lines.append(f"c={c}: not in the earlier run")
             continue
-        for label, path, higher_better in FIGURES:
+        for label, path, higher_better in figures(new):
             a, b = _get(before[c], path), _get(level, path)
             if not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
                 continue

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from servectl.runners.grammar import constrain
 from servectl.runners.sampling import choose
 from servectl.runners.sequence import Sequence
 
@@ -220,8 +221,9 @@ class TokenEngine:
 
     def _advance(self, seqs: list[Sequence], logits: Any) -> Any:
         """Each row's next token, appended; rows end on EOS, a stop string, their budget or
-        the context's end. Returns the next input ids."""
-        tokens = choose(logits, seqs, self._token_text)
+        the context's end or their grammar's end. A constrained row chooses among the tokens
+        its grammar allows (runners.grammar). Returns the next input ids."""
+        tokens = choose(constrain(logits, seqs), seqs, self._token_text)
         for seq, token in zip(seqs, tokens, strict=True):
             if seq.done:
                 continue  # a static batch's finished row: computed, not used
@@ -230,6 +232,8 @@ class TokenEngine:
                 continue
             seq.ids.append(token)
             seq.extend(seq.state.push(token))
+            if seq.grammar is not None:
+                seq.grammar.advance(seq, token)
             if not seq.done and len(seq.prompt) + len(seq.ids) >= self.context:
                 seq.finish_reason = "length"
         return self.torch.tensor(tokens, device=self.device)

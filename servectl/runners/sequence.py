@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from servectl.sdk import Sampling
+from servectl.sdk import Sampling, ToolCall
 
 Prompt = str | list[int]  # text, or token ids
 
@@ -42,6 +42,8 @@ class Sequence:
     generator: Any = None  # a seeded torch.Generator
     state: Any = None  # the engine's own (a detokenizer, or a `complete` iterator)
     reported: bool = False  # the protocol has sent its finish_reason
+    grammar: Any = None  # a RowGrammar (runners.grammar) when its output is constrained
+    tool_calls: list[ToolCall] = field(default_factory=list)  # what a `complete` hook yielded as calls
 
     @property
     def done(self) -> bool:
