@@ -35,7 +35,7 @@ def latency_buckets(longest_s: float) -> tuple[float, ...]:
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 RESTART_REASONS = ("crashed", "hung", "retry", "reload")
-DROP_REASONS = ("timeout", "disconnected", "slow_reader", "shutting_down")
+DROP_REASONS = ("timeout", "disconnected", "slow_reader", "shutting_down")  # each described in the metric's help
 NO_MODEL = ""  # the label of answers no model gave (probes, docs, unknown paths)
 
 Gauge = Callable[[], dict[str, float]]  # {label value, or "" for none: value}
@@ -258,7 +258,10 @@ class Metrics:
             ),
             (
                 "servectl_requests_dropped",
-                "Requests whose work was dropped before reaching a worker",
+                "Requests dropped, by reason: timeout (still queued when limits.timeout_s passed; one at a worker "
+                "is answered 504 but not counted), disconnected (its client left while it was still queued; one at "
+                "a worker is cancelled, not counted), slow_reader (a stream whose client read too slowly: its "
+                "generation stopped), shutting_down (still open, queued or at a worker, when limits.drain_s ran out)",
                 "dropped",
                 "reason",
             ),

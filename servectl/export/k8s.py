@@ -75,7 +75,7 @@ def documents(plan: Plan, options: K8sOptions) -> list[Document]:
 
 
 def replica_bounds(plan: Plan, replicas: int | None, max_replicas: int | None) -> tuple[int, int]:
-    """Fewest and most pods: --replicas/--max-replicas, else `scaling:`, else 1 to 3."""
+    """Fewest and most pods: --replicas/--max-replicas, else `scaling:`, else 1 and 3x the fewest."""
     scaling = plan.scaling
     if scaling is not None and scaling.min_replicas == 0 and replicas is None:
         plan.notes.append("scaling.min_replicas is 0: Kubernetes keeps at least 1 pod (scale-to-zero is alpha)")

@@ -41,7 +41,8 @@ class GenerationParameters(_Parameters):
     max_new_tokens: int | None = Field(
         None,
         ge=1,
-        description="Tokens to generate at most (default: model.max_new_tokens; fewer at the context's end).",
+        description="Tokens to generate at most: less than the context (else 400 context_length_exceeded); a long "
+        "prompt keeps its last tokens to leave room for them. Default: model.max_new_tokens, cut to the room left.",
     )
     temperature: float | None = Field(None, ge=0, le=100)
     top_p: float | None = Field(None, gt=0, le=1)
