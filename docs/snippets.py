@@ -261,9 +261,11 @@ def evaluate(example: Example) -> None:
         if title is None:
             saved = os.getcwd()
             os.chdir(page.work)
+            sys.path.insert(0, str(page.work))  # modules the page wrote (a generated client)
             try:
                 exec(code, example.namespace)
             finally:
+                sys.path.remove(str(page.work))
                 os.chdir(saved)
     elif language == "yaml":
         included = _INCLUDE.match(str(example.parsed).strip())
