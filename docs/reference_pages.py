@@ -97,14 +97,20 @@ def spec_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, s
             yield from spec_keys(section, f"{key}[]." if many else f"{key}.")
 
 
+def check_described(keys: Iterator[tuple[str, str, str, str]]) -> list[tuple[str, str, str, str]]:
+    """The keys, or `Undescribed` naming every one without a description."""
+    rows = list(keys)
+    missing = [k for k, _, _, doc in rows if not doc]
+    if missing:
+        raise Undescribed("spec keys without a description: " + ", ".join(missing))
+    return rows
+
+
 def spec_reference() -> str:
     from servectl.spec import Spec
     from servectl.spec.deployment import DeploymentSpec
 
-    rows = list(spec_keys(Spec))
-    missing = [k for k, _, _, doc in rows if not doc]
-    if missing:
-        raise Undescribed("spec keys without a description: " + ", ".join(missing))
+    rows = check_described(spec_keys(Spec))
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {_cell(t)} | {_cell(d)} | {_cell(m)} |" for k, t, d, m in rows]
     field = DeploymentSpec.model_fields["models"]
