@@ -137,7 +137,10 @@ class Sampling:
 
     `temperature` 0 is greedy. `top_k` 0 and penalties at their neutral values are off.
     `logprobs` None returns none; k >= 0 returns the chosen token's log-probability and
-    the k most likely alternatives at each step.
+    the k most likely alternatives at each step; `prompt_logprobs` the same for each prompt
+    token after the first. vLLM's extensions: no end of text nor stop string before
+    `min_tokens`; `ignore_eos` generates past the end-of-text token; `skip_special_tokens`
+    false keeps special tokens in the text; `truncate_prompt_tokens` keeps a prompt's last k.
     Structured outputs and tools: the `response_format` and `tools` the client sent (with
     `tool_choice`, `tool_name` when one function is named, `parallel_tool_calls`); the token
     engine decodes under `constraint` (a custom `complete` may honour it, or not)."""
@@ -153,6 +156,11 @@ class Sampling:
     frequency_penalty: float = 0.0
     logit_bias: dict[int, float] = field(default_factory=dict)
     logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    truncate_prompt_tokens: int | None = None
     response_format: ResponseFormat | None = None
     tools: list[Tool] = field(default_factory=list)
     tool_choice: Literal["none", "auto", "required"] = "auto"

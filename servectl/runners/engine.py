@@ -19,8 +19,9 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from servectl.runners.grammar import constrain
-from servectl.runners.sampling import choose
+from servectl.runners.sampling import choose, prompt_logprobs
 from servectl.runners.sequence import Sequence
+from servectl.runners.vocab import Vocabulary
 
 JOIN_AFTER_STEPS = 8  # the longest a sequence waits to join a running batch, in steps
 
@@ -53,12 +54,16 @@ class Detokenizer:
     """Incremental detokenization: each token decodes a short window, never the whole row.
     A fast tokenizer's own `DecodeStream` (Rust) does it in one call per token; otherwise the
     prefix/read offsets of TGI and vLLM. Both start from the prompt's last tokens, so a first
-    token's leading space survives tokenizers that drop it at a text's start."""
+    token's leading space survives tokenizers that drop it at a text's start. The bytes of a
+    character not complete yet wait in `pending`: `flush()` gives them (U+FFFD) at the end."""
 
-    __slots__ = ("prefix", "read", "stream", "tokenizer", "tokens")
+    __slots__ = ("pending", "prefix", "read", "skip", "stream", "tokenizer", "tokens", "vocab")
 
-    def __init__(self, tokenizer: Any, prompt: list[int]) -> None:
+    def __init__(self, tokenizer: Any, prompt: list[int], vocab: Vocabulary | None = None, skip: bool = True) -> None:
         self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.skip = skip
+        self.pending = b""
         self.tokens = list(prompt[-5:])
         self.prefix = 0
         self.read = len(self.tokens)
@@ -68,15 +73,26 @@ class Detokenizer:
             from tokenizers.decoders import DecodeStream
 
             self.tokenizer = backend
-            self.stream = DecodeStream(ids=self.tokens, skip_special_tokens=True)
+            self.stream = DecodeStream(ids=self.tokens, skip_special_tokens=skip)
 
     def push(self, token: int) -> str:
+        text = self._push(token)
+        if self.vocab is not None:
+            self.pending = b"" if text else self.pending + self.vocab.shown(token, self.skip)
+        return text
+
+    def flush(self) -> str:
+        """What the last tokens hold of a character never completed (U+FFFD), at the end."""
+        text, self.pending = self.pending.decode("utf-8", "replace"), b""
+        return text
+
+    def _push(self, token: int) -> str:
         if self.stream is not None:
             return self.stream.step(self.tokenizer, token) or ""
         self.tokens.append(token)
         decode = self.tokenizer.decode
-        before = decode(self.tokens[self.prefix : self.read], skip_special_tokens=True)
-        text = decode(self.tokens[self.prefix :], skip_special_tokens=True)
+        before = decode(self.tokens[self.prefix : self.read], skip_special_tokens=self.skip)
+        text = decode(self.tokens[self.prefix :], skip_special_tokens=self.skip)
         if len(text) <= len(before) or text.endswith("\ufffd"):
             return ""  # nothing new yet, or half a character
         self.prefix, self.read = self.read, len(self.tokens)
@@ -114,6 +130,7 @@ class TokenEngine:
         self.static = static
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
+        self.vocab = Vocabulary(tokenizer, self.eos)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
         self.running: list[Sequence] = []
         self.waiting: deque[Sequence] = deque()
@@ -136,7 +153,7 @@ class TokenEngine:
         for seq in seqs:
             if seq.sampling.seed is not None:
                 seq.generator = self.torch.Generator(device=self.device).manual_seed(seq.sampling.seed)
-            seq.state = Detokenizer(self.tokenizer, seq.prompt)
+            seq.state = Detokenizer(self.tokenizer, seq.prompt, self.vocab, seq.sampling.skip_special_tokens)
             self.waiting.append(seq)
 
     def remove(self, seqs: Iterable[Sequence]) -> None:
@@ -167,11 +184,12 @@ class TokenEngine:
 
     # --- one step ---------------------------------------------------------------------
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, past: Any) -> tuple[Any, Any]:
+    def _forward(self, ids: Any, mask: Any, positions: Any, past: Any, every: bool = False) -> tuple[Any, Any]:
+        """The last position's logits (`every`: all positions'), and the cache."""
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
         )
-        return out.logits[:, -1, :].float(), out.past_key_values
+        return (out.logits if every else out.logits[:, -1, :]).float(), out.past_key_values
 
     def _decode(self) -> None:
         torch = self.torch
@@ -215,19 +233,30 @@ class TokenEngine:
             mask[i, width - len(seq.prompt) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits, past = self._forward(ids, mask, positions, None)
+        every = any(seq.sampling.prompt_logprobs is not None for seq in seqs)
+        logits, past = self._forward(ids, mask, positions, None, every)
+        if every:
+            for i, seq in enumerate(seqs):
+                k = seq.sampling.prompt_logprobs
+                if k is not None:
+                    seq.prompt_logprobs = prompt_logprobs(
+                        logits[i, width - len(seq.prompt) :], seq.prompt, k, self.vocab
+                    )
+            logits = logits[:, -1, :]
         last = self._advance(seqs, logits)
         self._merge(seqs, [(layer.keys, layer.values) for layer in past.layers], mask, last, mask.sum(-1))
 
     def _advance(self, seqs: list[Sequence], logits: Any) -> Any:
-        """Each row's next token, appended; rows end on EOS, a stop string, their budget or
-        the context's end or their grammar's end. A constrained row chooses among the tokens
+        """Each row's next token, appended; rows end on EOS (unless `ignore_eos`), a stop
+        string, their budget, the context's end (then with what they hold of a character
+        never completed) or their grammar's end. A constrained row chooses among the tokens
         its grammar allows (runners.grammar). Returns the next input ids."""
-        tokens = choose(constrain(logits, seqs), seqs, self._token_text)
+        tokens = choose(constrain(logits, seqs), seqs, self.vocab)
         for seq, token in zip(seqs, tokens, strict=True):
             if seq.done:
                 continue  # a static batch's finished row: computed, not used
-            if token in self.eos:
+            if token in self.eos and not seq.sampling.ignore_eos:
+                seq.text += seq.state.flush()
                 seq.finish_reason = "stop"
                 continue
             seq.ids.append(token)
@@ -236,10 +265,9 @@ class TokenEngine:
                 seq.grammar.advance(seq, token)
             if not seq.done and len(seq.prompt) + len(seq.ids) >= self.context:
                 seq.finish_reason = "length"
+            if seq.finish_reason == "length":
+                seq.text += seq.state.flush()
         return self.torch.tensor(tokens, device=self.device)
-
-    def _token_text(self, token: int) -> str:
-        return str(self.tokenizer.decode([token]))
 
     # --- the running batch's shape ----------------------------------------------------------
 

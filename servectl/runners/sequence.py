@@ -16,12 +16,27 @@ Prompt = str | list[int]  # text, or token ids
 
 
 @dataclass(slots=True)
-class TokenLogprob:
-    """One generated token's log-probability, and the most likely alternatives at its step."""
+class Candidate:
+    """A token at one position: its id, text (decoded alone), log-probability and bytes."""
 
+    id: int
     token: str
     logprob: float
-    top: list[tuple[str, float]]
+    bytes: bytes
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """One token's log-probability and rank at its position, and the likeliest alternatives
+    there. `bytes` is what the token adds to the text (none for a special one it skips).
+    A prompt's first token has no log-probability (None, rank 0)."""
+
+    id: int
+    token: str
+    logprob: float | None
+    bytes: bytes
+    rank: int
+    top: list[Candidate]
 
 
 @dataclass
@@ -39,6 +54,7 @@ class Sequence:
     error: BaseException | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)  # when sampling.logprobs is set
     logprobs_sent: int = 0
+    prompt_logprobs: list[TokenLogprob] | None = None  # when sampling.prompt_logprobs is set
     generator: Any = None  # a seeded torch.Generator
     state: Any = None  # the engine's own (a detokenizer, or a `complete` iterator)
     reported: bool = False  # the protocol has sent its finish_reason
@@ -57,7 +73,7 @@ class Sequence:
         """Append decoded text; end the sequence at a stop string or its token budget."""
         before = len(self.text)
         self.text += piece
-        if piece and self.sampling.stop:
+        if piece and self.sampling.stop and len(self.ids) >= self.sampling.min_tokens:
             longest = max(len(s) for s in self.sampling.stop)
             start = max(0, before - longest + 1)
             hits = [at for s in self.sampling.stop if (at := self.text.find(s, start)) != -1]

@@ -122,8 +122,77 @@ def test_stop_strings_budget_context_and_logprobs(lm) -> None:
     run(e)
     assert cut.finish_reason == "stop" and cut.text == full.text[: full.text.index(stop)]
     assert len(cut.logprobs) == len(cut.ids) and all(len(lp.top) == 2 for lp in cut.logprobs)
-    assert all(lp.logprob <= 0 and lp.top[0][1] >= lp.top[1][1] for lp in cut.logprobs)
+    assert all(lp.logprob <= 0 and lp.top[0].logprob >= lp.top[1].logprob for lp in cut.logprobs)
     assert near_end.finish_reason == "length" and len(near_end.prompt) + len(near_end.ids) == 128
+
+
+UNICODE = ["naïve café — 日本語", "ü", "Grüße aus Köln: “ok” ✓"]
+
+
+def test_logprob_bytes_rebuild_the_text_and_the_end_token_is_not_there(lm) -> None:
+    """A byte-level BPE token may hold part of a character: its `bytes` are its own, so the
+    tokens' bytes make the text (a character cut by the budget shows as U+FFFD, as a whole
+    decode shows it); the end-of-text token that ends a row has no entry."""
+    tok = lm[1]
+    e = engine(lm)
+    rows = [seq(tok, p, max_tokens=24, temperature=1.0, seed=s, logprobs=1) for s in range(6) for p in UNICODE]
+    e.add(rows)
+    run(e)
+    partial = 0
+    for row in rows:
+        assert len(row.logprobs) == len(row.ids) and tok.eos_token_id not in [lp.id for lp in row.logprobs]
+        assert b"".join(lp.bytes for lp in row.logprobs).decode("utf-8", "replace") == row.text
+        assert row.text == tok.decode(row.ids, skip_special_tokens=True)
+        partial += sum(lp.token == "\ufffd" for lp in row.logprobs)
+    assert partial > 10, "the prompts make tokens that hold part of a character"
+    assert any(row.finish_reason == "stop" for row in rows)
+
+
+def test_min_tokens_ignore_eos_special_tokens_and_prompt_logprobs(lm) -> None:
+    """vLLM's extensions in the engine, each row as it is alone: `min_tokens` holds the end
+    token back, `ignore_eos` generates past it (in the text only with skip_special_tokens
+    false); `prompt_logprobs` are the model's own over the prompt."""
+    model, tok = lm
+    eos = tok.eos_token_id
+    forced = {"logit_bias": {eos: 100.0}, "temperature": 0.5, "seed": 1}
+    settings = [
+        {"max_tokens": 9, **forced},
+        {"max_tokens": 9, "min_tokens": 4, **forced},
+        {"max_tokens": 5, "ignore_eos": True, "logprobs": 0, **forced},
+        {"max_tokens": 3, "ignore_eos": True, "skip_special_tokens": False, "logprobs": 0, **forced},
+        {"max_tokens": 6, "prompt_logprobs": 2},
+    ]
+
+    def make() -> list[Sequence]:
+        return [seq(tok, p, **s) for p, s in zip(UNICODE + PROMPTS, settings, strict=False)]
+
+    alone = []
+    for row in make():
+        e = engine(lm)
+        e.add([row])
+        run(e)
+        alone.append(row)
+    together = make()
+    e = engine(lm)
+    e.add(together[:2])
+    e.step()
+    e.add(together[2:])
+    run(e)
+    assert [r.ids for r in together] == [r.ids for r in alone] and [r.text for r in together] == [r.text for r in alone]
+    ended, held, ignored, shown, scored = together
+    assert ended.ids == [] and ended.finish_reason == "stop"
+    assert len(held.ids) == 4 and held.finish_reason == "stop"
+    assert ignored.ids == [eos] * 5 and ignored.text == "" and [lp.bytes for lp in ignored.logprobs] == [b""] * 5
+    assert shown.text == "<|endoftext|>" * 3 and b"".join(lp.bytes for lp in shown.logprobs) == shown.text.encode()
+    assert scored.prompt_logprobs is not None and scored.prompt_logprobs[0].logprob is None
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(torch.tensor([scored.prompt])).logits[0].float(), -1)
+    for at, entry in enumerate(scored.prompt_logprobs[1:]):
+        assert entry.id == scored.prompt[at + 1] and len(entry.top) == 2
+        assert entry.logprob == pytest.approx(float(logp[at, entry.id]), abs=1e-4)
+        assert entry.rank == int((logp[at] > logp[at, entry.id]).sum()) + 1
+    for a, b in zip(together[4].prompt_logprobs[1:], alone[4].prompt_logprobs[1:], strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
 
 
 def test_cancelled_rows_leave_and_the_rest_go_on(lm) -> None:

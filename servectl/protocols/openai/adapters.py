@@ -2,8 +2,10 @@
 
 Each request becomes a job: a sequence per prompt and choice, each with its own sampling,
 joining the engine's running batch (continuous batching); after every step the job says
-what to send: stream chunks (text, finish reasons, log-probabilities, usage last) or, for a
-client that did not ask to stream, the whole answer once every choice is done.
+what to send: stream chunks (one choice each, as OpenAI sends them: text, finish reason,
+log-probabilities; usage last) or, for a client that did not ask to stream, the whole answer
+once every choice is done. A completion's `echo` puts the prompt (with `logprobs`, its
+tokens' too) before each choice's text.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from servectl.protocols.openai.lm import LanguageModel
+from servectl.protocols.openai.logprobs import TextOffsets, chat_logprobs, completion_logprobs, vllm_prompt_logprobs
 from servectl.protocols.openai.params import prompts_of, sampling_of
 from servectl.protocols.openai.schemas import (
     ChatCompletion,
@@ -44,6 +47,7 @@ class Decoded:
 
     request: GenerationRequest
     seqs: list[Sequence]
+    echo: list[str] | None = None  # per sequence, the prompt text its answer starts with
 
 
 class _Generation:
@@ -74,15 +78,23 @@ class _Generation:
 
     def decode_request(self, request: GenerationRequest) -> Decoded:
         self.check_model(request.model)
+        if request.stream_options is not None and not request.stream:
+            msg = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+            raise InvalidInput(msg, "stream_options", status=400)
         asked = request.max_completion_tokens is not None or request.max_tokens is not None
-        seqs = []
+        echo = isinstance(request, CompletionRequest) and request.echo
+        seqs, echoed = [], []
         for prompt in self.prompts(request):
             for choice in range(request.n):
                 sampling = sampling_of(request, self.lm.max_new_tokens)
                 if sampling.seed is not None:
                     sampling.seed += choice
-                seqs.append(self.lm.sequence(prompt, sampling, asked, self.field))
-        return Decoded(request, seqs)
+                seq = self.lm.sequence(prompt, sampling, asked, self.field)
+                seqs.append(seq)
+                if echo:  # the prompt as given, or as the model took it (token ids, truncated)
+                    as_given = isinstance(prompt, str) and sampling.truncate_prompt_tokens is None
+                    echoed.append(prompt if isinstance(prompt, str) and as_given else self.lm.text_of(seq.prompt))
+        return Decoded(request, seqs, echoed if echo else None)
 
     def generation_job(self, decoded: Decoded) -> GenerationJob:
         return GenerationJob(self, decoded, self.lm.engine)
@@ -96,11 +108,26 @@ class _Generation:
             "choices": choices,
         }
 
-    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: list[TokenLogprob] | None) -> Any:
+    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def whole_choice(self, index: int, seq: Sequence) -> dict[str, Any]:
+    def whole_choice(self, index: int, job: GenerationJob) -> dict[str, Any]:
         raise NotImplementedError
+
+    def logprobs(self, seq: Sequence, entries: list[TokenLogprob], offsets: TextOffsets) -> Any:
+        """A choice's `logprobs` for these entries (None when not asked for)."""
+        raise NotImplementedError
+
+    def whole(self, job: GenerationJob) -> dict[str, Any]:
+        """The non-streamed answer: every choice, and usage."""
+        return {
+            "id": job.id,
+            "object": self.kind,
+            "created": job.created,
+            "model": self.model_name,
+            "choices": [self.whole_choice(i, job) for i in range(len(job.seqs))],
+            "usage": job.usage(),
+        }
 
 
 class GenerationJob:
@@ -111,6 +138,9 @@ class GenerationJob:
         self.adapter = adapter
         self.request = decoded.request
         self.seqs = decoded.seqs
+        self.echo = decoded.echo
+        self.offsets = [TextOffsets() for _ in self.seqs]  # completions' text_offset, per choice
+        self.started = [False] * len(self.seqs)
         self.engine = engine
         self.id = f"{adapter.kind}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
@@ -127,42 +157,40 @@ class GenerationJob:
         tokens = sum(len(seq.ids) for seq in self.seqs) if finished else 0
         prompt = self._prompt_tokens() if finished else 0
         if not self.request.stream:
-            return Final(self._whole(), tokens, prompt) if finished else None
-        a = self.adapter
-        choices = []
-        for index, seq in enumerate(self.seqs):
-            text = seq.take()
-            finish = seq.finish_reason if seq.done and not seq.reported else None
-            if text or finish:
-                seq.reported = seq.reported or finish is not None
-                logprobs = seq.take_logprobs() if seq.sampling.logprobs is not None else None
-                choices.append(a.delta_choice(index, text, finish, logprobs))
-        out: list[Any] = [a.chunk(self.id, self.created, choices)] if choices else []
+            return Final(self.adapter.whole(self), tokens, prompt) if finished else None
+        out = [self.adapter.chunk(self.id, self.created, [c]) for i in range(len(self.seqs)) if (c := self._delta(i))]
         if finished:
             options = self.request.stream_options
             if options and options.include_usage:
-                out.append({**a.chunk(self.id, self.created, []), "usage": self._usage()})
+                out.append({**self.adapter.chunk(self.id, self.created, []), "usage": self.usage()})
             out.append(END)
         return Chunks(out, tokens, prompt) if out else None
+
+    def _delta(self, index: int) -> dict[str, Any] | None:
+        """Choice `index`'s news since the last step (one chunk's choice), if any; an echo
+        sends the prompt, and its tokens, as soon as the prompt's log-probabilities are in."""
+        seq = self.seqs[index]
+        text = seq.take()
+        finish = seq.finish_reason if seq.done and not seq.reported else None
+        echo = self.echo is not None and not self.started[index]
+        echo = echo and (seq.done or seq.sampling.prompt_logprobs is None or seq.prompt_logprobs is not None)
+        if not (text or finish or echo):
+            return None
+        seq.reported = seq.reported or finish is not None
+        entries = seq.take_logprobs()
+        if echo and self.echo is not None:
+            self.started[index] = True
+            text = self.echo[index] + text
+            entries = (seq.prompt_logprobs or []) + entries
+        return self.adapter.delta_choice(index, text, finish, self.adapter.logprobs(seq, entries, self.offsets[index]))
 
     def _prompt_tokens(self) -> int:
         return sum(seq.prompt_tokens for seq in self.seqs[:: self.request.n])
 
-    def _usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, int]:
         prompt = self._prompt_tokens()
         completion = sum(len(seq.ids) for seq in self.seqs)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    def _whole(self) -> dict[str, Any]:
-        """The non-streamed answer: every choice, and usage."""
-        return {
-            "id": self.id,
-            "object": self.adapter.kind,
-            "created": self.created,
-            "model": self.adapter.model_name,
-            "choices": [self.adapter.whole_choice(i, seq) for i, seq in enumerate(self.seqs)],
-            "usage": self._usage(),
-        }
 
 
 class ChatCompletions(_Generation):
@@ -178,17 +206,28 @@ class ChatCompletions(_Generation):
     def prompts(self, request: ChatRequest) -> list[Prompt]:
         return [str(self.lm.render([{"role": m.role, "content": _text(m.content)} for m in request.messages]))]
 
-    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: list[TokenLogprob] | None) -> Any:
+    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
         delta = {"role": "assistant", "content": text} if text else {}
-        return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": _chat_logprobs(logprobs)}
+        return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
 
-    def whole_choice(self, index: int, seq: Sequence) -> dict[str, Any]:
+    def whole_choice(self, index: int, job: GenerationJob) -> dict[str, Any]:
+        seq = job.seqs[index]
         return {
             "index": index,
-            "message": {"role": "assistant", "content": seq.text},
+            "message": {"role": "assistant", "content": seq.text, "refusal": None},
             "finish_reason": seq.finish_reason,
-            "logprobs": _chat_logprobs(seq.logprobs if seq.sampling.logprobs is not None else None),
+            "logprobs": self.logprobs(seq, seq.logprobs, TextOffsets()),
         }
+
+    def whole(self, job: GenerationJob) -> dict[str, Any]:
+        answer = super().whole(job)
+        k = job.request.prompt_logprobs
+        if k is not None:  # vLLM's, beside the choices (the prompt is the same for all)
+            answer["prompt_logprobs"] = vllm_prompt_logprobs(job.seqs[0].prompt_logprobs, k)
+        return answer
+
+    def logprobs(self, seq: Sequence, entries: list[TokenLogprob], offsets: TextOffsets) -> Any:
+        return chat_logprobs(entries) if seq.sampling.logprobs is not None else None
 
 
 class Completions(_Generation):
@@ -204,42 +243,24 @@ class Completions(_Generation):
     def prompts(self, request: CompletionRequest) -> list[Prompt]:
         return prompts_of(request)
 
-    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: list[TokenLogprob] | None) -> Any:
-        return {"index": index, "text": text, "finish_reason": finish, "logprobs": _completion_logprobs(logprobs)}
+    def delta_choice(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
+        return {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
 
-    def whole_choice(self, index: int, seq: Sequence) -> dict[str, Any]:
-        logprobs = seq.logprobs if seq.sampling.logprobs is not None else None
-        return {
+    def whole_choice(self, index: int, job: GenerationJob) -> dict[str, Any]:
+        seq = job.seqs[index]
+        echo = job.echo[index] if job.echo is not None else None
+        entries = seq.logprobs if echo is None else (seq.prompt_logprobs or []) + seq.logprobs
+        choice = {
             "index": index,
-            "text": seq.text,
+            "text": seq.text if echo is None else echo + seq.text,
             "finish_reason": seq.finish_reason,
-            "logprobs": _completion_logprobs(logprobs),
+            "logprobs": self.logprobs(seq, entries, TextOffsets()),
         }
+        k = job.request.prompt_logprobs
+        if k is not None:  # vLLM's
+            choice["prompt_logprobs"] = vllm_prompt_logprobs(seq.prompt_logprobs, k)
+        return choice
 
-
-def _chat_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    """Chat's `logprobs`: per token, its text, log-probability, UTF-8 bytes and alternatives."""
-    if entries is None:
-        return None
-
-    def one(token: str, logprob: float) -> dict[str, Any]:
-        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
-
-    content = [{**one(e.token, e.logprob), "top_logprobs": [one(t, lp) for t, lp in e.top]} for e in entries]
-    return {"content": content, "refusal": None}
-
-
-def _completion_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    """Completions' legacy `logprobs`: parallel lists, alternatives as {token: logprob}."""
-    if entries is None:
-        return None
-    offsets, at = [], 0
-    for e in entries:
-        offsets.append(at)
-        at += len(e.token)
-    return {
-        "tokens": [e.token for e in entries],
-        "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [dict(e.top) for e in entries],
-        "text_offset": offsets,
-    }
+    def logprobs(self, seq: Sequence, entries: list[TokenLogprob], offsets: TextOffsets) -> Any:
+        k = seq.sampling.logprobs
+        return None if k is None else completion_logprobs(entries, k, offsets)

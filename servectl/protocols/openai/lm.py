@@ -39,6 +39,9 @@ class LanguageModel(Protocol):
     def width(self) -> int: ...
     def render(self, messages: list[dict[str, str]]) -> str: ...
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence: ...
+    def text_of(self, ids: list[int]) -> str:
+        """Token ids as text (an echoed prompt given as ids, or truncated)."""
+
     def count(self, texts: list[str]) -> list[int]: ...
     def embed(self, texts: list[str]) -> list[list[float]]: ...
     def embed_ids(self, ids: list[list[int]]) -> list[list[float]]: ...
@@ -63,6 +66,9 @@ class TransformersLM:
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
         seq: Sequence = self.runner.sequence(prompt, sampling, asked, field)
         return seq
+
+    def text_of(self, ids: list[int]) -> str:
+        return str(self.runner.tokenizer.decode(ids))
 
     def count(self, texts: list[str]) -> list[int]:
         return [len(i) for i in self.runner.tokenizer(texts)["input_ids"]] if texts else []
@@ -119,11 +125,14 @@ class HandlerLM:
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
         if not isinstance(prompt, str):
             raise InvalidInput("token-id prompts need a model with a tokenizer; send text", field, status=400)
-        if sampling.logprobs is not None:
-            raise InvalidInput(
-                "this model's `complete` gives no log-probabilities; leave logprobs unset", "logprobs", 400
-            )
+        for name in ("logprobs", "prompt_logprobs", "truncate_prompt_tokens"):
+            if getattr(sampling, name) is not None:
+                msg = f"this model's `complete` takes no tokens nor gives log-probabilities; leave {name} unset"
+                raise InvalidInput(msg, name, 400)
         return Sequence(sampling, [], self.count([prompt])[0], prompt_text=prompt)
+
+    def text_of(self, ids: list[int]) -> str:
+        raise InvalidInput("token-id prompts need a model with a tokenizer; send text", "prompt", status=400)
 
 
 class PieceEngine:

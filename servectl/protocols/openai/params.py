@@ -18,10 +18,15 @@ def sampling_of(request: GenerationRequest, default_max_tokens: int) -> Sampling
     limit = request.max_completion_tokens or request.max_tokens or default_max_tokens
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
     logprobs: int | None = None
+    prompt_logprobs = request.prompt_logprobs
     if isinstance(request, ChatRequest) and request.logprobs:
         logprobs = request.top_logprobs or 0
     elif isinstance(request, CompletionRequest):
         logprobs = request.logprobs
+        if request.echo and logprobs is not None:  # the prompt's tokens come back scored too
+            prompt_logprobs = max(logprobs, prompt_logprobs or 0)
+    if request.min_tokens > limit:
+        raise InvalidInput(f"min_tokens ({request.min_tokens}) must not exceed max_tokens ({limit})", "min_tokens", 400)
     return Sampling(
         max_tokens=limit,
         temperature=request.temperature,
@@ -34,6 +39,11 @@ def sampling_of(request: GenerationRequest, default_max_tokens: int) -> Sampling
         frequency_penalty=request.frequency_penalty,
         logit_bias={int(token): bias for token, bias in (request.logit_bias or {}).items()},
         logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+        min_tokens=request.min_tokens,
+        ignore_eos=request.ignore_eos,
+        skip_special_tokens=request.skip_special_tokens,
+        truncate_prompt_tokens=request.truncate_prompt_tokens,
     )
 
 

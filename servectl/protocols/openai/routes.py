@@ -1,15 +1,26 @@
-"""OpenAI's model listing, served by FastAPI (the POST routes are served by the edge)."""
+"""OpenAI's model listing and vLLM's `GET /version`, served by FastAPI (the POST routes are
+served by the edge). A POST route no served model answers (`/v1/embeddings` on a server of
+generation models) tells a client naming a served model that it does not serve that route:
+a 400 naming `model`, not a 404 saying the model does not exist."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
+from servectl import __version__
 from servectl.protocols.access import access_of
 from servectl.runtime.base import ServedModels
+
+_ROUTE_WORDS = {
+    "/v1/chat/completions": "chat completions",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
 
 
 class ModelCard(BaseModel):
@@ -22,6 +33,15 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: str
     data: list[ModelCard]
+
+
+class Version(BaseModel):
+    version: str
+
+
+def _error(status: int, message: str, param: str | None, code: str) -> Response:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return Response(orjson.dumps({"error": error}), status_code=status, media_type="application/json")
 
 
 def add_openai_routes(app: FastAPI, deployment: ServedModels) -> None:
@@ -50,11 +70,40 @@ def add_openai_routes(app: FastAPI, deployment: ServedModels) -> None:
         seen = [name for name in cards if access is None or access.sees(name)]
         card = cards.get(model) if model in seen else None
         if card is None:
-            error = {
-                "message": f"The model `{model}` does not exist; served: {', '.join(seen)}",
-                "type": "invalid_request_error",
-                "param": "model",
-                "code": "model_not_found",
-            }
-            return Response(orjson.dumps({"error": error}), status_code=404, media_type="application/json")
+            return _error(
+                404, f"The model `{model}` does not exist; served: {', '.join(seen)}", "model", "model_not_found"
+            )
         return Response(card.model_dump_json(), media_type="application/json")
+
+    @app.get("/version", summary="Extension (vLLM): the server's version", tags=["openai"], operation_id="version")
+    async def version() -> Version:
+        return Version(version=__version__)
+
+    from servectl.protocols.openai import PROTOCOL
+
+    routes = {name: [r.path for r in PROTOCOL.model_routes(deployment.models[name].spec)] for name in cards}
+    served = {path for paths in routes.values() for path in paths}
+    for path, words in _ROUTE_WORDS.items():
+        if path not in served:
+            app.post(path, include_in_schema=False)(_unserved(path, words, routes))
+
+
+def _unserved(path: str, words: str, routes: dict[str, list[str]]) -> Callable[[Request], Awaitable[Response]]:
+    """POST on an OpenAI route no model here serves: a served model named is a 400."""
+
+    async def unserved(request: Request) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+            model = body.get("model") if isinstance(body, dict) else None
+        except orjson.JSONDecodeError:
+            model = None
+        access = access_of(request.scope)
+        seen = [name for name in routes if access is None or access.sees(name)]
+        if isinstance(model, str) and model in seen:
+            msg = f"The model `{model}` does not serve {words} ({path}); it serves {', '.join(routes[model])}"
+            return _error(400, msg, "model", "invalid_request_error")
+        return _error(
+            404, f"The model `{model}` does not exist on {path}; served: {', '.join(seen)}", "model", "model_not_found"
+        )
+
+    return unserved

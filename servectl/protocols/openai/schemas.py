@@ -1,8 +1,10 @@
 """The OpenAI wire types servectl speaks: requests it validates, answers it documents.
 
-Requests accept and ignore unknown OpenAI fields. The answer models describe what the
-adapters in `openai.py` send (they build plain dicts on the hot path); they give the
-OpenAPI document, and so generated clients, their types.
+Requests take OpenAI's fields (those of the official document that servectl does not use
+are accepted and ignored) and vLLM's extensions; any other field is a 400 naming it, as
+OpenAI answers an unrecognized argument. The answer models describe what the adapters
+send (they build plain dicts on the hot path); they give the OpenAPI document, and so
+generated clients, their types.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ def _defaults_for_nulls(model: type[BaseModel], data: Any) -> Any:
         return data
     required = {name for name, f in model.model_fields.items() if f.is_required()}
     return {k: v for k, v in data.items() if v is not None or k in required}
+
+
+# OpenAI's request fields (openai/openai-openapi, CreateChatCompletionRequest and
+# CreateCompletionRequest) that are not modelled here: accepted, and not used
+OPENAI_UNUSED = frozenset(
+    {"audio", "metadata", "moderation", "parallel_tool_calls", "prediction", "prompt_cache_key"}
+    | {"prompt_cache_options", "prompt_cache_retention", "reasoning_effort", "safety_identifier"}
+    | {"service_tier", "store", "verbosity", "web_search_options"}
+)
 
 
 def _unsupported(field: str, allowed: str) -> ValueError:
@@ -58,7 +69,24 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
-class GenerationRequest(_Request):
+class _Strict(_Request):
+    """A request whose unknown fields are a 400 naming them (OpenAI's unused ones aside)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_unused(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not OPENAI_UNUSED.isdisjoint(data):
+            return {k: v for k, v in data.items() if k not in OPENAI_UNUSED or k in cls.model_fields}
+        return data
+
+
+def _vllm(what: str) -> str:
+    return f"Extension (vLLM): {what}"
+
+
+class GenerationRequest(_Strict):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -72,15 +100,49 @@ class GenerationRequest(_Request):
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = Field(None, description="Token id (as a string) -> bias in [-100, 100].")
-    top_k: int = Field(0, ge=0, description="vLLM's extension: sample from the k likeliest tokens; 0: all.")
-    repetition_penalty: float = Field(1.0, gt=0, le=10, description="vLLM's extension: > 1 discourages repeats.")
+    top_k: int = Field(0, ge=0, description=_vllm("sample from the k likeliest tokens; 0: all."))
+    repetition_penalty: float = Field(1.0, gt=0, le=10, description=_vllm("> 1 discourages repeats."))
+    min_tokens: int = Field(
+        0, ge=0, description=_vllm("neither the end of text nor a stop string before this many tokens.")
+    )
+    ignore_eos: bool = Field(False, description=_vllm("go on past the end-of-text token (up to max_tokens)."))
+    skip_special_tokens: bool = Field(True, description=_vllm("false keeps special tokens in the text."))
+    truncate_prompt_tokens: int | None = Field(
+        None,
+        ge=-1,
+        description=_vllm("keep only the prompt's last k tokens; -1: as many as leave room for max_tokens."),
+    )
+    prompt_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description=_vllm(
+            "each prompt token's log-probability, rank and the k likeliest tokens at its position, in "
+            "`prompt_logprobs` (not with stream)."
+        ),
+    )
     user: str | None = None
+
     # asked for but not served: a 400 naming the field, never silently dropped
     response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}`.')
     tools: list[Any] | None = Field(None, description="Not supported (a 400 when not empty).")
     tool_choice: Any = Field(None, description='Not supported (a 400 unless "none").')
     functions: list[Any] | None = Field(None, description="Not supported (a 400 when not empty).")
     function_call: Any = Field(None, description='Not supported (a 400 unless "none").')
+
+    @field_validator("truncate_prompt_tokens")
+    @classmethod
+    def _keep(cls, keep: int | None) -> int | None:
+        if keep == 0:
+            raise ValueError("keep at least 1 token (or -1: as many as fit)")
+        return keep
+
+    @field_validator("prompt_logprobs")
+    @classmethod
+    def _not_streamed(cls, k: int | None, info: ValidationInfo) -> int | None:
+        if k is not None and info.data.get("stream"):
+            raise ValueError("prompt_logprobs are not available with stream: true")
+        return k
 
     @field_validator("stop")
     @classmethod
@@ -140,16 +202,9 @@ class CompletionRequest(GenerationRequest):
         description="A text, a list of texts, a list of token ids, or a list of token-id lists; each is one prompt."
     )
     logprobs: int | None = Field(None, ge=0, le=5, description="Log-probabilities of the k likeliest tokens too.")
-    echo: bool = Field(False, description="Not supported (a 400 when true).")
+    echo: bool = Field(False, description="The prompt before the completion (with logprobs: the prompt's too).")
     suffix: str | None = Field(None, description="Not supported (a 400 when set).")
     best_of: int | None = Field(None, ge=1, le=1, description="Only 1 (the default).")
-
-    @field_validator("echo")
-    @classmethod
-    def _no_echo(cls, echo: bool) -> bool:
-        if echo:
-            raise _unsupported("echo", "send `echo: false` and prepend the prompt yourself")
-        return echo
 
     @field_validator("suffix")
     @classmethod
@@ -159,7 +214,7 @@ class CompletionRequest(GenerationRequest):
         return suffix
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(_Strict):
     model: str
     input: str | list[str] | list[int] | list[list[int]] = Field(
         description="A text, a list of texts, a list of token ids, or a list of token-id lists; each is one input."
@@ -196,13 +251,19 @@ class Usage(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
     content: str
+    refusal: None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+
+
+_PROMPT_LOGPROBS = _vllm(
+    "with `prompt_logprobs`: per prompt token (null for the first), {token id: {logprob, rank, decoded_token}}."
+)
 
 
 class ChatCompletion(BaseModel):
@@ -212,6 +273,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: Usage
+    prompt_logprobs: list[dict[str, Any] | None] | None = Field(None, description=_PROMPT_LOGPROBS)
 
 
 class ChatDelta(BaseModel):
@@ -223,7 +285,7 @@ class ChatChunkChoice(BaseModel):
     index: int
     delta: ChatDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -241,7 +303,8 @@ class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
+    prompt_logprobs: list[dict[str, Any] | None] | None = Field(None, description=_PROMPT_LOGPROBS)
 
 
 class Completion(BaseModel):
