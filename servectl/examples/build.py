@@ -100,8 +100,9 @@ def _tokenizer(folder: Path, kind: str) -> Any:
     return fast
 
 
-def build_gpt2(folder: Path) -> Path:
-    """A 2-layer random-weight GPT-2 with a byte-level BPE tokenizer trained here."""
+def build_gpt2(folder: Path, positions: int = 128) -> Path:
+    """A 2-layer random-weight GPT-2 with a byte-level BPE tokenizer trained here; its context
+    is `positions` tokens (prompts that list tools need more than the default)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -109,7 +110,7 @@ def build_gpt2(folder: Path) -> Path:
     tok = _tokenizer(folder, "gpt2")
     settings: dict[str, Any] = {
         "vocab_size": len(tok),
-        "n_positions": 128,
+        "n_positions": positions,
         "n_embd": 32,
         "n_layer": 2,
         "n_head": 2,

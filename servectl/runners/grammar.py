@@ -80,6 +80,18 @@ class Grammars:
         return RowGrammar(matcher)
 
 
+def check(constraint: Constraint) -> None:
+    """The constraint compiles (no tokenizer needed), else the client's 400 naming its param;
+    without llguidance installed nothing is checked here (a row's compile says so)."""
+    try:
+        import llguidance
+    except ImportError:
+        return
+    error = llguidance.LLMatcher.validate_grammar(lark_of(constraint))
+    if error and not error.startswith("WARNING"):
+        raise InvalidInput(f"{_subject(constraint)} does not compile: {_first_line(error)}", constraint.param, 400)
+
+
 def lark_of(constraint: Constraint) -> str:
     """The constraint as a Lark grammar (llguidance's dialect: `%json` embeds a schema)."""
     kind, value = constraint.kind, constraint.value

@@ -135,6 +135,13 @@ class ModelSpec(Section):
         le=4096,
         description="text-generation: default tokens to generate (request parameter `max_new_tokens` overrides).",
     )
+    tool_parser: Literal["hermes", "llama3_json"] = Field(
+        "hermes",
+        description="api.kind openai: how tool calls look in the model's text, read back into `tool_calls` "
+        "(and forced by a grammar under tool_choice `required` or a named function): `hermes` (Hermes, Qwen: "
+        '`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`) or `llama3_json` (Llama 3: '
+        '`{"name": ..., "parameters": {...}}`, several separated by `; `).',
+    )
     onnx: OnnxOptions = OnnxOptions()
     example: Any = Field(
         None,

@@ -97,7 +97,7 @@ class OpenAIProtocol(ApiProtocol):
             embeds = not generates
         adapters: dict[str, Any] = {}
         if generates:
-            adapters["chat"] = ChatCompletions(model, spec.name)
+            adapters["chat"] = ChatCompletions(model, spec.name, spec.model.tool_parser)
             adapters["completions"] = Completions(model, spec.name)
         if embeds:
             adapters["embeddings"] = Embeddings(model, spec.name)

@@ -30,6 +30,9 @@ from servectl.protocols.openai.schemas import (
     TextPart,
     with_token_range,
 )
+from servectl.protocols.openai.structured import apply_structured
+from servectl.protocols.openai.tool_calls import ToolOutput
+from servectl.protocols.openai.tools import ToolPlan, apply_tools, history_message, plan_of
 from servectl.runners.engine import Engine
 from servectl.runners.sequence import Prompt, Sequence, TokenLogprob
 from servectl.sdk import END, Chunks, Final, InvalidInput
@@ -48,6 +51,7 @@ class Decoded:
     request: GenerationRequest
     seqs: list[Sequence]
     echo: list[str] | None = None  # per sequence, the prompt text its answer starts with
+    tools: ToolOutput | None = None  # chat with tools: the calls read out of each answer
 
 
 class _Generation:
@@ -60,9 +64,10 @@ class _Generation:
     field = "prompt"  # the parameter a too-long prompt is blamed on
     invalid_status = 400  # OpenAI answers invalid parameters with a 400
 
-    def __init__(self, lm: LanguageModel, model_name: str) -> None:
+    def __init__(self, lm: LanguageModel, model_name: str, tool_parser: str = "hermes") -> None:
         self.lm = lm
         self.model_name = model_name
+        self.tool_parser = tool_parser  # how tool calls look in the model's text (model.tool_parser)
         self.example = {"model": model_name, **self.example_body, "max_tokens": 16}
 
     example_body: ClassVar[dict[str, Any]] = {"prompt": "Once upon a time"}
@@ -73,10 +78,10 @@ class _Generation:
                 f"The model `{model}` does not exist; this server serves `{self.model_name}`", "model", status=404
             )
 
-    def prompts(self, request: Any) -> list[Prompt]:
+    def prompts(self, request: Any, plan: ToolPlan | None = None) -> list[Prompt]:
         raise NotImplementedError
 
-    def decode_request(self, request: GenerationRequest) -> Decoded:
+    def decode_request(self, request: GenerationRequest, plan: ToolPlan | None = None) -> Decoded:
         self.check_model(request.model)
         if request.stream_options is not None and not request.stream:
             msg = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
@@ -84,9 +89,12 @@ class _Generation:
         asked = request.max_completion_tokens is not None or request.max_tokens is not None
         echo = isinstance(request, CompletionRequest) and request.echo
         seqs, echoed = [], []
-        for prompt in self.prompts(request):
+        for prompt in self.prompts(request, plan):
             for choice in range(request.n):
                 sampling = sampling_of(request, self.lm.max_new_tokens)
+                apply_structured(request, sampling)  # structured outputs: the constraint it decodes under
+                if plan is not None:
+                    apply_tools(plan, sampling, self.tool_parser)
                 if sampling.seed is not None:
                     sampling.seed += choice
                 seq = self.lm.sequence(prompt, sampling, asked, self.field)
@@ -139,6 +147,7 @@ class GenerationJob:
         self.request = decoded.request
         self.seqs = decoded.seqs
         self.echo = decoded.echo
+        self.tools = decoded.tools
         self.offsets = [TextOffsets() for _ in self.seqs]  # completions' text_offset, per choice
         self.started = [False] * len(self.seqs)
         self.engine = engine
@@ -182,7 +191,10 @@ class GenerationJob:
             self.started[index] = True
             text = self.echo[index] + text
             entries = (seq.prompt_logprobs or []) + entries
-        return self.adapter.delta_choice(index, text, finish, self.adapter.logprobs(seq, entries, self.offsets[index]))
+        choice = self.adapter.delta_choice(
+            index, text, finish, self.adapter.logprobs(seq, entries, self.offsets[index])
+        )
+        return self.tools.delta(index, choice) if self.tools is not None else choice
 
     def _prompt_tokens(self) -> int:
         return sum(seq.prompt_tokens for seq in self.seqs[:: self.request.n])
@@ -201,10 +213,17 @@ class ChatCompletions(_Generation):
     example_body: ClassVar[dict[str, Any]] = {"messages": [{"role": "user", "content": "Say hello."}]}
 
     def decode(self, request: ChatRequest) -> Decoded:
-        return self.decode_request(request)
+        plan = plan_of(request)
+        decoded = self.decode_request(request, plan)
+        if plan is not None:  # tool_choice none: only a `complete` hook's own calls
+            decoded.tools = ToolOutput(decoded.seqs, None if plan.choice == "none" else self.tool_parser, plan.legacy)
+        return decoded
 
-    def prompts(self, request: ChatRequest) -> list[Prompt]:
-        return [str(self.lm.render([{"role": m.role, "content": _text(m.content)} for m in request.messages]))]
+    def prompts(self, request: ChatRequest, plan: ToolPlan | None = None) -> list[Prompt]:
+        messages = [
+            history_message(m.role, _text(m.content), m.model_dump(exclude_none=True)) for m in request.messages
+        ]
+        return [str(self.lm.render(messages, plan.schemas() if plan else None, self.tool_parser))]
 
     def delta_choice(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
         delta = {"role": "assistant", "content": text} if text else {}
@@ -212,12 +231,13 @@ class ChatCompletions(_Generation):
 
     def whole_choice(self, index: int, job: GenerationJob) -> dict[str, Any]:
         seq = job.seqs[index]
-        return {
+        choice = {
             "index": index,
             "message": {"role": "assistant", "content": seq.text, "refusal": None},
             "finish_reason": seq.finish_reason,
             "logprobs": self.logprobs(seq, seq.logprobs, TextOffsets()),
         }
+        return job.tools.whole(index, choice) if job.tools is not None else choice
 
     def whole(self, job: GenerationJob) -> dict[str, Any]:
         answer = super().whole(job)
@@ -233,14 +253,14 @@ class ChatCompletions(_Generation):
 class Completions(_Generation):
     kind = "text_completion"
 
-    def __init__(self, lm: LanguageModel, model_name: str) -> None:
-        super().__init__(lm, model_name)
+    def __init__(self, lm: LanguageModel, model_name: str, tool_parser: str = "hermes") -> None:
+        super().__init__(lm, model_name, tool_parser)
         self.request_model = with_token_range(CompletionRequest, "prompt", lm.vocab)
 
     def decode(self, request: CompletionRequest) -> Decoded:
         return self.decode_request(request)
 
-    def prompts(self, request: CompletionRequest) -> list[Prompt]:
+    def prompts(self, request: CompletionRequest, plan: ToolPlan | None = None) -> list[Prompt]:
         return prompts_of(request)
 
     def delta_choice(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:

@@ -11,9 +11,11 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from servectl.protocols.openai.tools import render_plain, template_messages
 from servectl.runners.engine import Engine
+from servectl.runners.grammar import Grammars
 from servectl.runners.sequence import Prompt, Sequence
-from servectl.sdk import InvalidInput, Sampling
+from servectl.sdk import InvalidInput, Sampling, ToolCall
 
 
 def plain_chat(messages: list[dict[str, str]]) -> str:
@@ -37,7 +39,11 @@ class LanguageModel(Protocol):
 
     @property
     def width(self) -> int: ...
-    def render(self, messages: list[dict[str, str]]) -> str: ...
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, parser: str = "hermes"
+    ) -> str:
+        """A chat prompt; `tools` (OpenAI's shape) offered in the parser's call format."""
+
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence: ...
     def text_of(self, ids: list[int]) -> str:
         """Token ids as text (an echoed prompt given as ids, or truncated)."""
@@ -56,15 +62,24 @@ class TransformersLM:
         self.context = runner.context
         self.engine: Any = getattr(runner, "engine", None)  # text-generation only
         self.vocab: int | None = int(runner.model.get_input_embeddings().num_embeddings)
+        self.grammars = Grammars(runner.tokenizer, self.vocab)  # constrained decoding, set up on first use
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, parser: str = "hermes"
+    ) -> str:
         tokenizer = self.runner.tokenizer
         if getattr(tokenizer, "chat_template", None):
-            return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        return plain_chat(messages)
+            prompt = tokenizer.apply_chat_template(
+                template_messages(messages), tools=tools or None, tokenize=False, add_generation_prompt=True
+            )
+            return str(prompt)
+        return render_plain(messages, tools, parser)
 
     def sequence(self, prompt: Prompt, sampling: Sampling, asked: bool = True, field: str = "prompt") -> Sequence:
+        """The runner's sequence; a constrained one gets its grammar (a 400 if it does not compile)."""
         seq: Sequence = self.runner.sequence(prompt, sampling, asked, field)
+        if sampling.constraint is not None:
+            seq.grammar = self.grammars.row(sampling.constraint)
         return seq
 
     def text_of(self, ids: list[int]) -> str:
@@ -109,8 +124,11 @@ class HandlerLM:
     def width(self) -> int:
         return self._width
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        return str(self._render(messages)) if self._render else plain_chat(messages)
+    def render(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, parser: str = "hermes"
+    ) -> str:
+        """The handler's `render` (it finds the tools in `complete`'s sampling), or the built-in."""
+        return str(self._render(messages)) if self._render else render_plain(messages, tools, parser)
 
     def count(self, texts: list[str]) -> list[int]:
         return [int(self._count(t)) if self._count else len(t.split()) for t in texts]
@@ -180,6 +198,9 @@ class PieceEngine:
                 seq.finish_reason = "stop"
                 continue
             seq.ids.append(0)  # one piece, one token
+            if isinstance(piece, ToolCall):
+                seq.tool_calls.append(piece)
+                continue
             seq.extend(str(piece))
         self._leave()
 

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
+from servectl.protocols.openai.structured import StructuredFields
+from servectl.protocols.openai.tools import ToolFields
+
 
 def _defaults_for_nulls(model: type[BaseModel], data: Any) -> Any:
     """An explicit `null` for an optional field means its default, as OpenAI takes it."""
@@ -52,8 +55,11 @@ class TextPart(BaseModel):
 
 class Message(_Request):
     model_config = ConfigDict(extra="allow")
-    role: Literal["system", "user", "assistant", "developer", "tool"]
+    role: Literal["system", "user", "assistant", "developer", "tool", "function"]
     content: str | list[TextPart] | None = Field(None, description="Text, or parts of type `text`.")
+    tool_calls: list[dict[str, Any]] | None = Field(None, description="An assistant message's calls, as answered.")
+    tool_call_id: str | None = Field(None, description="A `tool` message: the call it answers.")
+    name: str | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -86,7 +92,7 @@ def _vllm(what: str) -> str:
     return f"Extension (vLLM): {what}"
 
 
-class GenerationRequest(_Strict):
+class GenerationRequest(_Strict, StructuredFields):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -123,13 +129,6 @@ class GenerationRequest(_Strict):
     )
     user: str | None = None
 
-    # asked for but not served: a 400 naming the field, never silently dropped
-    response_format: dict[str, Any] | None = Field(None, description='Only `{"type": "text"}`.')
-    tools: list[Any] | None = Field(None, description="Not supported (a 400 when not empty).")
-    tool_choice: Any = Field(None, description='Not supported (a 400 unless "none").')
-    functions: list[Any] | None = Field(None, description="Not supported (a 400 when not empty).")
-    function_call: Any = Field(None, description='Not supported (a 400 unless "none").')
-
     @field_validator("truncate_prompt_tokens")
     @classmethod
     def _keep(cls, keep: int | None) -> int | None:
@@ -161,29 +160,8 @@ class GenerationRequest(_Strict):
                 raise ValueError(f"biases must be in [-100, 100], not {value}")
         return bias
 
-    @field_validator("response_format")
-    @classmethod
-    def _text_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type", "text") != "text":
-            raise _unsupported(f"response_format {value.get('type')!r}", 'the only format served is {"type": "text"}')
-        return value
 
-    @field_validator("tools", "functions")
-    @classmethod
-    def _no_tools(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
-        if value:
-            raise _unsupported(str(info.field_name), "this model does not call tools; send the request without it")
-        return value
-
-    @field_validator("tool_choice", "function_call")
-    @classmethod
-    def _no_choice(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in (None, "none"):
-            raise _unsupported(str(info.field_name), 'this model does not call tools; only "none" is accepted')
-        return value
-
-
-class ChatRequest(GenerationRequest):
+class ChatRequest(GenerationRequest, ToolFields):
     messages: list[Message] = Field(min_length=1)
     logprobs: bool = Field(False, description="Return each output token's log-probability.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Also the k likeliest tokens at each position.")
@@ -248,10 +226,27 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments, as a JSON text.")
+
+
+class ToolCallOut(BaseModel):
+    id: str = Field(description="`call_...`: a `tool` message answering it names it.")
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class ToolCallDelta(ToolCallOut):
+    index: int = Field(description="Which call of the choice (a streamed call comes whole, in one delta).")
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="null when the answer is tool calls only.")
     refusal: None = None
+    tool_calls: list[ToolCallOut] | None = None
+    function_call: FunctionCall | None = Field(None, description="Deprecated: asked with `functions`.")
 
 
 class ChatChoice(BaseModel):
@@ -279,6 +274,8 @@ class ChatCompletion(BaseModel):
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    function_call: FunctionCall | None = Field(None, description="Deprecated: asked with `functions`.")
 
 
 class ChatChunkChoice(BaseModel):
