@@ -235,6 +235,30 @@ def examples_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+def extras_reference() -> str:
+    """The extras, from pyproject.toml: each one's packages and what it is for (its comment)."""
+    import re
+    import tomllib
+
+    path = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    extras = tomllib.loads(path.read_text())["project"]["optional-dependencies"]
+    lines = ["| extra | installs | for |", "|---|---|---|"]
+    previous = ""
+    for line in path.read_text().split("[project.optional-dependencies]")[1].split("\n[")[0].splitlines():
+        found = re.match(r"^([\w-]+) = \[.*?(?:#\s*(.*))?$", line)
+        if found is None:
+            previous = line.lstrip("# ").strip() if line.startswith("#") else ""
+            continue
+        name, comment = found.group(1), (found.group(2) or previous).strip()
+        if not comment:
+            raise Undescribed(f"extra {name!r} has no comment in pyproject.toml saying what it is for")
+        packages = sorted({re.split(r"[<>=\[ ]", req)[0] for req in extras[name]})
+        shown = ", ".join(packages) if len(packages) <= 8 else f"{len(packages)} packages"
+        lines.append(f"| `{name}` | {_cell(shown)} | {_cell(comment)} |")
+        previous = ""
+    return "\n".join(lines) + "\n"
+
+
 def render(name: str) -> str:
     """The generated part of reference page `name`: spec, cli, metrics or errors."""
     if name == "cli":
@@ -244,7 +268,7 @@ def render(name: str) -> str:
 
         return cli_reference(typer.main.get_command(app))
     pages = {"spec": spec_reference, "metrics": metrics_reference, "errors": errors_reference}
-    return {**pages, "examples": examples_reference}[name]()
+    return {**pages, "examples": examples_reference, "extras": extras_reference}[name]()
 
 
 if __name__ == "__main__":

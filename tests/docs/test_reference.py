@@ -17,7 +17,7 @@ import reference_pages
 from reference_pages import Undescribed
 
 
-@pytest.mark.parametrize("name", ["spec", "cli", "metrics", "errors", "examples"])
+@pytest.mark.parametrize("name", ["spec", "cli", "metrics", "errors", "examples", "extras"])
 def test_every_reference_page_renders(name: str) -> None:
     text = reference_pages.render(name)
     assert text.count("\n|") > 5
