@@ -5,6 +5,7 @@ a missing description is an error (`Undescribed`), so the build, and the tests, 
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 from collections.abc import Iterator
@@ -237,8 +238,7 @@ def examples_reference() -> str:
 
 def extras_reference() -> str:
     """The extras, from pyproject.toml: each one's packages and what it is for (its comment)."""
-    import re
-    import tomllib
+    import tomllib  # Python 3.11+, as the docs build
 
     path = Path(__file__).resolve().parent.parent / "pyproject.toml"
     extras = tomllib.loads(path.read_text())["project"]["optional-dependencies"]
