@@ -59,7 +59,7 @@ ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 @pytest.fixture(scope="module")
 def gpt2(shared_serve, tmp_path_factory):  # type: ignore[no-untyped-def]
-    path = long_gpt2(tmp_path_factory.mktemp("long-gpt2"))
+    path = long_gpt2(tmp_path_factory.getbasetemp())
     server = shared_serve(gpt2_tools_spec(path))
     return server, openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
 

@@ -12,9 +12,12 @@ MODEL = "tiny-gpt2-tools"
 
 
 def long_gpt2(folder: Path) -> Path:
+    """Built once in `folder` (the session's base temp: every module serves the same path, so
+    `shared_serve` starts one server for them all)."""
     from servectl.examples.build import build_gpt2
 
-    return build_gpt2(folder / "tiny-gpt2-long", positions=1024)
+    path = folder / "tiny-gpt2-long"
+    return path if (path / "config.json").exists() else build_gpt2(path, positions=1024)
 
 
 def gpt2_tools_spec(path: Path, parser: str = "hermes") -> dict:
