@@ -319,3 +319,33 @@ def test_a_custom_complete_gets_the_tools_and_returns_a_call(shared_serve) -> No
         "strict": True,
         "keys": ["age", "name", "pets"],
     }
+
+
+def test_tool_call_answers_match_the_official_schemas(gpt2) -> None:
+    """Tool-call and structured answers, whole and streamed, against OpenAI's own document."""
+    import httpx
+
+    from support.openai_spec import load, validator
+
+    server, _ = gpt2
+    _, schemas = load()
+    body = {
+        "model": MODEL,
+        "messages": ASK,
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "max_tokens": 200,
+        "seed": 1,
+    }
+    whole = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert whole["choices"][0]["message"]["tool_calls"]
+    assert not list(validator("CreateChatCompletionResponse", schemas).iter_errors(whole))
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    stream = validator("CreateChatCompletionStreamResponse", schemas)
+    assert chunks and all(not list(stream.iter_errors(c)) for c in chunks)
+    legacy = {**body, "functions": [WEATHER["function"]], "function_call": {"name": "get_weather"}}
+    del legacy["tools"], legacy["tool_choice"]
+    answer = httpx.post(server.url + "/v1/chat/completions", json=legacy, timeout=60).json()
+    assert answer["choices"][0]["message"]["function_call"]["name"] == "get_weather"
+    assert not list(validator("CreateChatCompletionResponse", schemas).iter_errors(answer))
