@@ -127,7 +127,21 @@ class Engine:
         raise NotImplementedError
 
 
-class Llguidance(Engine):
+class PackedMask(Engine):
+    """An engine whose mask is a bitmask of 32-bit words (llguidance's and xgrammar's)."""
+
+    bits: Any = None
+
+    def allowed(self, mask: Any) -> list[int]:
+        bits = ((mask[:, None] >> self.bits) & 1).flatten()[: self.vocab].bool()
+        return bits.nonzero().flatten().tolist()  # type: ignore[no-any-return]
+
+    def apply(self, mask: Any, logits: Any) -> None:
+        bits = ((mask[:, None] >> self.bits) & 1).flatten()[: self.vocab]
+        logits.masked_fill_(bits == 0, float("-inf"))
+
+
+class Llguidance(PackedMask):
     name = "llguidance"
 
     def __init__(self, hf: Any) -> None:
@@ -158,21 +172,13 @@ class Llguidance(Engine):
         matcher.unsafe_compute_mask_ptr(buf.data_ptr(), buf.numel() * 4)
         return buf
 
-    def allowed(self, mask: Any) -> list[int]:
-        bits = ((mask[:, None] >> self.bits) & 1).flatten()[: self.vocab].bool()
-        return bits.nonzero().flatten().tolist()  # type: ignore[no-any-return]
-
-    def apply(self, mask: Any, logits: Any) -> None:
-        bits = ((mask[:, None] >> self.bits) & 1).flatten()[: self.vocab]
-        logits.masked_fill_(bits == 0, float("-inf"))
-
     def advance(self, state: Any, token: int) -> bool:
         matcher, _ = state
         matcher.consume_token(token)
         return bool(matcher.is_stopped())
 
 
-class Xgrammar(Engine):
+class Xgrammar(PackedMask):
     name = "xgrammar"
 
     def __init__(self, hf: Any) -> None:
@@ -196,14 +202,6 @@ class Xgrammar(Engine):
         matcher, buf = state
         matcher.fill_next_token_bitmask(buf)
         return buf[0]
-
-    def allowed(self, mask: Any) -> list[int]:
-        bits = ((mask[:, None] >> self.bits) & 1).flatten()[: self.vocab].bool()
-        return bits.nonzero().flatten().tolist()  # type: ignore[no-any-return]
-
-    def apply(self, mask: Any, logits: Any) -> None:
-        bits = ((mask[:, None] >> self.bits) & 1).flatten()[: self.vocab]
-        logits.masked_fill_(bits == 0, float("-inf"))
 
     def advance(self, state: Any, token: int) -> bool:
         matcher, _ = state

@@ -12,7 +12,7 @@ enforce is a 400); otherwise such keywords are left out, as vLLM's engines do.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,9 @@ class StructuredFields(BaseModel):
     )
 
 
+_PLAIN: tuple[Literal["regex", "choice", "grammar"], ...] = ("regex", "choice", "grammar")  # taken as given
+
+
 def structured_of(request: StructuredFields) -> tuple[ResponseFormat | None, Constraint | None]:
     """The request's response format and the constraint it decodes under (None: free text)."""
     found: list[Constraint] = []
@@ -59,23 +62,17 @@ def structured_of(request: StructuredFields) -> tuple[ResponseFormat | None, Con
         found += [constraint] if constraint else []
     if request.guided_json is not None:
         found.append(Constraint("json", _schema(request.guided_json, "guided_json"), "guided_json", strict=False))
-    if request.guided_regex is not None:
-        found.append(Constraint("regex", request.guided_regex, "guided_regex"))
-    if request.guided_choice is not None:
-        found.append(Constraint("choice", request.guided_choice, "guided_choice"))
-    if request.guided_grammar is not None:
-        found.append(Constraint("grammar", request.guided_grammar, "guided_grammar"))
+    for kind in _PLAIN:  # vLLM's guided_* fields
+        if getattr(request, f"guided_{kind}") is not None:
+            found.append(Constraint(kind, getattr(request, f"guided_{kind}"), f"guided_{kind}"))
     so = request.structured_outputs
     if so is not None:
         if so.json_schema is not None:
             schema = _schema(so.json_schema, "structured_outputs.json")
             found.append(Constraint("json", schema, "structured_outputs.json", strict=False))
-        if so.regex is not None:
-            found.append(Constraint("regex", so.regex, "structured_outputs.regex"))
-        if so.choice is not None:
-            found.append(Constraint("choice", so.choice, "structured_outputs.choice"))
-        if so.grammar is not None:
-            found.append(Constraint("grammar", so.grammar, "structured_outputs.grammar"))
+        for kind in _PLAIN:
+            if getattr(so, kind) is not None:
+                found.append(Constraint(kind, getattr(so, kind), f"structured_outputs.{kind}"))
         if so.json_object:
             found.append(Constraint("json", {"type": "object"}, "structured_outputs.json_object"))
     if len(found) > 1:
