@@ -3,9 +3,9 @@ error shape and its OpenAPI fragments. `servectl.protocols` picks one by `api.ki
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -27,6 +27,23 @@ class ModelRoute:
     protocol: str = "predict"  # the protocol that owns it: its error shape, its OpenAPI tag
     stream_flag: str | None = None  # a body field that asks for a stream (OpenAI's `stream`)
     documented: bool = True  # in the OpenAPI document (and so generated clients); False: an alias
+
+
+@dataclass(slots=True)
+class Relayed:
+    """A request as the workers get it, and what to call with its answer (a whole reply's
+    body, or each streamed chunk): None when nothing is kept of it."""
+
+    body: bytes
+    keep: Callable[[bytes], None] | None = None
+
+
+class RouteRelay(Protocol):
+    """The API process's part in a route whose requests depend on earlier ones (OpenAI's
+    `/v1/responses`: `previous_response_id`): it rewrites a body before it is queued (or
+    refuses it) and keeps what the answer says. Every other route has none."""
+
+    def prepare(self, body: bytes) -> Relayed | Failure: ...
 
 
 class ApiProtocol:
@@ -53,6 +70,10 @@ class ApiProtocol:
     def adapters(self, spec: Spec, handler: Handler) -> dict[str, Any]:
         """Objects with handler hooks that serve its routes over the built handler, by route name."""
         return {}
+
+    def relay(self, route: ModelRoute, model: str) -> RouteRelay | None:
+        """The API-side relay of one model's route, if it has one (see `RouteRelay`)."""
+        return None
 
     def add_routes(self, app: FastAPI, deployment: ServedModels) -> None:
         """Its routes served by FastAPI (metadata, listings: nothing on the hot path)."""

@@ -28,7 +28,7 @@ from servectl.outcome import Reply
 from servectl.server.redis_failures import RedisFailures
 from servectl.spec import CacheSpec
 
-GENERATION_ROUTES = frozenset({"chat", "completions"})  # OpenAI's sampled routes
+GENERATION_ROUTES = frozenset({"chat", "completions", "responses"})  # OpenAI's sampled routes
 
 
 class Store(Protocol):

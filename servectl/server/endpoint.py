@@ -61,6 +61,7 @@ class ModelEndpoint:
         self.scheduler = model.scheduler
         self.route = route
         self.protocol = protocol  # formats its errors; OpenAI's streams are always SSE with [DONE]
+        self.relay = protocol.relay(route, model.name)  # /v1/responses: history in, responses kept
         self.auth = auth
         self.watch = DeadlineWatch(self.scheduler)
         self.first_ticks = FirstTicks(self.watch.tick)
@@ -78,7 +79,8 @@ class ModelEndpoint:
         self.limiter = self.guards.limiter(spec)
         streams = spec.api.stream and self.route.name == "predict"  # its answers are streams: never kept
         self.cache = None if streams else self.guards.cache(spec)
-        self.guarded = self.limiter is not None or self.cache is not None
+        # (a relayed route takes this path too: the express lane skips it)
+        self.guarded = self.limiter is not None or self.cache is not None or self.relay is not None
         gzip_min = spec.server.gzip_min_bytes  # answers this large are compressed for a client that takes it
         self.gzip_min = sys.maxsize if gzip_min is None else gzip_min
 
@@ -182,6 +184,11 @@ class ModelEndpoint:
         """Queue the request for a worker (or answer it from the cache) and send its outcome."""
         rid = request.id
         request.pending = pending
+        if self.relay is not None:
+            relayed = self.relay.prepare(body)
+            if isinstance(relayed, Failure):
+                return await self._fail(send, relayed, rid)
+            body, request.keep = relayed.body, relayed.keep
         framing = self.protocol.framing_header
         if framing is not None and (declared := request.headers.get(framing)) is not None:
             if not declared.isdigit() or int(declared) > len(body):
@@ -212,6 +219,8 @@ class ModelEndpoint:
             hit, led = await self.cache.lookup(key, pending.future)
             if hit is not None:
                 self.cache.count("hit")
+                if request.keep is not None:
+                    request.keep(hit.body)
                 return await self._send_reply(send, hit, request, _HIT)
             self.cache.count("miss")
         reply = None
@@ -274,6 +283,8 @@ class ModelEndpoint:
         """Send what the worker answered: a reply, a stream, or an error."""
         rid = request.id
         if type(outcome) is Reply:  # the common answer, first
+            if request.keep is not None:
+                request.keep(outcome.body)
             if outcome.json_length is None and len(outcome.body) < self.gzip_min:
                 await send_bytes(send, 200, outcome.body, rid)
                 return 200
@@ -284,7 +295,8 @@ class ModelEndpoint:
                 pending.stream.put_nowait(ENDED)
             abort = scope.get("extensions", {}).get(ABORT)
             if self.protocol.sse_only:
-                return await send_stream(send, pending, rid, SSE, self._cut(abort), self.protocol, done=True)
+                cut = self._cut(abort)
+                return await send_stream(send, pending, rid, SSE, cut, self.protocol, done=True, observe=request.keep)
             if self.stream:
                 fmt = pick_format(request.headers.get(b"accept"), self.format)
                 return await send_stream(send, pending, rid, fmt, self._cut(abort), self.protocol)

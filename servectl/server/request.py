@@ -37,7 +37,7 @@ class RouteEndpoint(Protocol):
 class Request:
     """One HTTP request as the edge pieces see it."""
 
-    __slots__ = ("elapsed", "endpoint", "headers", "id", "key_name", "model", "pending", "started", "status")
+    __slots__ = ("elapsed", "endpoint", "headers", "id", "keep", "key_name", "model", "pending", "started", "status")
 
     def __init__(self, scope: Scope, endpoint: RouteEndpoint | None) -> None:
         self.started = time.perf_counter()
@@ -49,6 +49,7 @@ class Request:
         self.elapsed = 0.0  # seconds to the answer, set once it is sent
         self.pending: Pending | None = None  # its work for a worker, once queued (traces read its times)
         self.key_name = ANONYMOUS  # the name of the API key it came with (rate limits, /stats)
+        self.keep: Callable[[bytes], None] | None = None  # a relayed route's: sees the answer (or each chunk)
 
 
 class Refusal:

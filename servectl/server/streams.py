@@ -52,10 +52,11 @@ async def send_stream(
     cut: Callable[[Pending], None],
     protocol: ApiProtocol,
     done: bool = False,
+    observe: Callable[[bytes], None] | None = None,
 ) -> int:
     """Relay a started stream until its end; the status to log (200, or the error's).
     An error event is in `protocol`'s shape; `done` ends a clean SSE stream with
-    `data: [DONE]` (OpenAI's convention).
+    `data: [DONE]` (OpenAI's convention); `observe` sees each chunk before it is sent.
 
     A client that reads slower than its stream is made to wait in `send` (the transport
     pushes back). It may lag until its deadline (plus CUT_AFTER_S for the error event to
@@ -73,6 +74,8 @@ async def send_stream(
                 item = await pending.stream.get()
                 if isinstance(item, bytes):
                     pending.buffered -= len(item)
+                    if observe is not None:
+                        observe(item)
                     await send({"type": "http.response.body", "body": frame(fmt, item), "more_body": True})
                     continue
                 status = status_of(item)

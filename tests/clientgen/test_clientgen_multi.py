@@ -61,11 +61,11 @@ def test_operations_are_grouped_by_model(multi_source: Source) -> None:
     calls = {g.attr: [op.call for op in g.operations] for g in groups}
     assert calls == {
         "text_stats": ["predict"],
-        "echo_llm": ["predict", "chat_completions", "completions", "embeddings"],
+        "echo_llm": ["predict", "chat_completions", "completions", "create_response", "embeddings"],
         "tiny_onnx": ["predict", "infer"],
     }
     assert {op.name for op in top} >= TOP and not any(op.models for op in top)
-    assert groups[1].prefilled == {"chat_completions", "completions", "embeddings"}
+    assert groups[1].prefilled == {"chat_completions", "completions", "create_response", "embeddings"}
     assert not groups[0].prefilled and not groups[2].prefilled
     one = from_spec(load_spec(ROOT / "configs" / "openai_custom.yaml"), "x").schema
     assert group_operations(one)[1] == []  # one model: no groups, the client as it always was
@@ -85,6 +85,8 @@ def test_python_client_has_a_group_per_model(multi_client: ModuleType) -> None:
             "chat_completions_stream",
             "completions",
             "completions_stream",
+            "create_response",
+            "create_response_stream",
             "embeddings",
         }
         assert _methods(getattr(gen, f"{prefix}TinyOnnxCalls")) == {"predict", "infer"}
@@ -150,7 +152,7 @@ def test_shared_openai_routes_are_in_each_openai_models_group(tmp_path: Path) ->
     assert {op.name for op in top}.isdisjoint({"chat_completions", "completions", "embeddings"})
     assert "reload" in {op.name for op in top}  # the admin route: the deployment's, any model by name
     for group in groups[:2]:
-        assert group.prefilled == {"chat_completions", "completions", "embeddings"}
+        assert group.prefilled == {"chat_completions", "completions", "create_response", "embeddings"}
     curl = generate(source, "curl", "http://h")
     assert "## Model `echo-b` (api.kind openai)" in curl and '"model": "echo-b"' in curl
     assert curl.index("## Model `stats`") < curl.index("## Every model") < curl.index("### `health`")

@@ -1,5 +1,5 @@
-"""`api.kind: openai`: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings` and
-`/v1/models`, over the built-in transformers runners or a handler's `complete`/`embed`
+"""`api.kind: openai`: `/v1/chat/completions`, `/v1/completions`, `/v1/responses`,
+`/v1/embeddings` and `/v1/models`, over the built-in transformers runners or a handler's `complete`/`embed`
 hooks (`servectl.sdk.OpenAIHandler`, `EmbedHandler`), with OpenAI's error shape."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from servectl.outcome import Failure
-from servectl.protocols.base import ApiProtocol, ModelRoute
+from servectl.protocols.base import ApiProtocol, ModelRoute, RouteRelay
 from servectl.spec import Spec
 
 if TYPE_CHECKING:
@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 _ROUTES = {
     "chat": ("/v1/chat/completions", "chat_completions", "OpenAI chat completion"),
     "completions": ("/v1/completions", "completions", "OpenAI text completion"),
+    "responses": ("/v1/responses", "create_response", "OpenAI Responses API: create a response"),
     "embeddings": ("/v1/embeddings", "embeddings", "OpenAI embeddings"),
 }
-_BY_TASK = {"text-generation": ("chat", "completions"), "feature-extraction": ("embeddings",)}
+_BY_TASK = {"text-generation": ("chat", "completions", "responses"), "feature-extraction": ("embeddings",)}
 _TYPES = {
     400: "invalid_request_error",
     401: "invalid_request_error",
@@ -86,6 +87,7 @@ class OpenAIProtocol(ApiProtocol):
         from servectl.protocols.openai import lm
         from servectl.protocols.openai.adapters import ChatCompletions, Completions
         from servectl.protocols.openai.embeddings import Embeddings
+        from servectl.protocols.openai.responses import Responses
 
         model: lm.LanguageModel
         if handler.runner is None:  # the custom contract: complete / embed hooks
@@ -98,10 +100,19 @@ class OpenAIProtocol(ApiProtocol):
         adapters: dict[str, Any] = {}
         if generates:
             adapters["chat"] = ChatCompletions(model, spec.name, spec.model.tool_parser)
+            adapters["responses"] = Responses(ChatCompletions(model, spec.name, spec.model.tool_parser))
             adapters["completions"] = Completions(model, spec.name)
         if embeds:
             adapters["embeddings"] = Embeddings(model, spec.name)
         return adapters
+
+    def relay(self, route: ModelRoute, model: str) -> RouteRelay | None:
+        """`/v1/responses` keeps responses and continues from them in the API process."""
+        if route.name != "responses":
+            return None
+        from servectl.protocols.openai.responses_store import STORE, ResponsesRelay
+
+        return ResponsesRelay(STORE, model)
 
     def add_routes(self, app: FastAPI, deployment: ServedModels) -> None:
         from servectl.protocols.openai.routes import add_openai_routes

@@ -20,6 +20,7 @@ _ROUTE_WORDS = {
     "/v1/chat/completions": "chat completions",
     "/v1/completions": "completions",
     "/v1/embeddings": "embeddings",
+    "/v1/responses": "responses",
 }
 
 
@@ -33,6 +34,12 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: str
     data: list[ModelCard]
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool
 
 
 class Version(BaseModel):
@@ -86,6 +93,53 @@ def add_openai_routes(app: FastAPI, deployment: ServedModels) -> None:
     for path, words in _ROUTE_WORDS.items():
         if path not in served:
             app.post(path, include_in_schema=False)(_unserved(path, words, routes))
+    if "/v1/responses" in served:
+        _stored_routes(app)
+
+
+def _stored_routes(app: FastAPI) -> None:
+    """`GET` and `DELETE /v1/responses/{id}`: a response this process stored (see
+    `responses_store`), for a key that may use the model that answered it; else a 404."""
+    from servectl.protocols.openai.responses_body import ResponseObject
+    from servectl.protocols.openai.responses_store import STORE, Stored
+
+    def missing(response_id: str) -> Response:
+        msg = f"No response with id '{response_id}' is stored on this server"
+        return _error(404, msg, "response_id", "not_found")
+
+    def found(response_id: str, request: Request) -> Stored | None:
+        stored = STORE.get(response_id)
+        access = access_of(request.scope)
+        return stored if stored is not None and (access is None or access.sees(stored.model)) else None
+
+    @app.get(
+        "/v1/responses/{response_id}",
+        summary="OpenAI: a stored response",
+        tags=["openai"],
+        operation_id="retrieve_response",
+        response_model=ResponseObject,
+        responses={404: {"description": "Not stored (store: false, evicted, or never)"}},
+    )
+    async def retrieve_response(response_id: str, request: Request) -> Response:
+        stored = found(response_id, request)
+        if stored is None:
+            return missing(response_id)
+        return Response(stored.body, media_type="application/json")
+
+    @app.delete(
+        "/v1/responses/{response_id}",
+        summary="OpenAI: forget a stored response",
+        tags=["openai"],
+        operation_id="delete_response",
+        response_model=ResponseDeleted,
+        responses={404: {"description": "Not stored"}},
+    )
+    async def delete_response(response_id: str, request: Request) -> Response:
+        if not found(response_id, request):
+            return missing(response_id)
+        STORE.delete(response_id)
+        deleted = ResponseDeleted(id=response_id, object="response.deleted", deleted=True)
+        return Response(deleted.model_dump_json(), media_type="application/json")
 
 
 def _unserved(path: str, words: str, routes: dict[str, list[str]]) -> Callable[[Request], Awaitable[Response]]:
