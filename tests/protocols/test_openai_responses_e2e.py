@@ -301,18 +301,25 @@ def test_openai_fields_not_used_are_accepted(gpt2) -> None:
     assert whole["metadata"] == {"k": "v"}
 
 
+def _answered(server: Any) -> float:
+    """servectl_requests_total for 200s of /v1/responses on the model."""
+    wanted = f'servectl_requests_total{{model="{MODEL}",route="/v1/responses",status="200"}}'
+    lines = httpx.get(server.url + "/metrics", timeout=10).text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(wanted))
+
+
 def test_documented_and_counted(gpt2) -> None:
     server, _ = gpt2
     document = httpx.get(server.url + "/openapi.json", timeout=10).json()
     operation = document["paths"]["/v1/responses"]["post"]
-    assert operation["operationId"] == "create_response"
-    assert "/v1/responses/{response_id}" in document["paths"]
-    before = httpx.get(server.url + "/stats", timeout=10).json()
-    post(server, {"input": "count me", "max_output_tokens": 1})
-    after = httpx.get(server.url + "/stats", timeout=10).json()
-    assert json.dumps(after) != json.dumps(before)
-    metrics = httpx.get(server.url + "/metrics", timeout=10).text
-    assert 'path="/v1/responses"' in metrics or "/v1/responses" in metrics
+    assert operation["operationId"] == "create_response" and operation["x-servectl-stream"]
+    assert {"get", "delete"} <= set(document["paths"]["/v1/responses/{response_id}"])
+    before, answered = httpx.get(server.url + "/stats", timeout=10).json()["models"][MODEL], _answered(server)
+    whole = post(server, {"input": "count me", "max_output_tokens": 2})
+    after = httpx.get(server.url + "/stats", timeout=10).json()["models"][MODEL]
+    assert _answered(server) == answered + 1
+    assert after["prompt_tokens"] - before["prompt_tokens"] == whole["usage"]["input_tokens"]
+    assert after["completion_tokens"] - before["completion_tokens"] == whole["usage"]["output_tokens"]
 
 
 def test_langchain_use_responses_api(gpt2) -> None:
