@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from servectl.protocols.openai.schemas import ChatRequest, _Request
 from servectl.sdk import InvalidInput
@@ -80,6 +80,13 @@ class ResponsesRequest(_Request):
         if background:
             raise ValueError("background responses are not served; leave `background` false")
         return background
+
+    @field_validator("conversation", "prompt", mode="before")
+    @classmethod
+    def _not_served(cls, value: Any, info: ValidationInfo) -> None:
+        if value is not None:
+            instead = "previous_response_id" if info.field_name == "conversation" else "input and instructions"
+            raise ValueError(f"`{info.field_name}` is not served by this server; send {instead}")
 
 
 def chat_request(request: ResponsesRequest) -> ChatRequest:

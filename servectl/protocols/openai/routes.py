@@ -99,8 +99,8 @@ def add_openai_routes(app: FastAPI, deployment: ServedModels) -> None:
 
 def _stored_routes(app: FastAPI) -> None:
     """`GET` and `DELETE /v1/responses/{id}`: a response this process stored (see
-    `responses_store`), for a key that may use the model that answered it; else a 404."""
-    from servectl.protocols.openai.responses_body import ResponseObject
+    `responses_store`), for a key that may use the model that answered it; else a 404. Not
+    in the OpenAPI document: a generated client's example could name no stored id."""
     from servectl.protocols.openai.responses_store import STORE, Stored
 
     def missing(response_id: str) -> Response:
@@ -112,28 +112,14 @@ def _stored_routes(app: FastAPI) -> None:
         access = access_of(request.scope)
         return stored if stored is not None and (access is None or access.sees(stored.model)) else None
 
-    @app.get(
-        "/v1/responses/{response_id}",
-        summary="OpenAI: a stored response",
-        tags=["openai"],
-        operation_id="retrieve_response",
-        response_model=ResponseObject,
-        responses={404: {"description": "Not stored (store: false, evicted, or never)"}},
-    )
+    @app.get("/v1/responses/{response_id}", include_in_schema=False)
     async def retrieve_response(response_id: str, request: Request) -> Response:
         stored = found(response_id, request)
         if stored is None:
             return missing(response_id)
         return Response(stored.body, media_type="application/json")
 
-    @app.delete(
-        "/v1/responses/{response_id}",
-        summary="OpenAI: forget a stored response",
-        tags=["openai"],
-        operation_id="delete_response",
-        response_model=ResponseDeleted,
-        responses={404: {"description": "Not stored"}},
-    )
+    @app.delete("/v1/responses/{response_id}", include_in_schema=False)
     async def delete_response(response_id: str, request: Request) -> Response:
         if not found(response_id, request):
             return missing(response_id)
