@@ -6,11 +6,13 @@ responses and `previous_response_id`; bad input a 400 naming the parameter."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import httpx
 import pytest
+from pydantic import BaseModel, Field
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("torch")
@@ -40,6 +42,13 @@ WEATHER = {
     },
 }
 _SCHEMAS = load()[1]
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=8)
+    age: int = Field(ge=0, le=130)
+
+
 _VALIDATORS: dict[str, Any] = {}
 
 
@@ -143,6 +152,32 @@ def test_json_schema_format_parses(gpt2) -> None:
     streamed = events(server, {"input": "A person?", "text": {"format": fmt}, "max_output_tokens": 90})
     done = streamed[-1]["response"]
     jsonschema.validate(json.loads(output_text(done)), PERSON)
+
+
+def test_same_text_as_chat_in_one_batch(gpt2) -> None:
+    """A response and the chat completion it converts to, sent together (one continuous batch):
+    greedy, the same text and the same token counts."""
+    server, _ = gpt2
+    client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0)
+    ask = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello."}]
+
+    async def both() -> tuple[Any, Any]:
+        response = client.responses.create(
+            model=MODEL, instructions="Be brief.", input="Say hello.", temperature=0, max_output_tokens=10
+        )
+        chat = client.chat.completions.create(model=MODEL, messages=ask, temperature=0, max_tokens=10)
+        return await asyncio.gather(response, chat)
+
+    response, chat = asyncio.run(both())
+    assert response.output_text == chat.choices[0].message.content
+    assert response.usage.input_tokens == chat.usage.prompt_tokens
+    assert response.usage.output_tokens == chat.usage.completion_tokens
+
+
+def test_parse_into_a_pydantic_model(gpt2) -> None:
+    _, client = gpt2
+    parsed = client.responses.parse(model=MODEL, input="Describe a person.", text_format=Person, max_output_tokens=90)
+    assert isinstance(parsed.output_parsed, Person)
 
 
 def test_tool_loop_of_two_steps_with_function_call_output(gpt2) -> None:
@@ -349,6 +384,8 @@ def test_langchain_use_responses_api(gpt2) -> None:
     messages += [ai, ToolMessage(str(add.invoke(ai.tool_calls[0]["args"])), tool_call_id=ai.tool_calls[0]["id"])]
     final = llm.bind_tools([add], tool_choice="none").invoke(messages)
     assert isinstance(final.text, str) and not final.tool_calls
+    person = ChatOpenAI(**options, use_responses_api=True, max_tokens=90).with_structured_output(Person)
+    assert isinstance(person.invoke("Describe a person."), Person)
 
 
 def test_custom_complete_handler_answers_responses(shared_serve) -> None:
