@@ -211,6 +211,8 @@ def test_relay_keeps_answers_and_writes_the_history_into_input() -> None:
     sent = orjson.loads(second.body)
     assert sent["input"] == [{"role": "user", "content": "hi"}, *said, {"role": "user", "content": "again"}]
     assert sent["previous_response_id"] == "resp_1"  # echoed by the worker
+    only = relay.prepare(orjson.dumps({"model": "m", "previous_response_id": "resp_1"}))  # input is optional
+    assert not isinstance(only, Failure) and len(orjson.loads(only.body)["input"]) == 2
     # a stream is kept from its last event; the events before it and failed responses are not
     second.keep(b'{"type":"response.created","sequence_number":0,"response":{"id":"resp_2","status":"in_progress"}}')
     assert relay.store.get("resp_2") is None
@@ -230,6 +232,7 @@ def test_relay_refuses_unknown_ids_and_keeps_nothing_unstored() -> None:
     refused = relay.prepare(orjson.dumps({"input": "x", "previous_response_id": "resp_gone"}))
     assert isinstance(refused, Failure) and refused.status == 400
     assert refused.detail[0]["loc"] == ["previous_response_id"] and "resp_gone" in refused.message
+    assert isinstance(relay.prepare(orjson.dumps({"previous_response_id": "resp_gone"})), Failure)
     for odd in (b"[1]", b"not json", b'{"input": 3}'):
         passed = relay.prepare(odd)
         assert not isinstance(passed, Failure) and passed.body == odd  # the worker's validation names it

@@ -37,6 +37,7 @@ class ResponsesRequest(_Request):
 
     model: str
     input: str | list[dict[str, Any]] = Field(
+        default_factory=list,
         description="A text (one user message), or items: messages `{role, content}` (content a text or "
         "`input_text` parts), `function_call` and `function_call_output` items.",
     )

@@ -90,7 +90,7 @@ class ResponsesRelay:
             return Relayed(body, None)
         if not isinstance(request, dict):
             return Relayed(body, None)
-        given = request.get("input")
+        given = request.get("input", [])
         items: Any = [{"role": "user", "content": given}] if isinstance(given, str) else given
         previous = request.get("previous_response_id")
         if isinstance(previous, str) and isinstance(items, list):
