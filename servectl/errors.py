@@ -34,6 +34,11 @@ ERRORS: dict[str, ErrorKind] = {
     "context_length_exceeded": ErrorKind(
         (400,), "OpenAI routes: the prompt (plus `max_tokens`) or an embedding input is longer than the context."
     ),
+    "previous_response_not_found": ErrorKind(
+        (400,),
+        "`/v1/responses`: `previous_response_id` names a response that is unknown, evicted from the bounded store "
+        "or was sent with `store: false`.",
+    ),
     "unauthorized": ErrorKind(
         (401,), "A key is needed and none was sent, or a wrong one (OpenAI routes: `invalid_api_key`)."
     ),
